@@ -1,0 +1,101 @@
+"""Typed payloads shared by every stage of the pipeline.
+
+Pure data: no I/O here. Stages raise :class:`PermanentError` for input that will never succeed
+(it is dead-lettered once, with its reason code) and :class:`TransientError` for faults that
+may pass (retried with backoff, never dead-lettered).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Reason(StrEnum):
+    """Stable dead-letter reason codes (the ``tagfleet-reason`` header)."""
+
+    INVALID_JSON = "invalid_json"
+    INVALID_EVENT = "invalid_event"
+    EVENT_TOO_LARGE = "event_too_large"
+    UNSUPPORTED_URI = "unsupported_uri"
+    BUCKET_NOT_ALLOWED = "bucket_not_allowed"
+    UNKNOWN_FUNCTION = "unknown_function"
+    OBJECT_NOT_FOUND = "object_not_found"
+    ACCESS_DENIED = "access_denied"
+    OBJECT_TOO_LARGE = "object_too_large"
+    EMPTY_OBJECT = "empty_object"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    IMAGE_TOO_LARGE = "image_too_large"
+    IMAGE_DECODE_FAILED = "image_decode_failed"
+    INFERENCE_FAILED = "inference_failed"
+
+
+class PermanentError(Exception):
+    """Input that will never succeed: dead-letter it once with ``reason``."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(f"{reason.value}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+class TransientError(Exception):
+    """A fault that may pass (S3 5xx, timeouts, database or broker down): retry, never DLQ."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePosition:
+    """Where a message came from; the provenance stored with every tag."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class AssetRequest:
+    """A validated request to tag one object (native event or S3 ``ObjectCreated``)."""
+
+    asset_id: str
+    uri: str
+    bucket: str
+    key: str
+    functions: tuple[str, ...] | None = None
+    tenant: str | None = None
+    etag: str | None = None
+    content_type: str | None = None
+    event_time: datetime | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AssetRemoval:
+    """An S3 ``ObjectRemoved`` notification: the asset loses its tags."""
+
+    asset_id: str
+    uri: str
+    event_time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AssetResult:
+    """Everything the sinks need for one tagged asset.
+
+    ``functions`` maps a function name to its result object exactly as in the result-event
+    contract (``type``, ``version``, then ``label``/``score``/``scores``, ``tags``/``scores`` or
+    ``objects``), plus ``thresholds`` (label -> threshold) for tags functions.
+    """
+
+    asset_id: str
+    uri: str
+    etag: str | None
+    width: int
+    height: int
+    functions: dict[str, dict[str, Any]]
+    source: SourcePosition | None
+    processed_at: datetime
+    latency_ms: float | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
