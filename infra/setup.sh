@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Prepares a machine for tests and the demo; safe to run again (does only what is missing).
+#
+#   infra/setup.sh
+#
+# 1. Debian packages the local stack needs, only when missing: postgresql,
+#    openjdk-17-jre-headless (Kafka 4 needs Java 17+), maven (resolves Kafka's jars).
+#    `apt-get update` runs once, before the first install.
+# 2. .venv (python3 -m venv) when missing, then `pip install -e '.[dev]'` when pyproject.toml
+#    changed since the last install (stamp in .venv/.tagfleet-installed). pip's cache is reused.
+# Environment: PYTHON (interpreter for the venv, default python3),
+# TAGFLEET_SETUP_FORCE=1 (reinstall the project even when the stamp matches).
+SERVICE=setup
+# shellcheck source=infra/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+case "${1:-}" in
+-h | --help | help)
+    usage_from_header "$0"
+    exit 0
+    ;;
+"") ;;
+*) die "usage: infra/setup.sh (no arguments)" ;;
+esac
+
+java_ok() {
+    command -v java >/dev/null || return 1
+    local v
+    v="$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n1)"
+    [[ -n "$v" && "$v" -ge 17 ]]
+}
+
+pg_ok() {
+    compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null
+}
+
+apt_packages() {
+    local -a missing=()
+    pg_ok || missing+=(postgresql)
+    java_ok || missing+=(openjdk-17-jre-headless)
+    command -v mvn >/dev/null || missing+=(maven)
+    command -v flock >/dev/null || missing+=(util-linux)
+    ((${#missing[@]})) || return 0
+    command -v apt-get >/dev/null ||
+        die "missing ${missing[*]} and no apt-get here: install them with your package manager"
+    local sudo=()
+    ((EUID == 0)) || sudo=(sudo)
+    log "installing Debian packages: ${missing[*]}"
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >&2
+    if [[ " ${missing[*]} " == *" postgresql "* ]]; then
+        # Debian's package starts a cluster on 5432; the stack runs its own, so stop that one.
+        if command -v pg_ctlcluster >/dev/null; then
+            "${sudo[@]}" service postgresql stop >/dev/null 2>&1 || true
+        fi
+    fi
+}
+
+python_env() {
+    local venv="$REPO_ROOT/.venv" py="${PYTHON:-python3}" stamp want
+    if [[ ! -x "$venv/bin/python" ]]; then
+        command -v "$py" >/dev/null || die "$py not found; set PYTHON to a Python 3.11+ interpreter"
+        log "creating $venv with $("$py" --version)"
+        "$py" -m venv "$venv"
+    fi
+    stamp="$venv/.tagfleet-installed"
+    want="$(cksum <"$REPO_ROOT/pyproject.toml")"
+    if [[ "${TAGFLEET_SETUP_FORCE:-0}" != 1 && -f "$stamp" && "$(<"$stamp")" == "$want" ]]; then
+        log "venv up to date (pyproject.toml unchanged since the last install)"
+        return 0
+    fi
+    log "pip install -e '.[dev]' into $venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip >&2
+    (cd "$REPO_ROOT" && "$venv/bin/python" -m pip install -q -e '.[dev]' >&2)
+    echo "$want" >"$stamp"
+}
+
+started=$SECONDS
+apt_packages
+python_env
+log "done in $((SECONDS - started))s"

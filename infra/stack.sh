@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# The local stack of real services that tests and the demo use: Apache Kafka 4.x (KRaft),
+# moto's S3 server and PostgreSQL, each a plain process with its state under var/stack/.
+#
+# Usage: infra/stack.sh COMMAND [SERVICE]
+#   up                 start every service not already up (idempotent)
+#   down               stop every service started from this checkout
+#   status             one line per service; exit 1 when any is down
+#   env                print the export lines tests and the demo read: eval "$(infra/stack.sh env)"
+#   start SERVICE      start one service: kafka | s3 | postgres
+#   stop SERVICE       stop one service (the fault suite stops and restarts single services)
+#   restart SERVICE    stop, then start one service
+#   pause SERVICE      SIGSTOP the service: its port stays open but nothing answers
+#   resume SERVICE     SIGCONT a paused service
+#
+# Ports: TAGFLEET_KAFKA_PORT (19092), TAGFLEET_KAFKA_SASL_PORT (19094),
+# TAGFLEET_KAFKA_CONTROLLER_PORT (19093), TAGFLEET_S3_PORT (15000), TAGFLEET_PG_PORT (15432).
+# First `up` on a machine resolves Kafka's jars with Maven (~/.cache/tagfleet); run
+# `make setup` first on a fresh machine (Java, Maven, PostgreSQL, the venv).
+SERVICE=stack
+# shellcheck source=infra/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+SERVICES=(kafka s3 postgres)
+
+usage() { usage_from_header "$0"; }
+
+service_script() {
+    case "$1" in
+    kafka | s3 | postgres) echo "$INFRA_DIR/$1.sh" ;;
+    pg | postgresql) echo "$INFRA_DIR/postgres.sh" ;;
+    *) die "unknown service '$1' (expected one of: ${SERVICES[*]})" ;;
+    esac
+}
+
+env_lines() {
+    cat <<EOF
+export TAGFLEET_BOOTSTRAP_SERVERS=127.0.0.1:${TAGFLEET_KAFKA_PORT:-19092}
+export TAGFLEET_KAFKA_SASL_BOOTSTRAP=127.0.0.1:${TAGFLEET_KAFKA_SASL_PORT:-19094}
+export AWS_ENDPOINT_URL_S3=http://127.0.0.1:${TAGFLEET_S3_PORT:-15000}
+export AWS_ACCESS_KEY_ID=testing
+export AWS_SECRET_ACCESS_KEY=testing
+export AWS_DEFAULT_REGION=us-east-1
+export TAGFLEET_TEST_PG_URL=postgresql+psycopg://tagfleet:tagfleet@127.0.0.1:${TAGFLEET_PG_PORT:-15432}/tagfleet
+EOF
+}
+
+up() {
+    local started=$SECONDS s
+    mkdir -p "$STACK_DIR"
+    # One `up` at a time per checkout: pytest workers and make may race to start the stack.
+    exec 9>"$STACK_DIR/.lock"
+    flock -w 600 9 || die "another 'infra/stack.sh up' holds $STACK_DIR/.lock for over 10 minutes"
+    for s in "${SERVICES[@]}"; do
+        "$(service_script "$s")" start
+    done
+    log "stack up in $((SECONDS - started))s"
+}
+
+down() {
+    local s rc=0
+    for s in "${SERVICES[@]}"; do
+        "$(service_script "$s")" stop || rc=1
+    done
+    return "$rc"
+}
+
+status() {
+    local s rc=0
+    for s in "${SERVICES[@]}"; do
+        "$(service_script "$s")" status || rc=1
+    done
+    return "$rc"
+}
+
+one() {
+    local cmd="$1" svc="${2:-}"
+    [[ -n "$svc" ]] || die "'$cmd' needs a service: infra/stack.sh $cmd kafka|s3|postgres"
+    local script
+    script="$(service_script "$svc")" || exit 2
+    "$script" "$cmd"
+}
+
+case "${1:-}" in
+up) up ;;
+down) down ;;
+status) status ;;
+env) env_lines ;;
+start | stop | restart | pause | resume) one "$@" ;;
+-h | --help | help) usage ;;
+"")
+    usage >&2
+    exit 2
+    ;;
+*)
+    printf 'infra/stack.sh: unknown command %q\n\n' "$1" >&2
+    usage >&2
+    exit 2
+    ;;
+esac
