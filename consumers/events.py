@@ -1,0 +1,265 @@
+"""Asset events: the two input forms, validated, turned into domain requests.
+
+Pure: no I/O. :func:`parse_event` is the only entry point the pipeline needs; the pydantic
+models are public so that ``docs/event.schema.json`` is generated from them
+(``python -m consumers.events > docs/event.schema.json``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+from urllib.parse import unquote_plus
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from consumers.domain import AssetRemoval, AssetRequest, PermanentError, Reason
+
+NonEmpty = Annotated[str, Field(min_length=1, max_length=2048)]
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.\-_]{1,61}[a-z0-9]")
+_LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
+_M = TypeVar("_M", bound=BaseModel)
+_CREATED = "ObjectCreated:"
+_REMOVED = ("ObjectRemoved:", "LifecycleExpiration:")
+
+
+@dataclass(frozen=True, slots=True)
+class EventPolicy:
+    """What an event may ask for. The defaults are the consume-mode rules of DESIGN.md."""
+
+    max_event_bytes: int = 1024 * 1024
+    allowed_schemes: frozenset[str] = frozenset({"s3"})
+    allowed_buckets: frozenset[str] | None = None
+
+    def __post_init__(self) -> None:
+        unknown = set(self.allowed_schemes) - {"s3"}
+        if unknown:
+            raise ValueError(f"unsupported URI schemes {sorted(unknown)}: only 's3' is fetchable")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class NativeEvent(_Strict):
+    """The native form: one asset to tag."""
+
+    model_config = ConfigDict(title="NativeEvent")
+
+    asset_id: NonEmpty = Field(description="Stable id of the asset; the message key when keyed.")
+    uri: NonEmpty = Field(description="s3://bucket/key (the key literally, not URL-encoded).")
+    functions: list[NonEmpty] | None = Field(
+        default=None, min_length=1, description="Function names to run; default: every one."
+    )
+    tenant: str | None = None
+    etag: str | None = None
+    content_type: str | None = None
+    event_time: AwareDatetime | None = Field(default=None, description="RFC 3339 with offset.")
+    attributes: dict[str, Any] = Field(
+        default_factory=dict, description="Passed through unchanged to the result event."
+    )
+
+
+class S3Bucket(_Strict):
+    name: NonEmpty
+
+
+class S3Object(_Strict):
+    key: NonEmpty = Field(description="URL-encoded object key ('+' for space).")
+    size: int | None = Field(default=None, ge=0)
+    eTag: str | None = None
+    contentType: str | None = None
+
+
+class S3Entity(_Strict):
+    bucket: S3Bucket
+    object: S3Object
+
+
+class S3Record(_Strict):
+    eventName: NonEmpty = Field(
+        description="e.g. ObjectCreated:Put (AWS) or s3:ObjectCreated:Put (MinIO)."
+    )
+    eventTime: AwareDatetime | None = None
+    s3: S3Entity
+
+
+class S3Notification(_Strict):
+    """An S3 event notification as AWS and MinIO publish it (MinIO adds EventName and Key)."""
+
+    model_config = ConfigDict(title="S3Notification")
+
+    Records: list[S3Record] = Field(min_length=1)
+    EventName: str | None = None
+    Key: str | None = None
+
+
+AssetEvent = NativeEvent | S3Notification
+_NATIVE = TypeAdapter(NativeEvent)
+_NOTIFICATION = TypeAdapter(S3Notification)
+
+
+def parse_event(
+    value: bytes | None, key: bytes | None, policy: EventPolicy
+) -> list[AssetRequest | AssetRemoval]:
+    """Validate one message value and return what it asks for, in record order.
+
+    A native event gives one :class:`AssetRequest`; a notification gives one request or removal
+    per ``ObjectCreated``/``ObjectRemoved`` record and ignores other event names (``[]`` for a
+    notification with none, such as ``s3:TestEvent`` or ``ObjectAccessed``). When ``key`` is set
+    on a native event it must equal ``asset_id``; a notification's key is not checked (MinIO keys
+    by ``bucket/key``).
+
+    Raises :class:`PermanentError` with ``event_too_large`` (over ``policy.max_event_bytes``,
+    before parsing), ``invalid_json`` (not UTF-8 JSON), ``invalid_event`` (tombstone, schema
+    violation, key mismatch), ``unsupported_uri`` or ``bucket_not_allowed``.
+    """
+    if value is None:
+        raise PermanentError(Reason.INVALID_EVENT, "message has no value (tombstone)")
+    if len(value) > policy.max_event_bytes:
+        raise PermanentError(
+            Reason.EVENT_TOO_LARGE,
+            f"event is {len(value)} bytes, over the limit of {policy.max_event_bytes}",
+        )
+    document = _load_json(value)
+    if not isinstance(document, dict):
+        raise PermanentError(Reason.INVALID_EVENT, "event must be a JSON object")
+    if "Records" in document:
+        return _from_notification(_validate(_NOTIFICATION, value), policy)
+    if document.get("Event") == "s3:TestEvent":
+        return []
+    return [_from_native(_validate(_NATIVE, value), key, policy)]
+
+
+def event_json_schema() -> dict[str, Any]:
+    """The JSON Schema of both event forms, as committed in ``docs/event.schema.json``."""
+    schema = TypeAdapter(AssetEvent).json_schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://tagfleet.dev/schemas/event.schema.json",
+        "title": "tagfleet asset event",
+        "description": "A native event or an S3 (AWS or MinIO) event notification.",
+        **schema,
+    }
+
+
+def _load_json(value: bytes) -> Any:
+    try:
+        return json.loads(value.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise PermanentError(Reason.INVALID_JSON, f"value is not UTF-8: {exc}") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise PermanentError(Reason.INVALID_JSON, f"value is not JSON: {exc}") from None
+
+
+def _validate(adapter: TypeAdapter[_M], value: bytes) -> _M:
+    try:
+        return adapter.validate_json(value)
+    except ValidationError as exc:
+        raise PermanentError(Reason.INVALID_EVENT, _describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = [
+        f"{'.'.join(str(part) for part in error['loc']) or '(event)'}: {error['msg']}"
+        for error in exc.errors(include_url=False)
+    ]
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    return "; ".join(problems[:3]) + more
+
+
+def _from_native(event: NativeEvent, key: bytes | None, policy: EventPolicy) -> AssetRequest:
+    if key is not None and key.decode("utf-8", errors="replace") != event.asset_id:
+        raise PermanentError(Reason.INVALID_EVENT, "asset_id: does not match the message key")
+    bucket, object_key = split_s3_uri(event.uri, policy)
+    return AssetRequest(
+        asset_id=event.asset_id,
+        uri=event.uri,
+        bucket=bucket,
+        key=object_key,
+        functions=tuple(event.functions) if event.functions is not None else None,
+        tenant=event.tenant,
+        etag=event.etag,
+        content_type=event.content_type,
+        event_time=event.event_time,
+        attributes=dict(event.attributes),
+    )
+
+
+def _from_notification(
+    notification: S3Notification, policy: EventPolicy
+) -> list[AssetRequest | AssetRemoval]:
+    out: list[AssetRequest | AssetRemoval] = []
+    for index, record in enumerate(notification.Records):
+        name = record.eventName.removeprefix("s3:")
+        if not name.startswith((_CREATED, *_REMOVED)):
+            continue
+        try:
+            object_key = unquote_plus(record.s3.object.key, errors="strict")
+        except UnicodeDecodeError:
+            raise PermanentError(
+                Reason.INVALID_EVENT, f"Records.{index}.s3.object.key: not UTF-8 once decoded"
+            ) from None
+        uri = f"s3://{record.s3.bucket.name}/{object_key}"
+        bucket, object_key = split_s3_uri(uri, policy)
+        if name.startswith(_CREATED):
+            out.append(
+                AssetRequest(
+                    asset_id=uri,
+                    uri=uri,
+                    bucket=bucket,
+                    key=object_key,
+                    etag=record.s3.object.eTag,
+                    content_type=record.s3.object.contentType,
+                    event_time=record.eventTime,
+                    size=record.s3.object.size,
+                )
+            )
+        else:
+            out.append(AssetRemoval(asset_id=uri, uri=uri, event_time=record.eventTime))
+    return out
+
+
+def split_s3_uri(uri: str, policy: EventPolicy) -> tuple[str, str]:
+    """Return ``(bucket, key)`` of ``s3://bucket/key``; everything after the bucket is the key.
+
+    Raises :class:`PermanentError`: ``unsupported_uri`` for another scheme, a missing key, a
+    bucket that is not a valid S3 bucket name or looks like a host address (IP literals in any
+    notation, ``localhost``), ``bucket_not_allowed`` when an allow-list is set and lacks it.
+    """
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme.lower() not in policy.allowed_schemes:
+        raise PermanentError(Reason.UNSUPPORTED_URI, f"only s3://bucket/key is accepted: {uri!r}")
+    bucket, slash, key = rest.partition("/")
+    if not slash or not key:
+        raise PermanentError(Reason.UNSUPPORTED_URI, f"no object key in {uri!r}")
+    if not _BUCKET.fullmatch(bucket) or _looks_like_host(bucket):
+        raise PermanentError(Reason.UNSUPPORTED_URI, f"not an S3 bucket name: {bucket!r}")
+    if policy.allowed_buckets is not None and bucket not in policy.allowed_buckets:
+        raise PermanentError(Reason.BUCKET_NOT_ALLOWED, f"bucket {bucket!r} is not allowed")
+    return bucket, key
+
+
+def _looks_like_host(bucket: str) -> bool:
+    if bucket in _LOCAL_NAMES or bucket.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(bucket)
+        return True
+    except ValueError:
+        pass
+    try:  # inet_aton also reads 127.1, 0x7f.0.0.1, 2130706433 and octal parts
+        socket.inet_aton(bucket)
+        return True
+    except OSError:
+        return False
+
+
+if __name__ == "__main__":
+    json.dump(event_json_schema(), sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
