@@ -164,14 +164,11 @@ start() {
 
 stop() { stop_pid "$PIDFILE" "Kafka broker" 60; }
 
-case "${1:-}" in
-start) start ;;
-stop) stop ;;
-restart) stop && start ;;
-status) print_status kafka "$PIDFILE" "$PORT" ;;
-pause) signal_pid "$PIDFILE" STOP "Kafka broker" ;;
-resume) signal_pid "$PIDFILE" CONT "Kafka broker" ;;
-jars) ensure_jars && echo "$LIBS" ;;
--h | --help | help) usage_from_header "$0" ;;
-*) die "usage: infra/kafka.sh start|stop|restart|status|pause|resume|jars" ;;
-esac
+status_cmd() { print_status kafka "$PIDFILE" "$PORT"; }
+signal_cmd() { signal_pid "$PIDFILE" "$1" "Kafka broker"; }
+
+if [[ "${1:-}" == jars ]]; then
+    ensure_jars && echo "$LIBS"
+    exit 0
+fi
+service_main "$@"

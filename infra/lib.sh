@@ -104,3 +104,18 @@ print_status() {
         return 1
     fi
 }
+
+# service_main ARGS...: the command dispatch every service script shares. The script defines
+# start, stop, status_cmd and signal_cmd SIGNAL before calling it.
+service_main() {
+    case "${1:-}" in
+    start) start ;;
+    stop) stop ;;
+    restart) stop && start ;;
+    status) status_cmd ;;
+    pause) signal_cmd STOP ;;
+    resume) signal_cmd CONT ;;
+    -h | --help | help) usage_from_header "$0" ;;
+    *) die "usage: $0 start|stop|restart|status|pause|resume" ;;
+    esac
+}

@@ -178,13 +178,4 @@ signal_cmd() {
     kill "-$1" "$pid" "${children[@]}"
 }
 
-case "${1:-}" in
-start) start ;;
-stop) stop ;;
-restart) stop && start ;;
-status) status_cmd ;;
-pause) signal_cmd STOP ;;
-resume) signal_cmd CONT ;;
--h | --help | help) usage_from_header "$0" ;;
-*) die "usage: infra/postgres.sh start|stop|restart|status|pause|resume" ;;
-esac
+service_main "$@"

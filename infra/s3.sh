@@ -56,13 +56,7 @@ start() {
 
 stop() { stop_pid "$PIDFILE" "moto server" 15; }
 
-case "${1:-}" in
-start) start ;;
-stop) stop ;;
-restart) stop && start ;;
-status) print_status s3 "$PIDFILE" "$PORT" ;;
-pause) signal_pid "$PIDFILE" STOP "moto server" ;;
-resume) signal_pid "$PIDFILE" CONT "moto server" ;;
--h | --help | help) usage_from_header "$0" ;;
-*) die "usage: infra/s3.sh start|stop|restart|status|pause|resume" ;;
-esac
+status_cmd() { print_status s3 "$PIDFILE" "$PORT"; }
+signal_cmd() { signal_pid "$PIDFILE" "$1" "moto server"; }
+
+service_main "$@"
