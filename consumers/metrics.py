@@ -1,0 +1,93 @@
+"""Prometheus metrics of the service (names in docs/architecture.md), on their own registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_E2E_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_SCORE_BUCKETS = tuple(i / 10 for i in range(1, 11))
+
+
+class Metrics:
+    """Every metric the service exports; one instance per service, on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events = Counter("tagfleet_events", "Events by outcome.", ["outcome"], registry=r)
+        self.dlq = Counter(
+            "tagfleet_dlq", "Dead-lettered events by reason.", ["reason"], registry=r
+        )
+        self.stage_seconds = Histogram(
+            "tagfleet_stage_seconds",
+            "Time spent per stage.",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.end_to_end = Histogram(
+            "tagfleet_end_to_end_seconds",
+            "Event time to result stored.",
+            buckets=_E2E_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "tagfleet_batch_size", "Images per inference batch.", buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.in_flight = Gauge(
+            "tagfleet_in_flight", "Messages between poll and commit.", registry=r
+        )
+        self.consumer_lag = Gauge(
+            "tagfleet_consumer_lag",
+            "High watermark minus committed offset.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.predictions = Counter(
+            "tagfleet_predictions",
+            "Labels predicted per function.",
+            ["function", "label"],
+            registry=r,
+        )
+        self.prediction_score = Histogram(
+            "tagfleet_prediction_score",
+            "Scores of predicted labels.",
+            ["function"],
+            buckets=_SCORE_BUCKETS,
+            registry=r,
+        )
+        self.transient_errors = Counter(
+            "tagfleet_transient_errors", "Retried transient faults by stage.", ["stage"], registry=r
+        )
+        self.paused_partitions = Gauge(
+            "tagfleet_paused_partitions", "Partitions paused for backpressure.", registry=r
+        )
+        self.ready = Gauge("tagfleet_ready", "1 when the service is ready.", registry=r)
+        self.fleet_function = Gauge(
+            "tagfleet_fleet_function_info",
+            "Functions loaded in the fleet.",
+            ["function", "type", "version"],
+            registry=r,
+        )
+        self.inference_failures = Counter(
+            "tagfleet_inference_failures", "Images the fleet failed on.", registry=r
+        )
+        for outcome in ("stored", "removed", "dead_lettered"):
+            self.events.labels(outcome)
+        for stage in ("fetch", "decode", "infer", "store", "publish"):
+            self.stage_seconds.labels(stage)
+
+    def observe_prediction(self, function: str, result: dict) -> None:
+        """Count the labels a function predicted for one image and record their scores."""
+        kind = result.get("type")
+        if kind == "classify":
+            picked = [(result["label"], result["score"])]
+        elif kind == "tags":
+            picked = [(t["label"], t["score"]) for t in result.get("tags", [])]
+        else:
+            picked = [(o["label"], o["score"]) for o in result.get("objects", [])]
+        for label, score in picked:
+            self.predictions.labels(function, label).inc()
+            self.prediction_score.labels(function).observe(score)

@@ -1,0 +1,288 @@
+"""The consume loop: poll, validate, dispatch, complete, commit.
+
+Threads: this loop owns the Kafka consumer and all bookkeeping (watermarks, key gate, in-flight
+count); workers report back through ``_completions``. The loop never blocks for long, so it
+keeps calling ``poll()`` (no eviction by ``max_poll_interval_ms`` whatever a batch costs) and
+pauses every partition while ``max_in_flight`` messages are unfinished (backpressure, not
+unbounded buffering). Offsets are committed, per partition, only below the first message that
+is neither stored nor dead-lettered (see :mod:`consumers.watermark`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import TopicPartition
+
+from consumers.domain import (
+    AssetRemoval,
+    AssetRequest,
+    AssetResult,
+    PermanentError,
+    Reason,
+    SourcePosition,
+)
+from consumers.events import EventPolicy, parse_event
+from consumers.metrics import Metrics
+from consumers.settings import Settings
+from consumers.source import KafkaSource
+from consumers.stages import DeadLetterer, Inferencer, Preparer, Storer
+from consumers.watermark import Watermarks
+from consumers.work import KeyGate, Message, WorkItem
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FATAL = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """The adapters the pipeline drives (built by :mod:`consumers.bootstrap`)."""
+
+    source: KafkaSource
+    fleet: Any
+    store: Any
+    producer: Any
+    fetch: Callable[[AssetRequest], bytes]
+    decode: Callable[[bytes], Any]
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, parts: Parts, metrics: Metrics) -> None:
+        self.settings, self.parts, self.metrics = settings, parts, metrics
+        self.stopping = threading.Event()
+        self._abandon = threading.Event()
+        self.fatal_reason: str | None = None
+        self._completions: queue.Queue[tuple[WorkItem, str]] = queue.Queue()
+        self._watermarks: Watermarks[TopicPartition] = Watermarks()
+        self._gate = KeyGate()
+        self._committed: dict[TopicPartition, int] = {}
+        self._last_commit = 0.0
+        self._last_lag = 0.0
+        self.loop_heartbeat = time.monotonic()
+        self._policy = EventPolicy(
+            max_event_bytes=settings.max_event_bytes,
+            allowed_buckets=frozenset(settings.allowed_buckets) or None,
+        )
+        workers = settings.decode_workers or _cpu_count()
+        ready: queue.Queue[WorkItem] = queue.Queue()
+        self._to_store: queue.Queue[tuple[WorkItem, AssetResult | None]] = queue.Queue()
+        self._dlq = DeadLetterer(
+            parts.producer, settings.dlq_topic, self._finish, metrics, self._abandon.is_set
+        )
+        self._preparer = Preparer(
+            parts.fetch,
+            parts.decode,
+            ready,
+            self._dlq.put,
+            self._finish,
+            metrics,
+            settings.fetch_workers,
+            workers,
+            self.stopping,
+        )
+        self._inferencer = Inferencer(
+            parts.fleet,
+            ready,
+            self._to_store,
+            self._dlq.put,
+            self._on_fatal,
+            metrics,
+            settings.batch_size,
+            settings.batch_wait_ms / 1000,
+            settings.max_inference_failures,
+            self._abandon,
+        )
+        self._storer = Storer(
+            parts.store,
+            parts.producer,
+            settings.results_topic,
+            self._to_store,
+            self._finish,
+            metrics,
+            self._abandon,
+            self._abandon.is_set,
+        )
+
+    # -- worker callbacks (any thread) --------------------------------------------------
+    def _finish(self, item: WorkItem, outcome: str) -> None:
+        self._completions.put((item, outcome))
+
+    def _on_fatal(self, reason: str) -> None:
+        log.critical("stopping: %s", reason)
+        self.fatal_reason = reason
+        self.stopping.set()
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self) -> int:
+        """Consume until :attr:`stopping` is set, then drain, commit and leave the group."""
+        for stage in (self._dlq, self._inferencer, self._storer):
+            stage.start()
+        try:
+            while not self.stopping.is_set():
+                self._tick(poll_ms=100)
+            self._drain()
+        finally:
+            self._abandon.set()
+            self._preparer.shutdown()
+            self.parts.source.close()
+        return EXIT_FATAL if self.fatal_reason else EXIT_OK
+
+    def _tick(self, poll_ms: int) -> None:
+        self.loop_heartbeat = time.monotonic()
+        self._apply_rebalances()
+        self._apply_completions()
+        self._commit(force=False)
+        paused = self.stopping.is_set() or self.in_flight >= self.settings.max_in_flight
+        self.metrics.paused_partitions.set(self.parts.source.set_paused(paused))
+        for record in self.parts.source.poll(poll_ms):
+            self._dispatch(record)
+        self._update_gauges()
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + self.settings.drain_timeout_s
+        log.info("draining", extra={"in_flight": self.in_flight})
+        while self.in_flight and time.monotonic() < deadline and not self.fatal_reason:
+            self._tick(poll_ms=50)
+        self._apply_completions()
+        self._commit(force=True)
+        log.info(
+            "drained",
+            extra={
+                "in_flight": self.in_flight,
+                "committed": {f"{tp.topic}/{tp.partition}": o for tp, o in self._committed.items()},
+            },
+        )
+
+    def _dispatch(self, record: Any) -> None:
+        tp = TopicPartition(record.topic, record.partition)
+        if tp not in self.parts.source.assignment():
+            return
+        message = Message(
+            SourcePosition(record.topic, record.partition, record.offset), record.key, record.value
+        )
+        self._watermarks.track(tp, record.offset)
+        try:
+            requests = parse_event(record.value, record.key, self._policy)
+        except PermanentError as exc:
+            message.pending = 1
+            self._dlq.put(WorkItem(message, None), exc)
+            return
+        if not requests:
+            self._done_message(message)
+            return
+        message.pending = len(requests)
+        for request in requests:
+            item = WorkItem(message, request)
+            if self._gate.admit(item) is not None:
+                self._start(item)
+
+    def _start(self, item: WorkItem) -> None:
+        request = item.request
+        if isinstance(request, AssetRemoval):
+            self._to_store.put((item, None))
+            return
+        assert isinstance(request, AssetRequest)
+        unknown = set(request.functions or ()) - set(self.parts.fleet.functions)
+        if unknown:
+            self._dlq.put(
+                item,
+                PermanentError(
+                    Reason.UNKNOWN_FUNCTION,
+                    f"functions {sorted(unknown)} are not in the fleet"
+                    f" (known: {sorted(self.parts.fleet.functions)})",
+                ),
+            )
+            return
+        self._preparer.submit(item)
+
+    def _apply_completions(self) -> None:
+        while True:
+            try:
+                item, outcome = self._completions.get_nowait()
+            except queue.Empty:
+                return
+            if item.request is not None:
+                following = self._gate.release(item)
+                if following is not None:
+                    self._start(following)
+            if outcome == "abandoned":
+                continue
+            self.metrics.events.labels(outcome).inc()
+            item.message.pending -= 1
+            if item.message.pending == 0:
+                self._done_message(item.message)
+
+    def _done_message(self, message: Message) -> None:
+        pos = message.position
+        self._watermarks.done(TopicPartition(pos.topic, pos.partition), pos.offset)
+
+    def _apply_rebalances(self) -> None:
+        for event in self.parts.source.take_rebalance_events():
+            log.info(
+                "rebalance",
+                extra={
+                    "kind": event.kind,
+                    "partitions": sorted(f"{tp.topic}/{tp.partition}" for tp in event.partitions),
+                },
+            )
+            if event.kind == "revoked":
+                self._watermarks.revoke(event.partitions)
+                for tp in event.partitions:
+                    self._committed.pop(tp, None)
+                    with contextlib.suppress(KeyError):
+                        self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+
+    @property
+    def in_flight(self) -> int:
+        """Messages polled and not yet stored or dead-lettered, on partitions we still own."""
+        return self._watermarks.in_flight()
+
+    def _commit(self, force: bool) -> None:
+        now = time.monotonic()
+        if not force and (now - self._last_commit) * 1000 < self.settings.commit_interval_ms:
+            return
+        self._last_commit = now
+        offsets = self._watermarks.commit_offsets()
+        if not offsets:
+            return
+        try:
+            ok = self.parts.source.commit(offsets)
+        except Exception:  # noqa: BLE001 - broker down: offer the same offsets next time
+            log.warning("offset commit failed; will retry", exc_info=True)
+            self._watermarks.commit_failed(offsets)
+            self.metrics.transient_errors.labels("commit").inc()
+            return
+        if ok:
+            self._committed.update(offsets)
+
+    def _update_gauges(self) -> None:
+        self.metrics.in_flight.set(self.in_flight)
+        now = time.monotonic()
+        if now - self._last_lag < 2.0:
+            return
+        self._last_lag = now
+        for tp, lag in self.parts.source.lag(self._committed).items():
+            self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+
+    def inference_stuck_s(self) -> float:
+        """Seconds the current inference batch has been running (0 when idle)."""
+        since = self._inferencer.busy_since
+        return 0.0 if since is None else time.monotonic() - since
+
+
+def _cpu_count() -> int:
+    import os
+
+    return max(
+        1,
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
+    )

@@ -1,0 +1,61 @@
+"""Pure builders of the output payloads: result events and dead-letter headers."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from consumers.domain import AssetRemoval, AssetResult, Reason, SourcePosition
+
+
+def rfc3339(moment: datetime) -> str:
+    """``moment`` as RFC 3339 with a ``Z`` suffix for UTC."""
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def result_event(result: AssetResult) -> dict[str, Any]:
+    """The result-event object of DESIGN.md for one tagged asset."""
+    event: dict[str, Any] = {
+        "asset_id": result.asset_id,
+        "uri": result.uri,
+        "etag": result.etag,
+        "width": result.width,
+        "height": result.height,
+        "functions": result.functions,
+        "processed_at": rfc3339(result.processed_at),
+        "latency_ms": None if result.latency_ms is None else round(result.latency_ms, 1),
+    }
+    if result.attributes:
+        event["attributes"] = result.attributes
+    return event
+
+
+def removal_event(removal: AssetRemoval, processed_at: datetime) -> dict[str, Any]:
+    """The result event of an ``ObjectRemoved`` notification."""
+    return {
+        "asset_id": removal.asset_id,
+        "uri": removal.uri,
+        "removed": True,
+        "processed_at": rfc3339(processed_at),
+    }
+
+
+def encode_event(event: dict[str, Any]) -> bytes:
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def dlq_headers(
+    reason: Reason, message: str, source: SourcePosition, asset_id: str | None = None
+) -> list[tuple[str, bytes]]:
+    """The dead-letter headers of DESIGN.md (UTF-8 strings), plus the asset id when known."""
+    headers = [
+        ("tagfleet-reason", reason.value),
+        ("tagfleet-message", message[:2000]),
+        ("tagfleet-source-topic", source.topic),
+        ("tagfleet-source-partition", str(source.partition)),
+        ("tagfleet-source-offset", str(source.offset)),
+    ]
+    if asset_id:
+        headers.append(("tagfleet-asset-id", asset_id))
+    return [(k, v.encode()) for k, v in headers]

@@ -1,0 +1,60 @@
+"""Kafka producers for result events and dead-letter records.
+
+Both are idempotent with ``acks=all``. ``send_all`` blocks until every record is acknowledged;
+a send that fails (broker down, delivery timeout) raises :class:`TransientError` so the caller
+retries instead of committing offsets past an unacknowledged record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from consumers.domain import TransientError
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] | None = None
+
+
+class Producer:
+    """A thread-safe idempotent producer shared by the result and dead-letter sinks."""
+
+    def __init__(self, kafka_config: dict[str, Any], delivery_timeout_ms: int = 30_000) -> None:
+        self._producer = KafkaProducer(
+            **kafka_config,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            compression_type=None,
+            delivery_timeout_ms=delivery_timeout_ms,
+            request_timeout_ms=min(delivery_timeout_ms - 1000, 15_000),
+            max_in_flight_requests_per_connection=5,
+        )
+        self._timeout_s = delivery_timeout_ms / 1000 + 5
+
+    def send_all(self, records: Sequence[OutRecord]) -> None:
+        """Send ``records`` and wait until each one is acknowledged by all in-sync replicas."""
+        try:
+            futures = [
+                self._producer.send(r.topic, value=r.value, key=r.key, headers=r.headers or [])
+                for r in records
+            ]
+            for future in futures:
+                future.get(timeout=self._timeout_s)
+        except KafkaError as exc:
+            raise TransientError(f"Kafka did not acknowledge a record: {exc!r}") from exc
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        with contextlib.suppress(KafkaError):
+            self._producer.flush(timeout=timeout_s)
+        self._producer.close(timeout=timeout_s)

@@ -1,0 +1,158 @@
+"""Kafka consumer adapter: poll, pause/resume, commit, rebalance events, lag.
+
+Every method must be called from one thread (kafka-python's consumer is not thread-safe),
+except that the rebalance listener runs on the client's I/O thread: it only records events,
+which :meth:`KafkaSource.take_rebalance_events` hands to the owner thread. Nothing blocking
+runs inside the listener (a blocking listener stalls heartbeats in kafka-python 3.x).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from consumers.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_ASSIGNORS = {
+    "range": RangePartitionAssignor,
+    "roundrobin": RoundRobinPartitionAssignor,
+    "cooperative-sticky": CooperativeStickyAssignor,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RebalanceEvent:
+    kind: str  # "assigned" | "revoked"
+    partitions: frozenset[TopicPartition]
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.events: list[RebalanceEvent] = []
+        self.joined = threading.Event()
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        with self._lock:
+            self.events.append(RebalanceEvent("revoked", frozenset(revoked)))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        with self._lock:
+            self.events.append(RebalanceEvent("assigned", frozenset(assigned)))
+        self.joined.set()
+
+    def take(self) -> list[RebalanceEvent]:
+        with self._lock:
+            events, self.events = self.events, []
+        return events
+
+
+class KafkaSource:
+    """The service's group consumer, with explicit commits only."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._consumer = KafkaConsumer(
+            **settings.kafka_common(),
+            group_id=settings.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=settings.auto_offset_reset,
+            max_poll_records=settings.max_poll_records,
+            max_poll_interval_ms=settings.max_poll_interval_ms,
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=max(1000, settings.session_timeout_ms // 4),
+            partition_assignment_strategy=[_ASSIGNORS[settings.assignment_strategy]],
+            client_id=f"tagfleet-{settings.group_id}",
+        )
+        self._listener = _Listener()
+        self._consumer.subscribe([settings.topic], listener=self._listener)
+        self._end_offsets: dict[TopicPartition, int] = {}
+        self._end_offsets_at = 0.0
+
+    @property
+    def joined(self) -> bool:
+        """True once the consumer has received its first assignment from the group."""
+        return self._listener.joined.is_set()
+
+    def poll(self, timeout_ms: int) -> list[Any]:
+        batches = self._consumer.poll(timeout_ms=timeout_ms)
+        return [record for records in batches.values() for record in records]
+
+    def take_rebalance_events(self) -> list[RebalanceEvent]:
+        return self._listener.take()
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._consumer.assignment())
+
+    def set_paused(self, paused: bool) -> int:
+        """Pause (or resume) every assigned partition; idempotent, so it re-pauses after a
+        rebalance (pause state does not survive one). Returns the number paused."""
+        assigned = self.assignment()
+        if paused:
+            todo = assigned - set(self._consumer.paused())
+            if todo:
+                self._consumer.pause(*todo)
+            return len(assigned)
+        if self._consumer.paused():
+            self._consumer.resume(*self._consumer.paused())
+        return 0
+
+    def commit(self, offsets: dict[TopicPartition, int]) -> bool:
+        """Commit ``offsets`` (next offset to read) synchronously; False when the group moved on
+        (a rebalance took the partitions: the new owner reprocesses, idempotently)."""
+        if not offsets:
+            return True
+        try:
+            self._consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+            return True
+        except CommitFailedError as exc:
+            log.warning("offset commit rejected after a rebalance", extra={"error": str(exc)})
+            return False
+
+    def lag(
+        self, committed: dict[TopicPartition, int], refresh_s: float = 5.0
+    ) -> dict[TopicPartition, int]:
+        """Per assigned partition: end offset minus ``committed`` (or the fetch position)."""
+        assigned = self.assignment()
+        now = time.monotonic()
+        if assigned and (
+            now - self._end_offsets_at > refresh_s or not assigned <= set(self._end_offsets)
+        ):
+            try:
+                self._end_offsets = self._consumer.end_offsets(list(assigned), timeout_ms=2000)
+                self._end_offsets_at = now
+            except KafkaError as exc:
+                log.debug("end offsets unavailable: %s", exc)
+        lags: dict[TopicPartition, int] = {}
+        for tp in assigned:
+            end = self._consumer.highwater(tp) or self._end_offsets.get(tp)
+            base = committed.get(tp)
+            if base is None:
+                try:
+                    base = self._consumer.position(tp, timeout_ms=0)
+                except Exception:  # noqa: BLE001 - position unknown until the first fetch
+                    base = None
+            if end is not None and base is not None:
+                lags[tp] = max(0, end - base)
+        return lags
+
+    def close(self) -> None:
+        """Leave the group without committing anything we did not commit explicitly."""
+        self._consumer.close(autocommit=False, timeout_ms=5000)
+
+
+def topic_partitions(records: Iterable[Any]) -> set[TopicPartition]:
+    return {TopicPartition(r.topic, r.partition) for r in records}

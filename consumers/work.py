@@ -1,0 +1,77 @@
+"""In-flight bookkeeping: messages, the work items they carry, and per-asset ordering.
+
+Pure data and logic; owned by the pipeline's source thread except where noted.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from consumers.domain import AssetRemoval, AssetRequest, SourcePosition
+
+_ids = itertools.count()
+
+
+@dataclass(eq=False, slots=True)
+class Message:
+    """One Kafka record between poll and commit. ``pending`` counts its unfinished items."""
+
+    position: SourcePosition
+    key: bytes | None
+    value: bytes | None
+    polled_at: float = field(default_factory=time.monotonic)
+    pending: int = 0
+
+
+@dataclass(eq=False, slots=True)
+class WorkItem:
+    """One asset of a message as it moves through fetch, decode, inference and the sinks."""
+
+    message: Message
+    request: AssetRequest | AssetRemoval | None
+    id: int = field(default_factory=lambda: next(_ids))
+    attempts: int = 0
+    data: bytes | None = None
+    decoded: Any = None
+
+    @property
+    def asset_id(self) -> str | None:
+        """The asset's id, or None for a message that did not parse."""
+        return None if self.request is None else self.request.asset_id
+
+
+class KeyGate:
+    """Keeps the items of one asset in offset order: at most one in the pipeline at a time.
+
+    A create then a remove of the same object in one partition must apply in that order even
+    though fetches finish out of order. ``admit`` returns the item when it may start now, or
+    None when it waits; ``release`` returns the next waiting item of that asset, if any.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, deque[WorkItem]] = {}
+
+    def admit(self, item: WorkItem) -> WorkItem | None:
+        assert item.asset_id is not None
+        queue = self._waiting.get(item.asset_id)
+        if queue is None:
+            self._waiting[item.asset_id] = deque()
+            return item
+        queue.append(item)
+        return None
+
+    def release(self, item: WorkItem) -> WorkItem | None:
+        queue = self._waiting.get(item.asset_id) if item.asset_id is not None else None
+        if queue is None:
+            return None
+        if queue:
+            return queue.popleft()
+        del self._waiting[item.asset_id]  # type: ignore[arg-type]
+        return None
+
+    def __len__(self) -> int:
+        return len(self._waiting)
