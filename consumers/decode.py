@@ -1,0 +1,169 @@
+"""Image decoding with Pillow: accepted formats only, pixel limits, JPEG draft, EXIF orientation.
+
+Thread-safe: no Pillow global is changed. Pillow's own bomb check (``Image.MAX_IMAGE_PIXELS``,
+an error above twice its value) stays in force, so the effective limit is the lower of
+``max_pixels`` and ``2 * Image.MAX_IMAGE_PIXELS``; ``ImageFile.LOAD_TRUNCATED_IMAGES`` stays off.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from consumers.domain import PermanentError, Reason
+from models.preprocess import preprocess_image
+
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP")
+_SIGNATURES = {
+    "JPEG": (b"\xff\xd8\xff",),
+    "PNG": (b"\x89PNG\r\n\x1a\n",),
+    "GIF": (b"GIF87a", b"GIF89a"),
+    "TIFF": (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"),
+    "BMP": (b"BM",),
+}
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_ORIENTATION_TAG = 0x0112
+_ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    """What the decoder accepts: Pillow format names and the largest ``width * height``."""
+
+    max_pixels: int = 100_000_000
+    formats: tuple[str, ...] = ACCEPTED_FORMATS
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedImage:
+    """The model input (``target x target x 3`` uint8 RGB) and the original's oriented size."""
+
+    array: np.ndarray
+    width: int
+    height: int
+    format: str
+
+
+def decode_image(data: bytes, target: int, limits: DecodeLimits) -> DecodedImage:
+    """Decode ``data`` for a model whose input side is ``target``.
+
+    JPEGs are decoded with ``draft()`` at the smallest DCT scale still covering ``target`` on
+    both sides. The first frame of animated images is used; alpha is composited on white;
+    CMYK, palette, grey and 16-bit modes become 8-bit RGB; EXIF orientation is applied, and
+    ``width``/``height`` are those of the full-size image once oriented. Decoding happens here
+    (``load()``), so its cost and its errors belong to this call.
+
+    Raises :class:`PermanentError`: ``empty_object`` (no bytes), ``unsupported_format`` (not
+    an image of ``limits.formats``), ``image_too_large`` (over ``limits.max_pixels``, checked
+    from the header before any pixel is decoded), ``image_decode_failed`` (truncated, corrupt).
+    """
+    return _decode(data, target, limits, draft=True)
+
+
+def decode_image_full(data: bytes, target: int, limits: DecodeLimits) -> DecodedImage:
+    """:func:`decode_image` without ``draft()``: full-size decode, then resize (benchmarks)."""
+    return _decode(data, target, limits, draft=False)
+
+
+def _decode(data: bytes, target: int, limits: DecodeLimits, *, draft: bool) -> DecodedImage:
+    if not data:
+        raise PermanentError(Reason.EMPTY_OBJECT, "the object has no bytes")
+    with _pillow_errors():
+        image = _open(data, limits)
+        width, height = image.size
+        if width * height > limits.max_pixels:
+            raise PermanentError(
+                Reason.IMAGE_TOO_LARGE,
+                f"{width}x{height} is over the limit of {limits.max_pixels} pixels",
+            )
+        if draft and image.format == "JPEG":
+            image.draft("RGB", (target, target))
+        image.load()
+        orientation = _orientation(image)
+        rgb = _to_rgb(image)
+        if orientation in _TRANSPOSE:
+            rgb = rgb.transpose(_TRANSPOSE[orientation])
+            if orientation >= 5:
+                width, height = height, width
+        array = preprocess_image(rgb, target)
+    return DecodedImage(array=array, width=width, height=height, format=str(image.format))
+
+
+def _open(data: bytes, limits: DecodeLimits) -> ImageFile.ImageFile:
+    try:
+        return Image.open(io.BytesIO(data), formats=limits.formats)
+    except UnidentifiedImageError:
+        sniffed = _sniff(data)
+        if sniffed in limits.formats:
+            raise PermanentError(
+                Reason.IMAGE_DECODE_FAILED, f"{sniffed} header is truncated or corrupt"
+            ) from None
+        what = f"{sniffed} is not accepted" if sniffed else "not an image Pillow can identify"
+        raise PermanentError(Reason.UNSUPPORTED_FORMAT, what) from None
+
+
+def _sniff(data: bytes) -> str | None:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    for name, signatures in _SIGNATURES.items():
+        if data.startswith(signatures):
+            return name
+    return None
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        value = image.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:  # a broken EXIF block must not fail an otherwise good image
+        return 1
+    return value if isinstance(value, int) else 1
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    mode = image.mode
+    if mode == "RGB" and "transparency" not in image.info:
+        return image
+    if mode.startswith("I") or mode == "F":
+        return Image.fromarray(_to_uint8(np.asarray(image))).convert("RGB")
+    if mode in _ALPHA_MODES or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def _to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """16-bit (and 32-bit integer) grey levels are read as 0..65535; floats as 0..255."""
+    if pixels.dtype.kind == "f":
+        return np.clip(np.nan_to_num(pixels), 0, 255).astype(np.uint8)
+    wide = np.clip(pixels.astype(np.int64), 0, 65535)
+    return ((wide * 255 + 32767) // 65535).astype(np.uint8)
+
+
+@contextmanager
+def _pillow_errors() -> Iterator[None]:
+    """Map what Pillow and its plugins raise on hostile input to typed permanent errors."""
+    try:
+        yield
+    except PermanentError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise PermanentError(Reason.IMAGE_TOO_LARGE, str(exc)) from None
+    except MemoryError:
+        raise PermanentError(Reason.IMAGE_TOO_LARGE, "not enough memory to decode") from None
+    except Exception as exc:  # plugins raise OSError, SyntaxError, ValueError, struct.error, ...
+        raise PermanentError(Reason.IMAGE_DECODE_FAILED, f"{type(exc).__name__}: {exc}") from None
