@@ -1,5 +1,21 @@
-"""tagfleet models: the fleet of classify, tags and detect functions on open_clip backbones."""
+"""tagfleet models: the fleet of classify, tags and detect functions on open_clip backbones.
 
+Public surface: :func:`load_fleet` / :class:`Fleet` (serving), :func:`preprocess_image` (the one
+preprocessing), :func:`train`, :func:`evaluate`, :func:`zero_shot`, :func:`save_artifact` /
+:func:`load_artifact`.
+"""
+
+from models.artifacts import Artifact, load_artifact, save_artifact
+from models.fleet import Fleet, load_fleet
 from models.preprocess import preprocess_image
+from models.zeroshot import zero_shot
 
-__all__ = ["preprocess_image"]
+__all__ = [
+    "Artifact",
+    "Fleet",
+    "load_artifact",
+    "load_fleet",
+    "preprocess_image",
+    "save_artifact",
+    "zero_shot",
+]

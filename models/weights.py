@@ -1,0 +1,84 @@
+"""Loading and saving backbone weights: safetensors first, never unpickling arbitrary objects.
+
+A weights reference is one of:
+- ``None`` or ``"random"`` / ``"random:SEED"``: random initialisation, seeded (default seed 0),
+  so that tiny test and demo backbones are identical in every process;
+- an open_clip pretrained tag for the model name (e.g. ``laion2b_s34b_b79k``);
+- a local file (``.safetensors``; other files only through ``torch.load(weights_only=True)``);
+- an ``s3://`` object, fetched once into a local cache directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from models import storage
+
+StateDict = dict[str, torch.Tensor]
+
+
+def random_seed(weights: str | None) -> int | None:
+    """The seed for a ``random[:SEED]`` reference, or ``None`` when it names real weights."""
+    if weights is None or weights == "random":
+        return 0
+    if weights.startswith("random:"):
+        return int(weights.split(":", 1)[1])
+    return None
+
+
+def cache_dir() -> Path:
+    """Where fetched weights and embedding caches live (``TAGFLEET_CACHE_DIR``)."""
+    default = Path.home() / ".cache" / "tagfleet"
+    return Path(os.environ.get("TAGFLEET_CACHE_DIR", default))
+
+
+def fetch_local(uri: str) -> Path:
+    """Return a local path for ``uri``, downloading an ``s3://`` object into the cache once."""
+    if not storage.is_s3(uri):
+        path = Path(uri)
+        if not path.is_file():
+            raise FileNotFoundError(f"weights file not found: {uri}")
+        return path
+    name = hashlib.sha256(uri.encode()).hexdigest()[:16] + "-" + Path(uri).name
+    path = cache_dir() / "weights" / name
+    if not path.exists():
+        storage.write_bytes(path.with_suffix(".part"), storage.read_bytes(uri))
+        path.with_suffix(".part").replace(path)
+    return path
+
+
+def load_state_dict_file(path: Path) -> StateDict:
+    """Read a state dict; safetensors directly, other formats with ``weights_only=True``."""
+    if path.suffix == ".safetensors":
+        return st_load(path.read_bytes())
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict) and "state_dict" in obj:
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} does not hold a state dict")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def state_dict_bytes(state: StateDict) -> bytes:
+    """Serialise a state dict as safetensors bytes (contiguous CPU copies)."""
+    return st_save({k: v.detach().to("cpu").contiguous() for k, v in state.items()})
+
+
+def state_dict_from_bytes(data: bytes) -> StateDict:
+    """Inverse of :func:`state_dict_bytes`."""
+    return st_load(data)
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
