@@ -6,12 +6,35 @@ import json
 from datetime import datetime
 from typing import Any
 
-from consumers.domain import AssetRemoval, AssetResult, Reason, SourcePosition
+from consumers.domain import AssetRemoval, AssetRequest, AssetResult, Reason, SourcePosition
 
 
 def rfc3339(moment: datetime) -> str:
     """``moment`` as RFC 3339 with a ``Z`` suffix for UTC."""
     return moment.isoformat().replace("+00:00", "Z")
+
+
+def build_result(
+    request: AssetRequest,
+    decoded: Any,
+    functions: dict[str, dict[str, Any]],
+    source: SourcePosition | None,
+    processed_at: datetime,
+    latency_ms: float | None = None,
+) -> AssetResult:
+    """The stored and published result of one image (``decoded`` carries its oriented size)."""
+    return AssetResult(
+        asset_id=request.asset_id,
+        uri=request.uri,
+        etag=request.etag,
+        width=decoded.width,
+        height=decoded.height,
+        functions=functions,
+        source=source,
+        processed_at=processed_at,
+        latency_ms=latency_ms,
+        attributes=request.attributes,
+    )
 
 
 def result_event(result: AssetResult) -> dict[str, Any]:

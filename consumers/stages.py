@@ -28,7 +28,7 @@ from consumers.domain import (
     TransientError,
 )
 from consumers.metrics import Metrics
-from consumers.results import dlq_headers, encode_event, removal_event, result_event
+from consumers.results import build_result, dlq_headers, encode_event, removal_event, result_event
 from consumers.retry import GaveUp, backoff_s, retry_transient
 from consumers.sinks import OutRecord, Producer
 from consumers.work import WorkItem
@@ -237,17 +237,9 @@ class Inferencer:
             assert isinstance(request, AssetRequest)
             for name, result in functions.items():
                 self._metrics.observe_prediction(name, result)
-            result = AssetResult(
-                asset_id=request.asset_id,
-                uri=request.uri,
-                etag=request.etag,
-                width=item.decoded.width,
-                height=item.decoded.height,
-                functions=functions,
-                source=item.message.position,
-                processed_at=now,
-                latency_ms=(time.monotonic() - item.message.polled_at) * 1000,
-                attributes=request.attributes,
+            latency_ms = (time.monotonic() - item.message.polled_at) * 1000
+            result = build_result(
+                request, item.decoded, functions, item.message.position, now, latency_ms
             )
             item.decoded = None
             self._to_store.put((item, result))

@@ -1,0 +1,226 @@
+"""``tagfleet demo``: the main job end to end on the embedded defaults.
+
+Local Kafka and S3 (started with ``infra/stack.sh up`` when not reachable), the SQLite store,
+and a demo fleet trained here on generated pictures of coloured shapes: ``shape`` (classify)
+and ``colours`` (tags). Each run uses new topics, so it processes exactly its own events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from consumers.logs import configure_logging
+from consumers.metrics import Metrics
+from consumers.service import Readiness, serve
+from consumers.settings import Settings
+
+BUCKET = "tagfleet-demo"
+_S3_DEFAULTS = {
+    "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:15000",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    configure_logging("WARNING", "text")
+    for name, value in _S3_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    workdir = Path(args.workdir).resolve()
+    fleet_path = build_demo_fleet(workdir / "fleet")
+    if args.build_fleet_only:
+        print(f"demo fleet: {fleet_path}")
+        return 0
+    _ensure_stack(args.bootstrap_servers)
+    assets = _upload_images(args.images)
+    run = time.strftime("%Y%m%d%H%M%S")
+    settings = Settings(
+        bootstrap_servers=args.bootstrap_servers,
+        topic=f"tagfleet-demo-{run}",
+        results_topic=f"tagfleet-demo-{run}.tags",
+        dlq_topic=f"tagfleet-demo-{run}.dlq",
+        group_id=f"tagfleet-demo-{run}",
+        store=f"sqlite:///{workdir / 'tags.db'}",
+        fleet=str(fleet_path),
+        metrics_port=0,
+        log_level="WARNING",
+        log_format="text",
+        batch_size=8,
+    )
+    published = _publish(settings, assets)
+    print(f"published {published} events ({len(assets)} images + 1 malformed) to {settings.topic}")
+    metrics, stop = Metrics(), threading.Event()
+    watcher = threading.Thread(
+        target=_stop_when_done, args=(metrics, published, stop, 300.0), daemon=True
+    )
+    watcher.start()
+    code = serve(settings, metrics, Readiness(), stop)
+    _print_tags(settings.store, assets, metrics)
+    return code
+
+
+def build_demo_fleet(directory: Path) -> Path:
+    """Train (once, then reuse) the demo's ``shape`` and ``colours`` functions."""
+    from models import save_artifact
+    from models.fleet import FleetConfig, FleetEntry, write_fleet_config
+
+    path = directory / "fleet.yaml"
+    if path.exists():
+        return path
+    print(f"building the demo fleet in {directory} (once) ...")
+    entries = []
+    for name, artifact in _demo_functions(directory).items():
+        save_artifact(artifact, str(directory / name))
+        entries.append(FleetEntry(name=name, artifact=name))
+    write_fleet_config(path, FleetConfig(functions=entries))
+    return path
+
+
+def _demo_functions(directory: Path) -> dict[str, Any]:
+    from models.synthetic import COLOURS, SHAPES
+
+    from models import zero_shot
+    from models.backbones import CONFIG_DIR
+
+    tiny = str(CONFIG_DIR / "tiny-vit.json")
+    return {
+        "shape": zero_shot("shape", "classify", list(SHAPES), tiny),
+        "colours": zero_shot("colours", "tags", list(COLOURS), tiny),
+    }
+
+
+def _demo_images(count: int) -> list[tuple[str, bytes, str]]:
+    """``(key, bytes, truth)`` of generated photos, keys with spaces and non-ASCII on purpose."""
+    from models.synthetic import COLOURS, SHAPES, scene
+
+    rng = np.random.default_rng(2026)
+    images = []
+    for i in range(count):
+        shape, colour = SHAPES[i % len(SHAPES)], list(COLOURS)[(i // len(SHAPES)) % len(COLOURS)]
+        img, _ = scene(rng, [(shape, colour)], size=256, lo=0.4, hi=0.6)
+        out = io.BytesIO()
+        fmt = "JPEG" if i % 2 else "PNG"
+        img.save(out, format=fmt, quality=90)
+        key = f"uploads/{colour} {shape} #{i}.{'jpg' if fmt == 'JPEG' else 'png'}"
+        images.append(
+            (
+                key if i % 3 else f"uploads/été/{colour}-{shape}-{i}.{fmt.lower()}",
+                out.getvalue(),
+                f"{colour} {shape}",
+            )
+        )
+    return images
+
+
+def _upload_images(count: int) -> list[tuple[str, str]]:
+    import boto3
+
+    s3 = boto3.client("s3")
+    try:
+        s3.create_bucket(Bucket=BUCKET)
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    assets = []
+    for key, data, truth in _demo_images(count):
+        s3.put_object(Bucket=BUCKET, Key=key, Body=data)
+        assets.append((f"s3://{BUCKET}/{key}", truth))
+    return assets
+
+
+def _publish(settings: Settings, assets: list[tuple[str, str]]) -> int:
+    import json
+    import urllib.parse
+
+    from consumers.sinks import OutRecord, Producer
+
+    records = []
+    for i, (asset_id, _) in enumerate(assets):
+        key = asset_id.split("/", 3)[3]
+        if i % 2:
+            value: dict[str, Any] = {
+                "asset_id": asset_id,
+                "uri": asset_id,
+                "attributes": {"demo": True},
+            }
+        else:
+            value = {
+                "Records": [
+                    {
+                        "eventName": "ObjectCreated:Put",
+                        "s3": {
+                            "bucket": {"name": BUCKET},
+                            "object": {"key": urllib.parse.quote_plus(key)},
+                        },
+                    }
+                ]
+            }
+        records.append(OutRecord(settings.topic, asset_id.encode(), json.dumps(value).encode()))
+    records.append(OutRecord(settings.topic, b"broken", b"{not json"))
+    producer = Producer(settings.kafka_common())
+    producer.send_all(records)
+    producer.close()
+    return len(records)
+
+
+def _stop_when_done(
+    metrics: Metrics, expected: int, stop: threading.Event, timeout_s: float
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done = sum(metrics.events.labels(o)._value.get() for o in ("stored", "dead_lettered"))  # noqa: SLF001
+        if done >= expected:
+            break
+        time.sleep(0.2)
+    stop.set()
+
+
+def _print_tags(store_url: str, assets: list[tuple[str, str]], metrics: Metrics) -> None:
+    from consumers.store import TagStore
+
+    store = TagStore(store_url)
+    print()
+    print(f"{'asset':58} {'truth':16} {'shape':18} colours")
+    for asset_id, truth in assets:
+        rows = store.tags_for_asset(asset_id)
+        shape = next((f"{t.label} {t.score:.2f}" for t in rows if t.function == "shape"), "-")
+        colours = (
+            ", ".join(f"{t.label} {t.score:.2f}" for t in rows if t.function == "colours") or "-"
+        )
+        print(f"{asset_id[:58]:58} {truth:16} {shape:18} {colours}")
+    stored = metrics.events.labels("stored")._value.get()  # noqa: SLF001
+    dead = metrics.events.labels("dead_lettered")._value.get()  # noqa: SLF001
+    print(f"\nstored {stored:.0f}, dead-lettered {dead:.0f}; store: {store_url}")
+    store.close()
+
+
+def _ensure_stack(bootstrap: str) -> None:
+    host, _, port = bootstrap.rpartition(":")
+    if _reachable(host, int(port)) and _reachable("127.0.0.1", 15000):
+        return
+    script = Path.cwd() / "infra" / "stack.sh"
+    if not script.exists():
+        raise SystemExit(
+            f"Kafka at {bootstrap} or S3 at {os.environ['AWS_ENDPOINT_URL_S3']} is not reachable and "
+            "infra/stack.sh is not here: run the demo from the repository root, or start them."
+        )
+    print("starting the local stack (infra/stack.sh up) ...")
+    subprocess.run(["bash", str(script), "up"], check=True)
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False

@@ -1,0 +1,154 @@
+"""``tagfleet consume``: wire the adapters from settings, serve health, run, stop on SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from functools import partial
+from typing import Any
+
+from consumers.decode import DecodeLimits, decode_image
+from consumers.domain import TransientError
+from consumers.health import HealthServer
+from consumers.logs import configure_logging
+from consumers.metrics import Metrics
+from consumers.pipeline import EXIT_FATAL, Parts, Pipeline
+from consumers.settings import Settings
+from consumers.sinks import Producer
+from consumers.source import KafkaSource
+
+log = logging.getLogger(__name__)
+
+_STUCK_LOOP_S = 60.0
+
+
+class Readiness:
+    """The state ``/readyz`` and ``/healthz`` report; the store is pinged at most every 5 s."""
+
+    def __init__(self) -> None:
+        self.fleet_loaded = False
+        self.source: KafkaSource | None = None
+        self.store: Any = None
+        self.pipeline: Pipeline | None = None
+        self._store_ok = False
+        self._store_checked = 0.0
+        self._lock = threading.Lock()
+
+    def ready(self) -> dict[str, bool]:
+        return {
+            "fleet_loaded": self.fleet_loaded,
+            "joined_group": bool(self.source and self.source.joined),
+            "store_reachable": self._store_reachable(),
+            "not_stopping": not (self.pipeline and self.pipeline.stopping.is_set()),
+        }
+
+    def alive(self) -> dict[str, bool]:
+        pipeline = self.pipeline
+        loop_ok = pipeline is None or time.monotonic() - pipeline.loop_heartbeat < _STUCK_LOOP_S
+        return {"consume_loop": loop_ok, "not_fatal": not (pipeline and pipeline.fatal_reason)}
+
+    def _store_reachable(self) -> bool:
+        with self._lock:
+            if self.store is None:
+                return False
+            if time.monotonic() - self._store_checked > 5.0:
+                try:
+                    self.store.ping()
+                    self._store_ok = True
+                except TransientError:
+                    self._store_ok = False
+                self._store_checked = time.monotonic()
+            return self._store_ok
+
+
+def run_service(settings: Settings) -> int:
+    """Run the service until SIGTERM/SIGINT (exit 0 after a drain) or a fatal fault (exit 3)."""
+    configure_logging(settings.log_level, settings.log_format)
+    metrics = Metrics()
+    readiness = Readiness()
+    ready_gauge = metrics.ready
+    health = None
+    if settings.metrics_port:
+        health = HealthServer(
+            settings.metrics_host,
+            settings.metrics_port,
+            metrics.registry,
+            readiness=lambda: _gauge(ready_gauge, readiness.ready()),
+            liveness=readiness.alive,
+        )
+        health.start()
+        log.info(
+            "health server listening", extra={"host": settings.metrics_host, "port": health.port}
+        )
+    stop = threading.Event()
+    _install_signal_handlers(stop)
+    try:
+        return serve(settings, metrics, readiness, stop)
+    finally:
+        if health is not None:
+            health.stop()
+
+
+def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: threading.Event) -> int:
+    """Build the adapters and run the pipeline on this thread until ``stop`` is set."""
+    from consumers.fetch import S3Fetcher
+    from consumers.store import TagStore
+    from models import load_fleet
+
+    store = TagStore(settings.store)
+    if settings.migrate_on_start:
+        store.upgrade()
+    readiness.store = store
+    fleet = load_fleet(settings.fleet)
+    for name, info in fleet.functions.items():
+        metrics.fleet_function.labels(name, info.type, info.version).set(1)
+    readiness.fleet_loaded = True
+    log.info(
+        "fleet loaded", extra={"functions": sorted(fleet.functions), "input_size": fleet.input_size}
+    )
+    fetcher = S3Fetcher(
+        max_workers=settings.fetch_workers, max_object_bytes=settings.max_object_bytes
+    )
+    limits = DecodeLimits(max_pixels=settings.max_pixels, formats=settings.image_formats)
+    producer = Producer(settings.kafka_common())
+    source = KafkaSource(settings)
+    readiness.source = source
+    parts = Parts(
+        source=source,
+        fleet=fleet,
+        store=store,
+        producer=producer,
+        fetch=fetcher.fetch,
+        decode=partial(decode_image, target=fleet.input_size, limits=limits),
+    )
+    pipeline = Pipeline(settings, parts, metrics)
+    readiness.pipeline = pipeline
+    watcher = threading.Thread(target=lambda: (stop.wait(), pipeline.stopping.set()), daemon=True)
+    watcher.start()
+    log.info("consuming", extra={"topic": settings.topic, "group_id": settings.group_id})
+    try:
+        code = pipeline.run()
+    finally:
+        producer.close()
+        store.close()
+    if code == EXIT_FATAL:
+        log.critical("stopped after a fatal fault", extra={"reason": pipeline.fatal_reason})
+    else:
+        log.info("stopped cleanly")
+    return code
+
+
+def _gauge(gauge: Any, checks: dict[str, bool]) -> dict[str, bool]:
+    gauge.set(1 if all(checks.values()) else 0)
+    return checks
+
+
+def _install_signal_handlers(stop: threading.Event) -> None:
+    def handle(signum: int, _frame: Any) -> None:
+        log.info("signal received, draining", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)

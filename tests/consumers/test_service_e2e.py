@@ -1,0 +1,137 @@
+"""The service end to end on the real stack: Kafka 4 broker, moto's S3 server, PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from harness import (
+    ConsumerProcess,
+    build_test_fleet,
+    group_lag,
+    image_bytes,
+    native_event,
+    produce,
+    read_topic,
+    s3_notification,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+KEYS = [
+    "plain/{i}.png",
+    "with space/photo {i}.png",
+    "plus+sign/{i}+a.png",
+    "ünïcødé/фото-{i}-写真.png",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def fleet_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_test_fleet(tmp_path_factory.mktemp("fleet"))
+
+
+def _env(stack: dict[str, str]) -> dict[str, str]:
+    return {**stack, "TAGFLEET_LOG_LEVEL": "INFO"}
+
+
+def _upload(s3: Any, bucket: str, count: int) -> list[str]:
+    keys = []
+    for i in range(count):
+        key = KEYS[i % len(KEYS)].format(i=i)
+        s3.put_object(Bucket=bucket, Key=key, Body=image_bytes(i))
+        keys.append(key)
+    return keys
+
+
+def _events(bucket: str, keys: list[str]) -> list[tuple[bytes, bytes]]:
+    rng = random.Random(7)
+    return [
+        native_event(bucket, k) if rng.random() < 0.5 else s3_notification(bucket, k) for k in keys
+    ]
+
+
+def _store_counts(url: str) -> dict[str, int]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        counts = {
+            "assets": conn.execute(sa.text("select count(*) from assets")).scalar_one(),
+            "results": conn.execute(sa.text("select count(*) from function_results")).scalar_one(),
+            "dup_results": conn.execute(
+                sa.text(
+                    "select count(*) from (select asset_id, function from function_results"
+                    " group by asset_id, function having count(*) > 1) d"
+                )
+            ).scalar_one(),
+        }
+    engine.dispose()
+    return counts
+
+
+def test_500_mixed_events_all_stored_once_and_lag_zero(
+    stack, kafka_bootstrap, kafka_admin, new_topic, new_bucket, s3, pg_url, fleet_path, tmp_path
+):
+    bucket = new_bucket()
+    keys = _upload(s3, bucket, 500)
+    topic, results, dlq = new_topic(partitions=4), new_topic(partitions=2), new_topic(partitions=1)
+    produce(kafka_bootstrap, topic, _events(bucket, keys))
+    group = f"g-{topic}"
+    port = free_port()
+    consumer = ConsumerProcess(
+        tmp_path / "consumer.log",
+        _env(stack),
+        bootstrap_servers=kafka_bootstrap,
+        topic=topic,
+        group_id=group,
+        results_topic=results,
+        dlq_topic=dlq,
+        store=pg_url,
+        fleet=fleet_path,
+        metrics_port=port,
+        batch_size=16,
+    )
+    try:
+        wait_until(
+            lambda: group_lag(kafka_admin, kafka_bootstrap, group, topic) == 0,
+            240,
+            what="consumer group lag 0",
+        )
+        status, metrics = consumer.get("/metrics")
+        assert status == 200
+    finally:
+        code = consumer.terminate()
+    assert code == 0, consumer.logs()[-3000:]
+    records = read_topic(kafka_bootstrap, results, expected=500)
+    per_asset = Counter(r.key.decode() for r in records)
+    expected = {f"s3://{bucket}/{k}" for k in keys}
+    assert set(per_asset) == expected
+    assert set(per_asset.values()) == {1}
+    sample = json.loads(records[0].value)
+    assert set(sample["functions"]) == {"shape", "colours"}
+    assert sample["functions"]["shape"]["type"] == "classify"
+    assert (sample["width"], sample["height"]) == (96, 72)
+    counts = _store_counts(pg_url)
+    assert counts == {"assets": 500, "results": 1000, "dup_results": 0}
+    assert read_topic(kafka_bootstrap, dlq, expected=0, timeout_s=5) == []
+    for name in (
+        "tagfleet_events_total",
+        "tagfleet_stage_seconds_bucket",
+        "tagfleet_batch_size_bucket",
+        "tagfleet_predictions_total",
+        "tagfleet_prediction_score_bucket",
+        "tagfleet_consumer_lag",
+    ):
+        assert name in metrics
