@@ -1,0 +1,255 @@
+"""S3 (or MinIO) object fetcher: bounded parallel GETs, size limit first, typed errors.
+
+The endpoint, region and credentials come from boto3's own chain (``AWS_ENDPOINT_URL_S3``,
+``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``, ...).
+
+Retry budget: every S3 call is tried by botocore up to ``botocore_attempts`` times (``standard``
+mode: connection errors, timeouts, 5xx and throttling, with its own jittered backoff of at most
+``2 ** (try - 1)`` seconds), and that call is repeated up to ``attempts`` times here, sleeping a
+full-jitter backoff (``backoff_base_s * 2 ** (n - 1)``, capped at ``backoff_cap_s``) in between.
+With the defaults that is at most 3 x 3 = 9 requests and about 10 s of sleeping (plus the
+connect and read timeouts of the requests that hang) before :class:`TransientError` is raised.
+The caller retries that without limit (transient faults are never dead-lettered).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from consumers.domain import AssetRequest, PermanentError, Reason, TransientError
+from consumers.retry import backoff_s
+
+T = TypeVar("T")
+_NOT_FOUND = frozenset({"NoSuchKey", "NoSuchBucket", "NoSuchVersion", "NotFound", "404"})
+_DENIED = frozenset({"AccessDenied", "AllAccessDisabled", "InvalidObjectState", "403"})
+# 403s and redirects caused by our own configuration, not by the object: retry, never DLQ.
+_SERVICE_FAULTS = frozenset(
+    {
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+        "TokenRefreshRequired",
+        "RequestTimeTooSkewed",
+        "AuthorizationHeaderMalformed",
+        "PermanentRedirect",
+        "301",
+    }
+)
+_EMPTY_RANGE = frozenset({"InvalidRange", "416"})
+
+
+@dataclass(frozen=True, slots=True)
+class FetchSettings:
+    """Limits and retry policy of :class:`S3Fetcher` (see the module docstring for the budget)."""
+
+    max_object_bytes: int = 50_000_000
+    workers: int = 16
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+    botocore_attempts: int = 3
+    attempts: int = 3
+    backoff_base_s: float = 0.2
+    backoff_cap_s: float = 5.0
+
+
+class S3Fetcher:
+    """Fetches objects with one boto3 client and a thread pool of ``settings.workers``.
+
+    The client's connection pool has as many connections as the pool has threads. Use as a
+    context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        settings: FetchSettings | None = None,
+        *,
+        client: Any = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings or FetchSettings()
+        self._client = client or make_s3_client(self.settings)
+        self._pool = ThreadPoolExecutor(self.settings.workers, thread_name_prefix="s3-fetch")
+        self._sleep = sleep
+
+    def fetch(self, request: AssetRequest) -> bytes:
+        """The bytes of ``request``'s object (``b""`` for a zero-byte object). Blocks.
+
+        One ranged GET: the size (from ``Content-Range``) is checked before the body is read.
+        Raises :class:`PermanentError` ``object_too_large``, ``object_not_found`` (404,
+        NoSuchKey, NoSuchBucket), ``access_denied`` (403 AccessDenied), ``unsupported_uri``
+        (a bucket or key S3 cannot address), and :class:`TransientError` once the retry budget
+        is spent on 5xx, throttling, timeouts, connection or credential errors.
+        """
+        return self._retrying(lambda: self._get(request.bucket, request.key), request.uri)
+
+    def fetch_many(
+        self, requests: Iterable[AssetRequest]
+    ) -> Iterator[tuple[AssetRequest, bytes | Exception]]:
+        """Fetch in parallel; yield each request with its bytes or its error, as they finish.
+
+        At most ``2 * workers`` fetches are queued at once, so ``requests`` may be unbounded.
+        Errors are those of :meth:`fetch`, yielded, not raised. Closing the iterator early
+        cancels what has not started.
+        """
+        window = 2 * self.settings.workers
+        pending: dict[Future[bytes], AssetRequest] = {}
+        try:
+            for request in requests:
+                pending[self._pool.submit(self.fetch, request)] = request
+                if len(pending) >= window:
+                    yield from _completed(pending)
+            while pending:
+                yield from _completed(pending)
+        finally:
+            for future in pending:
+                future.cancel()
+
+    def list_objects(self, uri_prefix: str, page_size: int = 1000) -> Iterator[AssetRequest]:
+        """One request per object under ``s3://bucket[/prefix]`` (folder markers skipped).
+
+        Pages are fetched lazily, each with the retry policy of :meth:`fetch`. Raises
+        ``ValueError`` for a URI that is not ``s3://``, :class:`PermanentError` or
+        :class:`TransientError` as :meth:`fetch` does.
+        """
+        bucket, prefix = split_prefix(uri_prefix)
+        token: str | None = None
+        while True:
+            extra = {"ContinuationToken": token} if token else {}
+            page = self._retrying(
+                lambda extra=extra: self._client.list_objects_v2(
+                    Bucket=bucket, Prefix=prefix, MaxKeys=page_size, **extra
+                ),
+                uri_prefix,
+            )
+            for item in page.get("Contents", []):
+                if item["Key"].endswith("/") and item.get("Size", 0) == 0:
+                    continue
+                uri = f"s3://{bucket}/{item['Key']}"
+                yield AssetRequest(
+                    asset_id=uri,
+                    uri=uri,
+                    bucket=bucket,
+                    key=item["Key"],
+                    etag=item.get("ETag", "").strip('"') or None,
+                    size=item.get("Size"),
+                )
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+
+    def close(self) -> None:
+        """Cancel queued fetches, wait for running ones, close the connection pool."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._client.close()
+
+    def __enter__(self) -> S3Fetcher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _get(self, bucket: str, key: str) -> bytes:
+        limit = self.settings.max_object_bytes
+        try:
+            response = self._client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{limit - 1}")
+        except ClientError as exc:
+            if _code(exc) in _EMPTY_RANGE:
+                return b""
+            raise
+        body = response["Body"]
+        size = _total_size(response)
+        if size > limit:
+            body.close()
+            raise PermanentError(
+                Reason.OBJECT_TOO_LARGE, f"object is {size} bytes, over the limit of {limit}"
+            )
+        return body.read()
+
+    def _retrying(self, call: Callable[[], T], uri: str) -> T:
+        attempt = 1
+        while True:
+            try:
+                return call()
+            except PermanentError:
+                raise
+            except Exception as exc:
+                error = classify_s3_error(exc, uri)
+                if error is None:
+                    raise
+                if isinstance(error, PermanentError) or attempt >= self.settings.attempts:
+                    raise error from (None if error is exc else exc)
+            delay = backoff_s(attempt, self.settings.backoff_base_s, self.settings.backoff_cap_s)
+            self._sleep(delay)
+            attempt += 1
+
+
+def make_s3_client(settings: FetchSettings) -> Any:
+    """A boto3 S3 client with a pool of ``settings.workers`` connections and standard retries."""
+    config = Config(
+        max_pool_connections=settings.workers,
+        connect_timeout=settings.connect_timeout_s,
+        read_timeout=settings.read_timeout_s,
+        retries={"mode": "standard", "max_attempts": settings.botocore_attempts},
+    )
+    return boto3.session.Session().client("s3", config=config)
+
+
+def classify_s3_error(exc: BaseException, uri: str) -> PermanentError | TransientError | None:
+    """The typed error for what boto3 raised while reading ``uri``; None if it is not S3's."""
+    if isinstance(exc, PermanentError | TransientError):
+        return exc
+    if isinstance(exc, ClientError):
+        code = _code(exc)
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        message = f"{uri}: {code} {exc.response.get('Error', {}).get('Message', '')}".strip()
+        if code in _SERVICE_FAULTS:
+            return TransientError(f"S3 configuration or credentials: {message}")
+        if code in _NOT_FOUND or status == 404:
+            return PermanentError(Reason.OBJECT_NOT_FOUND, message)
+        if code in _DENIED or status == 403:
+            return PermanentError(Reason.ACCESS_DENIED, message)
+        return TransientError(f"S3 error (HTTP {status}): {message}")
+    if isinstance(exc, ParamValidationError):
+        return PermanentError(Reason.UNSUPPORTED_URI, f"{uri}: {exc}")
+    if isinstance(exc, BotoCoreError | Urllib3Error | OSError):
+        return TransientError(f"{uri}: {type(exc).__name__}: {exc}")
+    return None
+
+
+def split_prefix(uri_prefix: str) -> tuple[str, str]:
+    """``(bucket, prefix)`` of ``s3://bucket[/prefix]``; ``ValueError`` for anything else."""
+    scheme, sep, rest = uri_prefix.partition("://")
+    bucket, _, prefix = rest.partition("/")
+    if scheme != "s3" or not sep or not bucket:
+        raise ValueError(f"not an s3://bucket[/prefix] URI: {uri_prefix!r}")
+    return bucket, prefix
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _total_size(response: dict[str, Any]) -> int:
+    content_range = response.get("ContentRange") or ""
+    total = content_range.rpartition("/")[2]
+    return int(total) if total.isdigit() else int(response.get("ContentLength", 0))
+
+
+def _completed(
+    pending: dict[Future[bytes], AssetRequest],
+) -> Iterator[tuple[AssetRequest, bytes | Exception]]:
+    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+    for future in done:
+        request = pending.pop(future)
+        error = future.exception()
+        yield request, error if isinstance(error, Exception) else future.result()

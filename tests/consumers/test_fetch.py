@@ -1,0 +1,203 @@
+"""S3Fetcher against moto's S3 server (the local stack), plus the error mapping."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from consumers.domain import AssetRequest, PermanentError, Reason, TransientError
+from consumers.fetch import FetchSettings, S3Fetcher, classify_s3_error, split_prefix
+
+FAST = FetchSettings(
+    workers=4, attempts=3, botocore_attempts=2, connect_timeout_s=1, read_timeout_s=5
+)
+
+
+def request(bucket: str, key: str) -> AssetRequest:
+    uri = f"s3://{bucket}/{key}"
+    return AssetRequest(asset_id=uri, uri=uri, bucket=bucket, key=key)
+
+
+def client_error(code: str, status: int, operation: str = "GetObject") -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        operation,
+    )
+
+
+@pytest.fixture
+def bucket(s3: Any, new_bucket: Callable[..., str]) -> str:
+    name = new_bucket("fetch")
+    for key, body in {
+        "a.jpg": b"x" * 1000,
+        "big.jpg": b"y" * 1001,
+        "empty.jpg": b"",
+        "dir/with space+plus é.png": b"z",
+    }.items():
+        s3.put_object(Bucket=name, Key=key, Body=body)
+    return name
+
+
+@pytest.fixture
+def fetcher() -> Any:
+    with S3Fetcher(FetchSettings(max_object_bytes=1000, workers=4)) as instance:
+        yield instance
+
+
+def reason(fetcher: S3Fetcher, req: AssetRequest) -> Reason:
+    with pytest.raises(PermanentError) as info:
+        fetcher.fetch(req)
+    return info.value.reason
+
+
+def test_fetch_and_connection_pool_matches_workers(fetcher: S3Fetcher, bucket: str) -> None:
+    assert fetcher.fetch(request(bucket, "a.jpg")) == b"x" * 1000
+    assert fetcher.fetch(request(bucket, "dir/with space+plus é.png")) == b"z"
+    assert fetcher._client.meta.config.max_pool_connections == 4
+    assert fetcher._client.meta.config.retries["mode"] == "standard"
+
+
+def test_size_is_checked_before_the_body_is_read(fetcher: S3Fetcher, bucket: str) -> None:
+    sent: list[tuple[str, str | None]] = []
+    fetcher._client.meta.events.register(
+        "before-send.s3",
+        lambda request, **_: sent.append((request.method, request.headers.get("Range"))),
+    )
+    assert reason(fetcher, request(bucket, "big.jpg")) is Reason.OBJECT_TOO_LARGE
+    assert sent == [("GET", b"bytes=0-999")]
+
+
+def test_zero_byte_object_gives_no_bytes(fetcher: S3Fetcher, bucket: str) -> None:
+    assert fetcher.fetch(request(bucket, "empty.jpg")) == b""
+
+
+def test_missing_key_and_bucket(fetcher: S3Fetcher, bucket: str) -> None:
+    assert reason(fetcher, request(bucket, "nope.jpg")) is Reason.OBJECT_NOT_FOUND
+    assert reason(fetcher, request(f"{bucket}-gone", "a.jpg")) is Reason.OBJECT_NOT_FOUND
+
+
+def test_bucket_s3_cannot_address(fetcher: S3Fetcher) -> None:
+    assert reason(fetcher, request("no such bucket", "a.jpg")) is Reason.UNSUPPORTED_URI
+
+
+def test_fetch_many_in_parallel(fetcher: S3Fetcher, s3: Any, bucket: str) -> None:
+    keys = [f"many/{i}.jpg" for i in range(25)]
+    for key in keys:
+        s3.put_object(Bucket=bucket, Key=key, Body=key.encode())
+    requests = [request(bucket, key) for key in keys] + [request(bucket, "missing.jpg")]
+    results = dict((req.key, out) for req, out in fetcher.fetch_many(iter(requests)))
+    assert {key: results[key] for key in keys} == {key: key.encode() for key in keys}
+    error = results["missing.jpg"]
+    assert isinstance(error, PermanentError) and error.reason is Reason.OBJECT_NOT_FOUND
+
+
+def test_list_objects_pages_and_skips_folder_markers(
+    fetcher: S3Fetcher, s3: Any, bucket: str
+) -> None:
+    s3.put_object(Bucket=bucket, Key="dir/", Body=b"")
+    listed = list(fetcher.list_objects(f"s3://{bucket}/", page_size=2))
+    assert sorted(r.key for r in listed) == [
+        "a.jpg",
+        "big.jpg",
+        "dir/with space+plus é.png",
+        "empty.jpg",
+    ]
+    [one] = fetcher.list_objects(f"s3://{bucket}/dir")
+    assert one.asset_id == f"s3://{bucket}/dir/with space+plus é.png"
+    assert one.size == 1 and one.etag and '"' not in one.etag
+
+
+def test_split_prefix() -> None:
+    assert split_prefix("s3://b") == ("b", "")
+    assert split_prefix("s3://b/p/q") == ("b", "p/q")
+    for bad in ("file:///etc", "b/p", "s3:///p"):
+        with pytest.raises(ValueError):
+            split_prefix(bad)
+
+
+def test_connection_refused_is_transient_after_bounded_retries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{port}")
+    sleeps: list[float] = []
+    started = time.monotonic()
+    with S3Fetcher(FAST, sleep=sleeps.append) as fetcher, pytest.raises(TransientError):
+        fetcher.fetch(request("photos", "a.jpg"))
+    assert len(sleeps) == FAST.attempts - 1
+    assert time.monotonic() - started < 10
+
+
+class Flaky:
+    """A real client whose first ``failures`` GETs fail with ``error``."""
+
+    def __init__(self, real: Any, error: Exception, failures: int) -> None:
+        self.real, self.error, self.failures, self.calls = real, error, failures, 0
+        self.meta = real.meta
+
+    def get_object(self, **kwargs: Any) -> Any:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.error
+        return self.real.get_object(**kwargs)
+
+    def close(self) -> None:
+        self.real.close()
+
+
+def test_transient_server_errors_are_retried(fetcher: S3Fetcher, bucket: str) -> None:
+    flaky = Flaky(fetcher._client, client_error("SlowDown", 503), failures=2)
+    with S3Fetcher(FAST, client=flaky, sleep=lambda _: None) as retrying:
+        assert retrying.fetch(request(bucket, "a.jpg")) == b"x" * 1000
+    assert flaky.calls == 3
+    flaky = Flaky(fetcher._client, client_error("InternalError", 500), failures=5)
+    with (
+        S3Fetcher(FAST, client=flaky, sleep=lambda _: None) as retrying,
+        pytest.raises(TransientError),
+    ):
+        retrying.fetch(request(bucket, "a.jpg"))
+    assert flaky.calls == FAST.attempts
+
+
+def test_permanent_errors_are_not_retried(fetcher: S3Fetcher, bucket: str) -> None:
+    flaky = Flaky(fetcher._client, client_error("AccessDenied", 403), failures=5)
+    with S3Fetcher(FAST, client=flaky, sleep=lambda _: None) as once:
+        assert reason(once, request(bucket, "a.jpg")) is Reason.ACCESS_DENIED
+    assert flaky.calls == 1
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "expected"),
+    [
+        ("AccessDenied", 403, Reason.ACCESS_DENIED),
+        ("403", 403, Reason.ACCESS_DENIED),
+        ("InvalidObjectState", 403, Reason.ACCESS_DENIED),
+        ("NoSuchKey", 404, Reason.OBJECT_NOT_FOUND),
+        ("NoSuchBucket", 404, Reason.OBJECT_NOT_FOUND),
+        ("404", 404, Reason.OBJECT_NOT_FOUND),
+        ("InvalidAccessKeyId", 403, TransientError),
+        ("SignatureDoesNotMatch", 403, TransientError),
+        ("ExpiredToken", 400, TransientError),
+        ("SlowDown", 503, TransientError),
+        ("InternalError", 500, TransientError),
+        ("RequestTimeout", 400, TransientError),
+    ],
+)
+def test_client_error_mapping(code: str, status: int, expected: Any) -> None:
+    error = classify_s3_error(client_error(code, status), "s3://b/k")
+    if isinstance(expected, Reason):
+        assert isinstance(error, PermanentError) and error.reason is expected
+    else:
+        assert isinstance(error, TransientError)
+
+
+def test_unknown_exceptions_are_not_classified() -> None:
+    assert classify_s3_error(KeyError("x"), "s3://b/k") is None
+    assert isinstance(classify_s3_error(ConnectionResetError(), "s3://b/k"), TransientError)
