@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 
@@ -123,10 +127,7 @@ def test_split_prefix() -> None:
 def test_connection_refused_is_transient_after_bounded_retries(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{free_port()}")
     sleeps: list[float] = []
     started = time.monotonic()
     with S3Fetcher(FAST, sleep=sleeps.append) as fetcher, pytest.raises(TransientError):
@@ -166,13 +167,6 @@ def test_transient_server_errors_are_retried(fetcher: S3Fetcher, bucket: str) ->
     assert flaky.calls == FAST.attempts
 
 
-def test_permanent_errors_are_not_retried(fetcher: S3Fetcher, bucket: str) -> None:
-    flaky = Flaky(fetcher._client, client_error("AccessDenied", 403), failures=5)
-    with S3Fetcher(FAST, client=flaky, sleep=lambda _: None) as once:
-        assert reason(once, request(bucket, "a.jpg")) is Reason.ACCESS_DENIED
-    assert flaky.calls == 1
-
-
 @pytest.mark.parametrize(
     ("code", "status", "expected"),
     [
@@ -201,3 +195,66 @@ def test_client_error_mapping(code: str, status: int, expected: Any) -> None:
 def test_unknown_exceptions_are_not_classified() -> None:
     assert classify_s3_error(KeyError("x"), "s3://b/k") is None
     assert isinstance(classify_s3_error(ConnectionResetError(), "s3://b/k"), TransientError)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def locked_s3() -> Iterator[dict[str, str]]:
+    """A moto server enforcing IAM (after 4 unauthenticated set-up calls) and a reader with no
+    policy: the environment under which GetObject answers a real 403 AccessDenied."""
+    port = free_port()
+    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="4")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        url = f"http://127.0.0.1:{port}"
+        admin = {
+            "endpoint_url": url,
+            "region_name": "us-east-1",
+            "aws_access_key_id": "testing",
+            "aws_secret_access_key": "testing",
+        }
+        boto3.client("s3", **admin).create_bucket(Bucket="locked")
+        boto3.client("s3", **admin).put_object(Bucket="locked", Key="a.jpg", Body=b"x")
+        iam = boto3.client("iam", **admin)
+        iam.create_user(UserName="reader")
+        key = iam.create_access_key(UserName="reader")["AccessKey"]
+        yield {
+            "AWS_ENDPOINT_URL_S3": url,
+            "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+        }
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+@pytest.mark.integration
+def test_access_denied_by_the_server(
+    locked_s3: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in locked_s3.items():
+        monkeypatch.setenv(name, value)
+    with S3Fetcher(FAST, sleep=lambda _: None) as fetcher:
+        gets: list[str] = []
+        fetcher._client.meta.events.register(
+            "before-send.s3", lambda request, **_: gets.append(request.url)
+        )
+        assert reason(fetcher, request("locked", "a.jpg")) is Reason.ACCESS_DENIED
+    assert len(gets) == 1
