@@ -162,7 +162,7 @@ start() {
     log "up in $((SECONDS - started))s (pid $(<"$PIDFILE"))"
 }
 
-stop() { stop_pid "$PIDFILE" "Kafka broker" 60; }
+stop() { stop_pid "$PIDFILE" "Kafka broker" "$PORT" 60; }
 
 status_cmd() { print_status kafka "$PIDFILE" "$PORT"; }
 signal_cmd() { signal_pid "$PIDFILE" "$1" "Kafka broker"; }

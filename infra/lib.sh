@@ -55,11 +55,12 @@ wait_until() {
     done
 }
 
-# stop_pid PIDFILE NAME [TIMEOUT_S]: SIGTERM, wait, then SIGKILL; removes the pid file.
+# stop_pid PIDFILE NAME PORT [TIMEOUT_S]: SIGTERM, wait, then SIGKILL; removes the pid file.
 stop_pid() {
-    local pidfile="$1" name="$2" timeout="${3:-30}" pid
+    local pidfile="$1" name="$2" port="$3" timeout="${4:-30}" pid
     if ! pid_alive "$pidfile"; then
         rm -f "$pidfile"
+        refuse_foreign "$port" "$name"
         return 0
     fi
     pid="$(<"$pidfile")"
@@ -71,6 +72,14 @@ stop_pid() {
         sleep 0.5
     fi
     rm -f "$pidfile"
+}
+
+# refuse_foreign PORT NAME: fails when PORT answers although we hold no live pid for it, so
+# that a stop never reports success for a service some other checkout runs.
+refuse_foreign() {
+    if port_open "$1"; then
+        die "$2 on port $1 was not started from this checkout ($REPO_ROOT); stop it where it was started"
+    fi
 }
 
 # signal_pid PIDFILE SIGNAL NAME: pause (STOP) or resume (CONT) a service we started.

@@ -149,10 +149,12 @@ start() {
 }
 
 stop() {
-    BINDIR="$(find_bindir)" || { log "PostgreSQL not installed; nothing to stop"; return 0; }
-    [[ -s "$STATE/datadir" ]] || return 0
-    PGDATA_DIR="$(<"$STATE/datadir")"
-    pid_alive "$(pid_copy)" || return 0
+    if [[ -s "$STATE/datadir" ]]; then PGDATA_DIR="$(<"$STATE/datadir")"; else PGDATA_DIR="$STATE/data"; fi
+    if ! pid_alive "$(pid_copy)"; then
+        refuse_foreign "$PORT" PostgreSQL
+        return 0
+    fi
+    BINDIR="$(find_bindir)" || die "PostgreSQL binaries not found; cannot stop pid $(<"$STATE/postgres.pid")"
     log "stopping PostgreSQL (pid $(<"$STATE/postgres.pid"))"
     # Fast mode: disconnect clients and shut down cleanly; immediate if that hangs.
     as_pg "$BINDIR/pg_ctl" -D "$PGDATA_DIR" -m fast -w -t 30 stop >/dev/null ||

@@ -54,7 +54,7 @@ start() {
     log "up (pid $(<"$PIDFILE"))"
 }
 
-stop() { stop_pid "$PIDFILE" "moto server" 15; }
+stop() { stop_pid "$PIDFILE" "moto server" "$PORT" 15; }
 
 status_cmd() { print_status s3 "$PIDFILE" "$PORT"; }
 signal_cmd() { signal_pid "$PIDFILE" "$1" "moto server"; }
