@@ -1,0 +1,424 @@
+"""The Helm chart: lint, render, Kubernetes schemas, and what each values file must produce.
+
+Rendered with helm from the Go module proxy (infra/helm.sh) over helm/tagfleet/ci/*.yaml;
+manifests validated offline with kubernetes-validate; CRDs (KEDA, Prometheus Operator)
+checked structurally, field by field, since no schema of theirs ships offline.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import typing
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from deploy_helpers import (
+    CHART,
+    REPO,
+    RULES,
+    VALUES_FILES,
+    helm_template,
+    known_env,
+    render,
+    settings_fields,
+)
+
+# Oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schemas shipped.
+K8S_VERSIONS = ("1.27.0", kubernetes_validate.utils.latest_version())
+CRD_KINDS = {
+    ("keda.sh/v1alpha1", "ScaledObject"),
+    ("keda.sh/v1alpha1", "TriggerAuthentication"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+}
+
+
+def by_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def one(docs: list[dict], kind: str) -> dict:
+    found = by_kind(docs, kind)
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def container(docs: list[dict], kind: str = "Deployment") -> dict:
+    return one(docs, kind)["spec"]["template"]["spec"]["containers"][0]
+
+
+def env_of(c: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in c.get("env", [])}
+
+
+# ---- lint and render ----
+
+
+@pytest.mark.parametrize("values", VALUES_FILES)
+def test_helm_lint_strict(helm: Path, values: str) -> None:
+    proc = subprocess.run(
+        [str(helm), "lint", "--strict", str(CHART), "-f", str(CHART / "ci" / f"{values}.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_each_values_file_renders_its_own_set_of_objects(rendered: dict[str, list[dict]]) -> None:
+    kinds = {name: sorted({d["kind"] for d in docs}) for name, docs in rendered.items()}
+    assert kinds["defaults"] == [
+        "Deployment",
+        "Job",
+        "PodDisruptionBudget",
+        "Service",
+        "ServiceAccount",
+    ]
+    assert kinds["gpu-keda"] == [
+        "Deployment",
+        "Job",
+        "PodDisruptionBudget",
+        "PrometheusRule",
+        "ScaledObject",
+        "Service",
+        "ServiceAccount",
+        "ServiceMonitor",
+        "TriggerAuthentication",
+    ]
+    assert kinds["cpu-minimal"] == [
+        "ConfigMap",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "Service",
+        "ServiceAccount",
+    ]
+
+
+# ---- Kubernetes schemas ----
+
+
+@pytest.mark.parametrize("values", VALUES_FILES)
+def test_manifests_validate_against_kubernetes_schemas(
+    rendered: dict[str, list[dict]], values: str
+) -> None:
+    checked = 0
+    for doc in rendered[values]:
+        if (doc["apiVersion"], doc["kind"]) in CRD_KINDS:
+            continue  # structural checks below
+        for version in K8S_VERSIONS:
+            kubernetes_validate.validate(doc, version, strict=True)
+        checked += 1
+    assert checked >= 4
+
+
+def test_validation_catches_a_broken_manifest(rendered: dict[str, list[dict]]) -> None:
+    deployment = json.loads(json.dumps(one(rendered["defaults"], "Deployment")))
+    deployment["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGet"]["prot"] = 1
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSIONS[0], strict=True)
+
+
+def _require(doc: dict, *paths: str) -> None:
+    for path in paths:
+        node: typing.Any = doc
+        for key in path.split("."):
+            assert isinstance(node, dict) and key in node, f"{doc['kind']}: missing {path}"
+            node = node[key]
+        assert node not in (None, "", [], {}), f"{doc['kind']}: empty {path}"
+
+
+def test_crds_have_their_required_fields(rendered: dict[str, list[dict]]) -> None:
+    docs = rendered["gpu-keda"]
+    deployment, service = one(docs, "Deployment"), one(docs, "Service")
+    for doc in docs:
+        if (doc["apiVersion"], doc["kind"]) in CRD_KINDS:
+            _require(doc, "metadata.name", "metadata.labels", "spec")
+
+    scaled = one(docs, "ScaledObject")
+    _require(scaled, "spec.scaleTargetRef.name", "spec.triggers")
+    assert scaled["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"]
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "kafka"
+    meta = trigger["metadata"]
+    for key in ("bootstrapServers", "consumerGroup", "topic", "lagThreshold"):
+        assert isinstance(meta[key], str) and meta[key], key  # KEDA metadata values are strings
+    auth = one(docs, "TriggerAuthentication")
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    assert {r["parameter"] for r in auth["spec"]["secretTargetRef"]} == {"username", "password"}
+    for ref in auth["spec"]["secretTargetRef"]:
+        _require(ref, "name", "key")
+
+    monitor = one(docs, "ServiceMonitor")
+    _require(monitor, "spec.selector.matchLabels", "spec.endpoints")
+    labels = service["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    port_names = {p["name"] for p in service["spec"]["ports"]}
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} <= port_names
+    assert labels[monitor["spec"]["jobLabel"]] == "tagfleet"  # job="tagfleet" in the rules
+
+    rule = one(docs, "PrometheusRule")
+    for group in rule["spec"]["groups"]:
+        _require(group, "name", "rules")
+        for r in group["rules"]:
+            assert r.get("alert") and r.get("expr"), r
+
+
+# ---- the Deployment ----
+
+
+def test_gpu_values_request_one_gpu_per_pod_on_gpu_nodes(rendered: dict[str, list[dict]]) -> None:
+    docs = rendered["gpu-keda"]
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert len(pod["containers"]) == 1  # one consumer process per GPU
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert "podAntiAffinity" in pod["affinity"]
+    assert container(docs)["image"].endswith("-cuda")
+
+    cpu = container(rendered["cpu-minimal"])
+    assert "nvidia.com/gpu" not in cpu["resources"].get("limits", {})
+    assert cpu["image"].endswith("-cpu")
+
+
+@pytest.mark.parametrize("values", VALUES_FILES)
+def test_probes_hit_the_health_endpoints_on_the_metrics_port(
+    rendered: dict[str, list[dict]], values: str
+) -> None:
+    docs = rendered[values]
+    c = container(docs)
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    (port,) = c["ports"]
+    assert port["name"] == "metrics"
+    assert env_of(c)["TAGFLEET_METRICS_PORT"]["value"] == str(port["containerPort"])
+    (svc_port,) = one(docs, "Service")["spec"]["ports"]
+    assert svc_port["targetPort"] == "metrics"
+
+
+@pytest.mark.parametrize("values", VALUES_FILES)
+def test_grace_period_covers_the_sigterm_drain(
+    rendered: dict[str, list[dict]], values: str
+) -> None:
+    docs = rendered[values]
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    drain = float(env_of(pod["containers"][0])["TAGFLEET_DRAIN_TIMEOUT_S"]["value"])
+    assert pod["terminationGracePeriodSeconds"] >= drain + 5
+    assert container(docs)["args"] == ["consume"]
+
+
+def test_a_grace_period_shorter_than_the_drain_is_refused(helm: Path) -> None:
+    proc = helm_template(helm, "--set", "terminationGracePeriodSeconds=20")
+    assert proc.returncode != 0
+    assert "drain_timeout_s" in proc.stderr
+    assert (
+        helm_template(
+            helm, "--set", "config.drain_timeout_s=55", "--set", "terminationGracePeriodSeconds=60"
+        ).returncode
+        == 0
+    )
+
+
+@pytest.mark.parametrize("values", VALUES_FILES)
+def test_every_tagfleet_env_var_is_a_setting_the_service_reads(
+    rendered: dict[str, list[dict]], values: str
+) -> None:
+    for kind in ("Deployment", "Job"):
+        for doc in by_kind(rendered[values], kind):
+            for c in doc["spec"]["template"]["spec"]["containers"]:
+                unknown = {n for n in env_of(c) if n.startswith("TAGFLEET_")} - known_env()
+                assert not unknown, f"{kind} sets variables the service does not read: {unknown}"
+
+
+def test_config_values_become_env_strings(rendered: dict[str, list[dict]]) -> None:
+    env = env_of(container(rendered["gpu-keda"]))
+    assert env["TAGFLEET_MAX_OBJECT_BYTES"]["value"] == "50000000"  # no 5e+07
+    assert env["TAGFLEET_ALLOWED_BUCKETS"]["value"] == "photos-prod,photos-archive"
+    assert env["TAGFLEET_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
+
+
+def test_secrets_are_referenced_never_inlined(rendered: dict[str, list[dict]]) -> None:
+    gpu = env_of(container(rendered["gpu-keda"]))
+    for name in ("TAGFLEET_SASL_PLAIN_USERNAME", "TAGFLEET_SASL_PLAIN_PASSWORD", "TAGFLEET_STORE"):
+        assert "value" not in gpu[name] and gpu[name]["valueFrom"]["secretKeyRef"]["name"], name
+    assert gpu["TAGFLEET_SASL_MECHANISM"]["value"] == "SCRAM-SHA-512"
+    sa = one(rendered["gpu-keda"], "ServiceAccount")
+    assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
+    assert (
+        one(rendered["gpu-keda"], "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
+        == sa["metadata"]["name"]
+    )
+
+    cpu = env_of(container(rendered["cpu-minimal"]))
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert cpu[name]["valueFrom"]["secretKeyRef"]["name"] == "tagfleet-minio"
+    assert cpu["AWS_ENDPOINT_URL_S3"]["value"] == "http://minio.minio.svc:9000"
+    for docs in rendered.values():
+        assert not by_kind(docs, "Secret"), "the chart must not create Secrets from values"
+
+
+def test_runs_as_non_root_with_a_read_only_root(rendered: dict[str, list[dict]]) -> None:
+    pod = one(rendered["defaults"], "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert {"/var/cache/tagfleet", "/tmp"} <= mounts
+    assert env_of(pod["containers"][0])["TAGFLEET_CACHE_DIR"]["value"] == "/var/cache/tagfleet"
+
+
+# ---- the fleet ----
+
+
+def test_inline_fleet_is_a_mounted_config_map_the_models_package_accepts(
+    rendered: dict[str, list[dict]],
+) -> None:
+    from models.fleet import FleetConfig
+
+    docs = rendered["cpu-minimal"]
+    cm = one(docs, "ConfigMap")
+    FleetConfig.model_validate(yaml.safe_load(cm["data"]["fleet.yaml"]))
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert env_of(pod["containers"][0])["TAGFLEET_FLEET"]["value"] == "/etc/tagfleet/fleet.yaml"
+    volume = next(v for v in pod["volumes"] if v.get("configMap"))
+    assert volume["configMap"]["name"] == cm["metadata"]["name"]
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume["name"])
+    assert mount["mountPath"] == "/etc/tagfleet"
+
+
+def test_s3_fleet_is_passed_by_uri(rendered: dict[str, list[dict]], helm: Path) -> None:
+    env = env_of(container(rendered["gpu-keda"]))
+    assert env["TAGFLEET_FLEET"]["value"] == "s3://tagfleet-models/fleets/prod/fleet.yaml"
+    both = helm_template(helm, "--set", "fleet.uri=s3://b/fleet.yaml", "--set", "fleet.inline=x")
+    assert both.returncode != 0 and "not both" in both.stderr
+
+
+# ---- scaling, disruption, migrations ----
+
+
+def test_keda_scales_on_the_consumers_own_group_and_topic(rendered: dict[str, list[dict]]) -> None:
+    docs = rendered["gpu-keda"]
+    env = env_of(container(docs))
+    meta = one(docs, "ScaledObject")["spec"]["triggers"][0]["metadata"]
+    assert meta["bootstrapServers"] == env["TAGFLEET_BOOTSTRAP_SERVERS"]["value"]
+    assert meta["consumerGroup"] == env["TAGFLEET_GROUP_ID"]["value"]
+    assert meta["topic"] == env["TAGFLEET_TOPIC"]["value"]
+    assert meta["lagThreshold"] == "500"
+    assert meta["sasl"] == "scram_sha512" and meta["tls"] == "enable"
+    assert "replicas" not in one(docs, "Deployment")["spec"]  # KEDA owns the replica count
+    assert not by_kind(docs, "HorizontalPodAutoscaler")  # hpa.enabled is ignored under KEDA
+
+
+def test_hpa_is_the_fallback_without_keda(rendered: dict[str, list[dict]]) -> None:
+    docs = rendered["cpu-minimal"]
+    hpa = one(docs, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == one(docs, "Deployment")["metadata"]["name"]
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["external"]["metric"]["name"] == "tagfleet_consumer_lag"
+    assert "replicas" not in one(docs, "Deployment")["spec"]
+    assert one(rendered["defaults"], "Deployment")["spec"]["replicas"] == 1
+
+
+def test_pdb_selects_the_consumer_pods(rendered: dict[str, list[dict]]) -> None:
+    docs = rendered["defaults"]
+    pdb = one(docs, "PodDisruptionBudget")
+    pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert pdb["spec"]["maxUnavailable"] == 1
+
+
+def test_db_upgrade_runs_as_a_pre_install_and_pre_upgrade_hook(
+    rendered: dict[str, list[dict]],
+) -> None:
+    docs = rendered["gpu-keda"]
+    job = one(docs, "Job")
+    hooks = job["metadata"]["annotations"]["helm.sh/hook"].split(",")
+    assert sorted(hooks) == ["pre-install", "pre-upgrade"]
+    c = container(docs, "Job")
+    assert c["args"] == ["db", "upgrade"]
+    assert env_of(c)["TAGFLEET_STORE"] == env_of(container(docs))["TAGFLEET_STORE"]
+    assert env_of(container(docs))["TAGFLEET_MIGRATE_ON_START"]["value"] == "false"
+    # Without the hook, each consumer migrates at start-up.
+    assert (
+        env_of(container(rendered["cpu-minimal"]))["TAGFLEET_MIGRATE_ON_START"]["value"] == "true"
+    )
+
+
+# ---- values schema ----
+
+
+def test_values_schema_config_names_are_settings_with_matching_types() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    config = schema["properties"]["config"]
+    assert config["additionalProperties"] is False
+    fields = settings_fields()
+    unknown = set(config["properties"]) - set(fields)
+    assert not unknown, f"values.schema.json config has no such settings: {unknown}"
+    for name, prop in config["properties"].items():
+        annotation = fields[name].annotation  # type: ignore[attr-defined]
+        if typing.get_origin(annotation) is typing.Literal:
+            assert prop["enum"] == list(typing.get_args(annotation)), name
+        elif annotation in (int, float, bool, str):
+            expected = {int: "integer", float: "number", bool: "boolean", str: "string"}
+            assert prop["type"] == expected[annotation], name
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "unknownKey=1",
+        "config.no_such_setting=1",
+        "image.variant=tpu",
+        "config.batch_size=zero",
+        "fleet.uri=http://example.com/fleet.yaml",
+        "gpu.count=2",
+    ],
+)
+def test_values_schema_is_strict(helm: Path, override: str) -> None:
+    proc = helm_template(helm, "--set", override)
+    assert proc.returncode != 0, f"--set {override} rendered"
+    assert "schema" in proc.stderr.lower() or "values don't meet" in proc.stderr, proc.stderr
+
+
+# ---- alert rules: one source ----
+
+
+def test_prometheus_rule_renders_the_alert_rules_file(rendered: dict[str, list[dict]]) -> None:
+    copy = CHART / "files" / "tagfleet.rules.yml"
+    assert copy.read_bytes() == RULES.read_bytes(), (
+        f"{copy.relative_to(REPO)} differs from {RULES.relative_to(REPO)}: copy it over"
+    )
+    rule = one(rendered["gpu-keda"], "PrometheusRule")
+    assert rule["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"]
+
+
+# ---- NOTES.txt ----
+
+
+@pytest.mark.parametrize("values", VALUES_FILES)
+def test_notes_render(helm: Path, tmp_path: Path, values: str) -> None:
+    # `helm template` skips NOTES.txt and `install --dry-run` wants a cluster: render it through
+    # a copy of the chart with one extra template that includes it.
+    chart = tmp_path / "tagfleet"
+    shutil.copytree(CHART, chart)
+    (chart / "templates" / "notes-check.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\ndata:\n  notes: |\n"
+        '    {{- include "tagfleet/templates/NOTES.txt" . | nindent 4 }}\n'
+    )
+    docs = render(
+        helm,
+        "-f",
+        str(CHART / "ci" / f"{values}.yaml"),
+        "--show-only",
+        "templates/notes-check.yaml",
+        chart=chart,
+    )
+    notes = docs[0]["data"]["notes"]
+    assert "t-tagfleet" in notes and "/readyz" in notes
+    assert ("WARNING: no fleet configured" in notes) == (values == "defaults")
+    assert ("KEDA scales it" in notes) == (values == "gpu-keda")
