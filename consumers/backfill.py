@@ -108,11 +108,11 @@ def missing_only(requests: list[AssetRequest], fleet: Any, store: Any) -> list[A
 
 
 def run_tag(args: argparse.Namespace) -> int:
-    from consumers.fetch import S3Fetcher
+    from consumers.fetch import FetchSettings, S3Fetcher
     from consumers.store import TagStore
     from models import load_fleet
 
-    fetcher = S3Fetcher(max_workers=args.workers)
+    fetcher = S3Fetcher(FetchSettings(workers=args.workers))
     requests: list[AssetRequest] = []
     for source in args.sources:
         requests += list(
@@ -167,14 +167,14 @@ def native_event(request: AssetRequest, functions: list[str] | None = None) -> d
 
 
 def run_publish(args: argparse.Namespace) -> int:
-    from consumers.fetch import S3Fetcher
+    from consumers.fetch import FetchSettings, S3Fetcher
     from consumers.settings import Settings
     from consumers.sinks import OutRecord, Producer
 
     if not args.prefix.startswith("s3://"):
         raise SystemExit("tagfleet publish: give an s3://bucket/prefix URI")
     functions = [f.strip() for f in args.functions.split(",")] if args.functions else None
-    requests = list(S3Fetcher(max_workers=4).list_objects(args.prefix))
+    requests = list(S3Fetcher(FetchSettings(workers=4)).list_objects(args.prefix))
     producer = Producer(Settings(bootstrap_servers=args.bootstrap_servers).kafka_common())
     records = [
         OutRecord(args.topic, r.asset_id.encode(), encode_event(native_event(r, functions)))

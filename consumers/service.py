@@ -93,7 +93,7 @@ def run_service(settings: Settings) -> int:
 
 def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: threading.Event) -> int:
     """Build the adapters and run the pipeline on this thread until ``stop`` is set."""
-    from consumers.fetch import S3Fetcher
+    from consumers.fetch import FetchSettings, S3Fetcher
     from consumers.store import TagStore
     from models import load_fleet
 
@@ -109,7 +109,7 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
         "fleet loaded", extra={"functions": sorted(fleet.functions), "input_size": fleet.input_size}
     )
     fetcher = S3Fetcher(
-        max_workers=settings.fetch_workers, max_object_bytes=settings.max_object_bytes
+        FetchSettings(max_object_bytes=settings.max_object_bytes, workers=settings.fetch_workers)
     )
     limits = DecodeLimits(max_pixels=settings.max_pixels, formats=settings.image_formats)
     producer = Producer(settings.kafka_common())

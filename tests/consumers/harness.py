@@ -127,7 +127,7 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 60)
 
 def group_lag(admin: Any, bootstrap: str, group: str, topic: str) -> int | None:
     """Sum over partitions of end offset minus the group's committed offset (None: no commits)."""
-    committed = admin.list_consumer_group_offsets(group)
+    committed = admin.list_group_offsets(group).get(group, {})
     consumer = KafkaConsumer(bootstrap_servers=bootstrap)
     parts = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or [])]
     ends = consumer.end_offsets(parts)

@@ -135,3 +135,101 @@ def test_500_mixed_events_all_stored_once_and_lag_zero(
         "tagfleet_consumer_lag",
     ):
         assert name in metrics
+
+
+def _start(tmp_path: Path, stack: dict[str, str], name: str, **flags: Any) -> ConsumerProcess:
+    return ConsumerProcess(tmp_path / f"{name}.log", _env(stack), **flags)
+
+
+def _bad_inputs(
+    s3: Any, bucket: str, other_bucket_missing: str
+) -> list[tuple[str, tuple[bytes | None, bytes | None]]]:
+    """One event per DLQ reason (plus zero-byte, truncated, non-image and bomb objects)."""
+    import io
+
+    from PIL import Image
+
+    png = image_bytes(1)
+    s3.put_object(Bucket=bucket, Key="bad/zero.png", Body=b"")
+    s3.put_object(Bucket=bucket, Key="bad/truncated.png", Body=png[: len(png) // 2])
+    s3.put_object(Bucket=bucket, Key="bad/text.png", Body=b"hello, I am not an image\n" * 10)
+    s3.put_object(Bucket=bucket, Key="bad/huge.bin", Body=b"\0" * 300_000)
+    bomb = io.BytesIO()
+    Image.new("1", (12_000, 12_000)).save(bomb, format="PNG")
+    s3.put_object(Bucket=bucket, Key="bad/bomb.png", Body=bomb.getvalue())
+    bad = [
+        ("invalid_json", (b"x", b"{oops")),
+        ("invalid_event", (b"x", json.dumps({"uri": "s3://b/k"}).encode())),
+        (
+            "unsupported_uri",
+            (b"a", json.dumps({"asset_id": "a", "uri": "file:///etc/passwd"}).encode()),
+        ),
+        (
+            "unsupported_uri",
+            (b"h", json.dumps({"asset_id": "h", "uri": "http://169.254.169.254/latest"}).encode()),
+        ),
+        ("bucket_not_allowed", native_event("not-allowed-bucket", "k.png")),
+        ("unknown_function", native_event(bucket, "plain/0.png", functions=["nope"])),
+        ("object_not_found", native_event(bucket, "missing/nothing.png")),
+        ("object_not_found", native_event(other_bucket_missing, "k.png")),
+        ("object_too_large", native_event(bucket, "bad/huge.bin")),
+        ("empty_object", native_event(bucket, "bad/zero.png")),
+        ("image_decode_failed", native_event(bucket, "bad/truncated.png")),
+        ("unsupported_format", native_event(bucket, "bad/text.png")),
+        ("image_too_large", native_event(bucket, "bad/bomb.png")),
+    ]
+    return bad
+
+
+def test_every_bad_input_is_dead_lettered_once_and_good_ones_are_tagged(
+    stack, kafka_bootstrap, kafka_admin, new_topic, new_bucket, s3, pg_url, fleet_path, tmp_path
+):
+    bucket = new_bucket()
+    missing_bucket = f"{bucket}-missing"
+    keys = _upload(s3, bucket, 40)
+    bad = _bad_inputs(s3, bucket, missing_bucket)
+    good = _events(bucket, keys)
+    messages = []
+    for i, event in enumerate(good):
+        messages.append(event)
+        if i % 3 == 0 and bad:
+            messages.append(bad.pop(0)[1])
+    expected_reasons = Counter(reason for reason, _ in _bad_inputs(s3, bucket, missing_bucket))
+    topic, results, dlq = new_topic(partitions=3), new_topic(partitions=1), new_topic(partitions=1)
+    produce(kafka_bootstrap, topic, messages + [m for _, m in bad])
+    group = f"g-{topic}"
+    consumer = _start(
+        tmp_path,
+        stack,
+        "bad",
+        bootstrap_servers=kafka_bootstrap,
+        topic=topic,
+        group_id=group,
+        results_topic=results,
+        dlq_topic=dlq,
+        store=pg_url,
+        fleet=fleet_path,
+        metrics_port=free_port(),
+        allowed_buckets=f"{bucket},{missing_bucket}",
+        max_object_bytes=200_000,
+        max_pixels=50_000_000,
+    )
+    try:
+        wait_until(
+            lambda: group_lag(kafka_admin, kafka_bootstrap, group, topic) == 0, 240, what="lag 0"
+        )
+        assert consumer.alive(), consumer.logs()[-3000:]
+    finally:
+        assert consumer.terminate() == 0, consumer.logs()[-3000:]
+    dead = read_topic(kafka_bootstrap, dlq, expected=sum(expected_reasons.values()))
+    reasons = Counter(dict(r.headers)["tagfleet-reason"].decode() for r in dead)
+    assert reasons == expected_reasons
+    for record in dead:
+        headers = dict(record.headers)
+        assert headers["tagfleet-source-topic"].decode() == topic
+        assert int(headers["tagfleet-source-offset"].decode()) >= 0
+        assert headers["tagfleet-message"]
+    originals = {value for _, (_, value) in _bad_inputs(s3, bucket, missing_bucket)}
+    assert {r.value for r in dead} <= originals
+    tagged = read_topic(kafka_bootstrap, results, expected=len(keys))
+    assert Counter(r.key.decode() for r in tagged) == Counter(f"s3://{bucket}/{k}" for k in keys)

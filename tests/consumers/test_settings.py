@@ -1,0 +1,37 @@
+from pathlib import Path
+
+import pytest
+
+from consumers.settings import Settings, reference_markdown
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_environment_then_flags(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("TAGFLEET_BATCH_SIZE", "7")
+    monkeypatch.setenv("TAGFLEET_ALLOWED_BUCKETS", "a, b")
+    assert Settings().batch_size == 7
+    assert Settings().allowed_buckets == ("a", "b")
+    assert Settings(batch_size=9).batch_size == 9
+
+
+def test_invalid_values_are_rejected_with_the_field_name():
+    with pytest.raises(ValueError, match="batch_size"):
+        Settings(batch_size=0)
+
+
+def test_sasl_password_reaches_kafka_but_not_repr():
+    s = Settings(
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="PLAIN",
+        sasl_plain_username="u",
+        sasl_plain_password="hunter2",
+    )
+    assert s.kafka_common()["sasl_plain_password"] == "hunter2"
+    assert "hunter2" not in repr(s)
+
+
+def test_configuration_reference_is_up_to_date():
+    assert (REPO / "docs" / "configuration.md").read_text() == reference_markdown(), (
+        "regenerate: python -m consumers.settings > docs/configuration.md"
+    )

@@ -1,0 +1,33 @@
+from consumers.domain import AssetRemoval, AssetRequest, SourcePosition
+from consumers.work import KeyGate, Message, WorkItem
+
+
+def _item(asset: str, offset: int, removal: bool = False) -> WorkItem:
+    msg = Message(SourcePosition("t", 0, offset), None, None)
+    if removal:
+        return WorkItem(msg, AssetRemoval(asset_id=asset, uri=asset))
+    return WorkItem(msg, AssetRequest(asset_id=asset, uri=asset, bucket="b", key="k"))
+
+
+def test_gate_runs_items_of_one_asset_in_offset_order():
+    gate = KeyGate()
+    create, remove, again = _item("a", 1), _item("a", 2, removal=True), _item("a", 3)
+    other = _item("b", 4)
+    assert gate.admit(create) is create
+    assert gate.admit(remove) is None
+    assert gate.admit(again) is None
+    assert gate.admit(other) is other
+    assert gate.release(create) is remove
+    assert gate.release(remove) is again
+    assert gate.release(again) is None
+    assert gate.release(other) is None
+    assert len(gate) == 0
+
+
+def test_gate_forgets_assets_once_drained():
+    gate = KeyGate()
+    first = _item("a", 1)
+    gate.admit(first)
+    gate.release(first)
+    second = _item("a", 2)
+    assert gate.admit(second) is second
