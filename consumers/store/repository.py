@@ -1,0 +1,277 @@
+"""``TagStore``: the metadata store's one public object (docs/architecture.md, "Store").
+
+Writes are upserts keyed by the primary keys, with a ``WHERE`` that skips rows whose model
+version and etag already match: reprocessing a result changes nothing, not even a timestamp.
+Rows are written in key order (assets, then function results, then tags) so that two
+consumers saving overlapping batches lock rows in the same order: on PostgreSQL the second
+waits for the first, sees its result and skips; on SQLite writers queue on ``BEGIN IMMEDIATE``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from consumers.domain import AssetResult, SourcePosition
+from consumers.store import migrate
+from consumers.store.engine import create_store_engine, writer
+from consumers.store.errors import translate_errors
+from consumers.store.models import assets, function_results, tags
+from consumers.store.queries import assets_with_label_query, tags_for_asset_query
+from consumers.store.rows import (
+    FunctionKey,
+    SaveStats,
+    TagRow,
+    asset_row,
+    result_row,
+    source_values,
+    tag_row,
+    tag_rows,
+)
+
+_CHUNK = 500  # keys per statement: far below SQLite's and PostgreSQL's parameter limits
+_T = TypeVar("_T")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class TagStore:
+    """Tags and results of assets in PostgreSQL or SQLite.
+
+    Every method runs in its own transaction and raises :class:`~consumers.domain.TransientError`
+    for faults that may pass (server unreachable or gone, database locked, serialization
+    failure, deadlock); other database errors (missing tables, integrity) propagate unchanged.
+    Thread-safe: the engine's pool hands each call its own connection.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        sqlite_busy_timeout_ms: int = 5000,
+        connect_timeout_s: int = 10,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        """Build the engine (no connection is made, nothing is migrated)."""
+        self.engine = create_store_engine(
+            url, sqlite_busy_timeout_ms=sqlite_busy_timeout_ms, connect_timeout_s=connect_timeout_s
+        )
+        self._writer = writer(self.engine)
+        self._clock = clock
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self.engine.dispose()
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Run the migrations up to ``revision`` (``tagfleet db upgrade``)."""
+        with translate_errors("upgrade"):
+            migrate.upgrade_engine(self.engine, revision)
+
+    def ping(self) -> None:
+        """Return when the database answers; raise ``TransientError`` when it does not."""
+        with translate_errors("ping"), self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    def save(self, results: Sequence[AssetResult]) -> SaveStats:
+        """Store ``results`` in one transaction; return what changed.
+
+        Per (asset, function): the same model version and etag as stored is a no-op (no row
+        is written); otherwise the result row is replaced and that function's tags are deleted
+        and inserted again. Functions absent from a result are left alone. The asset row (uri,
+        etag, size) is updated only when it differs, and a removed asset is restored. When the
+        batch holds an asset or an (asset, function) more than once, its last occurrence counts.
+        Raises ``ValueError`` (before any write) for a result object of unknown type.
+        """
+        latest_assets, latest = _collapse(results)
+        if not latest_assets:
+            return SaveStats()
+        keys = sorted(latest)
+        new_rows = {key: tag_rows(key, *latest[key]) for key in keys}
+        now = self._clock()
+        with translate_errors("save"), self._writer.begin() as conn:
+            stored_assets, stored_results = _stored_state(conn, sorted(latest_assets))
+            candidates = [
+                k
+                for k in keys
+                if stored_results.get(k) != _version_key(result_row(k, *latest[k], now))
+            ]
+            touched = {a for a, _ in candidates}
+            asset_rows = [
+                row
+                for a in sorted(latest_assets)
+                if (row := asset_row(latest_assets[a], now))["asset_id"] in touched
+                or stored_assets.get(a) != _asset_key(row)
+            ]
+            # The asset rows first (locked even when unchanged), then results, then tags:
+            # the order remove() locks in too.
+            _upsert_assets(conn, asset_rows)
+            written = _upsert_results(conn, [result_row(k, *latest[k], now) for k in candidates])
+            deleted = _delete_tags(conn, sorted(written))
+            new_tags = [row for key in keys if key in written for row in new_rows[key]]
+            if new_tags:
+                conn.execute(sa.insert(tags), new_tags)
+        return SaveStats(
+            inserted_tags=len(new_tags),
+            deleted_tags=deleted,
+            unchanged_functions=len(keys) - len(written),
+            replaced_functions=len(written),
+        )
+
+    def remove(self, asset_ids: Sequence[str], source: SourcePosition | None) -> int:
+        """Delete the assets' tags and results and mark them removed, recording ``source``.
+
+        Returns how many of them were present and not yet removed; unknown or already removed
+        ids are no-ops. A later :meth:`save` of the asset tags it again.
+        """
+        ids = sorted(set(asset_ids))
+        removed = 0
+        with translate_errors("remove"), self._writer.begin() as conn:
+            for chunk in _chunks(ids):
+                # Lock the asset rows first: the same order as save, so the two never deadlock.
+                conn.execute(
+                    sa.select(assets.c.asset_id)
+                    .where(assets.c.asset_id.in_(chunk))
+                    .order_by(assets.c.asset_id)
+                    .with_for_update()
+                )
+                removed += conn.execute(
+                    sa.update(assets)
+                    .where(assets.c.asset_id.in_(chunk), assets.c.removed.is_(False))
+                    .values(removed=True, updated_at=self._clock(), **source_values(source))
+                ).rowcount
+                conn.execute(sa.delete(tags).where(tags.c.asset_id.in_(chunk)))
+                conn.execute(
+                    sa.delete(function_results).where(function_results.c.asset_id.in_(chunk))
+                )
+        return removed
+
+    def tags_for_asset(self, asset_id: str) -> list[TagRow]:
+        """All current tags of one asset, ordered by function, label and ordinal."""
+        query = tags_for_asset_query(asset_id)
+        with translate_errors("tags_for_asset"), self.engine.connect() as conn:
+            return [tag_row(row) for row in conn.execute(query).mappings()]
+
+    def assets_with_label(
+        self, label: str, min_score: float, function: str | None = None
+    ) -> list[str]:
+        """Ids of assets with a tag ``label`` scored ``>= min_score`` (by ``function`` if
+        given), sorted.
+        """
+        query = assets_with_label_query(label, min_score, function)
+        with translate_errors("assets_with_label"), self.engine.connect() as conn:
+            return list(conn.scalars(query))
+
+    def current_versions(self, asset_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """asset id -> function -> stored model version; assets without results are absent."""
+        versions: dict[str, dict[str, str]] = {}
+        fr = function_results.c
+        with translate_errors("current_versions"), self.engine.connect() as conn:
+            for chunk in _chunks(sorted(set(asset_ids))):
+                query = sa.select(fr.asset_id, fr.function, fr.model_version).where(
+                    fr.asset_id.in_(chunk)
+                )
+                for asset_id, function, version in conn.execute(query):
+                    versions.setdefault(asset_id, {})[function] = version
+        return versions
+
+
+def _insert(conn: sa.Connection, table: sa.Table) -> Any:
+    """The dialect's ``INSERT`` with ``ON CONFLICT`` support."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    if conn.dialect.name == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"unsupported database {conn.dialect.name!r}")
+
+
+def _upsert(conn: sa.Connection, table: sa.Table, key: list[str], compare: list[str]) -> Any:
+    """INSERT ... ON CONFLICT (key) DO UPDATE every column, only where ``compare`` differs."""
+    stmt = _insert(conn, table)
+    return stmt.on_conflict_do_update(
+        index_elements=[table.c[k] for k in key],
+        set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in key},
+        where=sa.or_(*(table.c[c].is_distinct_from(stmt.excluded[c]) for c in compare)),
+    )
+
+
+def _collapse(
+    results: Sequence[AssetResult],
+) -> tuple[dict[str, AssetResult], dict[FunctionKey, tuple[AssetResult, dict[str, Any]]]]:
+    """The last result of each asset and the last result object of each (asset, function)."""
+    functions: dict[FunctionKey, tuple[AssetResult, dict[str, Any]]] = {}
+    for r in results:
+        for name, obj in r.functions.items():
+            functions[(r.asset_id, name)] = (r, obj)
+    return {r.asset_id: r for r in results}, functions
+
+
+_ASSET_COMPARED = ("uri", "etag", "width", "height", "removed")
+_RESULT_COMPARED = ("model_version", "etag")
+
+
+def _asset_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    return tuple(row[c] for c in _ASSET_COMPARED)
+
+
+def _version_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    return tuple(row[c] for c in _RESULT_COMPARED)
+
+
+def _stored_state(
+    conn: sa.Connection, asset_ids: list[str]
+) -> tuple[dict[str, tuple[Any, ...]], dict[FunctionKey, tuple[Any, ...]]]:
+    """What is stored for these assets: the compared asset columns and result versions.
+
+    Read before writing so that a replay sends no write at all; the upserts' WHERE clauses
+    still decide, so a concurrent writer between this read and the upsert is harmless.
+    """
+    a, fr = assets.c, function_results.c
+    stored_assets: dict[str, tuple[Any, ...]] = {}
+    stored_results: dict[FunctionKey, tuple[Any, ...]] = {}
+    for chunk in _chunks(asset_ids):
+        query = sa.select(a.asset_id, *(a[c] for c in _ASSET_COMPARED)).where(a.asset_id.in_(chunk))
+        for row in conn.execute(query):
+            stored_assets[row[0]] = tuple(row[1:])
+        query = sa.select(fr.asset_id, fr.function, *(fr[c] for c in _RESULT_COMPARED)).where(
+            fr.asset_id.in_(chunk)
+        )
+        for row in conn.execute(query):
+            stored_results[(row[0], row[1])] = tuple(row[2:])
+    return stored_assets, stored_results
+
+
+def _upsert_assets(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    stmt = _upsert(conn, assets, ["asset_id"], list(_ASSET_COMPARED))
+    conn.execute(stmt, rows)
+
+
+def _upsert_results(conn: sa.Connection, rows: list[dict[str, Any]]) -> set[FunctionKey]:
+    """Upsert result rows; return the keys actually inserted or updated."""
+    if not rows:
+        return set()
+    fr = function_results.c
+    stmt = _upsert(conn, function_results, ["asset_id", "function"], list(_RESULT_COMPARED))
+    written = conn.execute(stmt.returning(fr.asset_id, fr.function), rows)
+    return {(a, f) for a, f in written}
+
+
+def _delete_tags(conn: sa.Connection, keys: list[FunctionKey]) -> int:
+    deleted = 0
+    for chunk in _chunks(keys):
+        condition = sa.tuple_(tags.c.asset_id, tags.c.function).in_(chunk)
+        deleted += conn.execute(sa.delete(tags).where(condition)).rowcount
+    return deleted
+
+
+def _chunks(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
