@@ -82,6 +82,12 @@ def shape_image(rng: np.random.Generator, shape: str, size: int = 64) -> Image.I
     return scene(rng, [(shape, colour)], size=size, lo=0.45, hi=0.8)[0]
 
 
+def coloured_shape_image(rng: np.random.Generator, colour: str, size: int = 64) -> Image.Image:
+    """One shape of a random kind in ``colour``, mid-sized, on noise (classify by colour)."""
+    shape = str(rng.choice(SHAPES))
+    return scene(rng, [(shape, colour)], size=size, lo=0.3, hi=0.6)[0]
+
+
 def colours_image(
     rng: np.random.Generator, size: int = 64
 ) -> tuple[Image.Image, list[str]]:
@@ -89,5 +95,5 @@ def colours_image(
     k = int(rng.integers(1, 4))
     colours = [str(c) for c in rng.choice(list(COLOURS), size=k, replace=False)]
     shapes = [str(rng.choice(SHAPES)) for _ in colours]
-    img, _ = scene(rng, list(zip(shapes, colours, strict=True)), size=size, lo=0.25, hi=0.4)
+    img, _ = scene(rng, list(zip(shapes, colours, strict=True)), size=size, lo=0.3, hi=0.45)
     return img, sorted(colours)

@@ -1,0 +1,121 @@
+"""Evaluation reports: ``report.json``, ``report.md`` and PNG plots (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from models.manifest import FunctionType  # noqa: E402
+from models.metrics import pr_curve  # noqa: E402
+
+if TYPE_CHECKING:
+    from models.artifacts import Artifact
+    from models.evaluate import Evaluation
+
+HEADLINE = {
+    FunctionType.CLASSIFY: ("accuracy", "macro_f1"),
+    FunctionType.TAGS: ("micro_f1", "macro_f1"),
+    FunctionType.DETECT: ("map50", "map50_95"),
+}
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def confusion_png(confusion: list[list[int]], labels: list[str]) -> bytes:
+    """Confusion matrix heat map, rows = truth, columns = prediction."""
+    matrix = np.array(confusion)
+    side = 2 + 0.5 * len(labels)
+    fig, ax = plt.subplots(figsize=(side, side))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for (i, j), v in np.ndenumerate(matrix):
+        ax.text(j, i, str(v), ha="center", va="center")
+    return _png(fig)
+
+
+def pr_png(targets: np.ndarray, scores: np.ndarray, labels: list[str]) -> bytes:
+    """One precision/recall curve per label (one-vs-rest for classify)."""
+    if targets.ndim == 1:
+        targets = np.eye(len(labels))[targets]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for i, label in enumerate(labels):
+        if targets[:, i].sum() > 0:
+            precision, recall, _ = pr_curve(targets[:, i], scores[:, i])
+            ax.plot(np.r_[0, recall], np.r_[precision[0], precision], label=label)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize="small")
+    return _png(fig)
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    keys = HEADLINE[FunctionType(report["type"])]
+    lines = [
+        f"# {report['name']} ({report['type']}), version {report['version']}",
+        "",
+        f"Evaluated on {report['split']} ({report['metrics']['samples']} images).",
+        "",
+    ]
+    prev = report.get("previous")
+    header = "| metric | this version |" + (f" previous ({prev['version']}) |" if prev else "")
+    lines += [header, "|---|---|" + ("---|" if prev else "")]
+    for key in keys:
+        row = f"| {key} | {report['metrics'][key]:.4f} |"
+        if prev:
+            row += f" {prev['metrics'][key]:.4f} |"
+        lines.append(row)
+    lines += ["", "| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for label, m in report["metrics"]["per_label"].items():
+        lines.append(
+            f"| {label} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | "
+            f"{m['support']} |"
+        )
+    lines += ["", *[f"![{name}]({name})" for name in report["plots"]], ""]
+    return "\n".join(lines)
+
+
+def build_report(
+    artifact: Artifact,
+    current: Evaluation,
+    previous: Artifact | None = None,
+    before: Evaluation | None = None,
+    split: str = "held-out split",
+    extra: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """(report dict, files: report.json, report.md and PNGs) for ``artifact``'s evaluation."""
+    m = artifact.manifest
+    files: dict[str, bytes] = {}
+    if "confusion" in current.metrics:
+        files["confusion.png"] = confusion_png(current.metrics["confusion"], m.labels)
+    files["pr_curves.png"] = pr_png(current.targets, current.scores, m.labels)
+    report: dict[str, Any] = {
+        "name": m.name,
+        "type": m.type.value,
+        "version": m.version,
+        "split": split,
+        "metrics": current.metrics,
+        "plots": sorted(files),
+        **(extra or {}),
+    }
+    if previous is not None and before is not None:
+        report["previous"] = {"version": previous.manifest.version, "metrics": before.metrics}
+    files["report.json"] = json.dumps(report, indent=2).encode()
+    files["report.md"] = _markdown(report).encode()
+    return report, files
