@@ -52,8 +52,10 @@ up() {
     exec 9>"$STACK_DIR/.lock"
     flock -w 600 9 || die "another 'infra/stack.sh up' holds $STACK_DIR/.lock for over 10 minutes"
     for s in "${SERVICES[@]}"; do
-        "$(service_script "$s")" start
+        # 9>&-: the services must not inherit the lock, or they would hold it while they run.
+        "$(service_script "$s")" start 9>&-
     done
+    flock -u 9
     log "stack up in $((SECONDS - started))s"
 }
 
