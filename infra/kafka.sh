@@ -10,6 +10,7 @@
 #   CONTROLLER      $TAGFLEET_KAFKA_CONTROLLER_PORT (default 19093)
 # State: var/stack/kafka/{data,logs/server.log,server.properties,kafka.pid}.
 SERVICE=kafka
+PROC_MATCH=kafka.Kafka
 # shellcheck source=infra/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 

@@ -31,14 +31,17 @@ port_open() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# pid_alive PIDFILE: true when the pid file names a live process (zombies count as dead).
+# pid_alive PIDFILE: true when the pid file names a live process (zombies count as dead)
+# whose command line contains $PROC_MATCH (set by each service script), so a pid left over
+# from before a reboot and reused by another program does not count.
 pid_alive() {
     local pid state
     [[ -s "$1" ]] || return 1
     pid="$(<"$1")"
     [[ "$pid" =~ ^[0-9]+$ ]] || return 1
     state="$(ps -o stat= -p "$pid" 2>/dev/null || true)"
-    [[ -n "$state" && "$state" != Z* ]]
+    [[ -n "$state" && "$state" != Z* ]] || return 1
+    [[ -z "${PROC_MATCH:-}" ]] || ps -o args= -p "$pid" 2>/dev/null | grep -qF -- "$PROC_MATCH"
 }
 
 # wait_until TIMEOUT_S DESCRIPTION CMD...: polls CMD every 0.2 s until it succeeds.

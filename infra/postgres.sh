@@ -10,6 +10,7 @@
 # var/stack/pg/data, or /tmp/tagfleet-pg-<hash>/data when the postgres user cannot reach the
 # checkout (var/stack/pg/datadir names the one in use). Log: <data dir>/../postgres.log.
 SERVICE=postgres
+PROC_MATCH=postgres
 # shellcheck source=infra/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 

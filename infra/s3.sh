@@ -8,6 +8,7 @@
 # pause/resume (SIGSTOP/SIGCONT) keeps them and makes clients time out in between.
 # State: var/stack/s3/{moto.pid,moto.log}.
 SERVICE=s3
+PROC_MATCH=moto.server
 # shellcheck source=infra/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
