@@ -35,13 +35,15 @@ port_open() {
 # whose command line contains $PROC_MATCH (set by each service script), so a pid left over
 # from before a reboot and reused by another program does not count.
 pid_alive() {
-    local pid state
+    local pid state args
     [[ -s "$1" ]] || return 1
     pid="$(<"$1")"
     [[ "$pid" =~ ^[0-9]+$ ]] || return 1
     state="$(ps -o stat= -p "$pid" 2>/dev/null || true)"
     [[ -n "$state" && "$state" != Z* ]] || return 1
-    [[ -z "${PROC_MATCH:-}" ]] || ps -o args= -p "$pid" 2>/dev/null | grep -qF -- "$PROC_MATCH"
+    [[ -n "${PROC_MATCH:-}" ]] || return 0
+    args="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
+    [[ "$args" == *"$PROC_MATCH"* ]]
 }
 
 # wait_until TIMEOUT_S DESCRIPTION CMD...: polls CMD every 0.2 s until it succeeds.
