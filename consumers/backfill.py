@@ -40,7 +40,7 @@ def local_requests(source: str) -> Iterator[AssetRequest]:
     paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
     for path in paths:
         if path.suffix.lower() in _IMAGE_SUFFIXES or root.is_file():
-            uri = path.as_uri()
+            uri = f"file://{path}"  # not percent-encoded, like the decoded keys of s3:// ids
             yield AssetRequest(
                 asset_id=uri, uri=uri, bucket="", key=str(path), size=path.stat().st_size
             )

@@ -253,6 +253,11 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["consume"]:
+        from consumers.shutdown import install_signal_handlers
+
+        install_signal_handlers()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -166,9 +166,8 @@ class Pipeline:
         tp = TopicPartition(record.topic, record.partition)
         if tp not in self.parts.source.assignment():
             return
-        message = Message(
-            SourcePosition(record.topic, record.partition, record.offset), record.key, record.value
-        )
+        position = SourcePosition(record.topic, record.partition, record.offset)
+        message = Message(position, record.key, record.value, record.timestamp)
         self._watermarks.track(tp, record.offset)
         try:
             requests = parse_event(record.value, record.key, self._policy)

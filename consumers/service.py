@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from functools import partial
 from typing import Any
 
+from consumers import shutdown
 from consumers.decode import DecodeLimits, decode_image
 from consumers.domain import TransientError
 from consumers.health import HealthServer
@@ -82,8 +82,8 @@ def run_service(settings: Settings) -> int:
         log.info(
             "health server listening", extra={"host": settings.metrics_host, "port": health.port}
         )
-    stop = threading.Event()
-    _install_signal_handlers(stop)
+    stop = shutdown.STOP
+    shutdown.install_signal_handlers()
     try:
         return serve(settings, metrics, readiness, stop)
     finally:
@@ -143,12 +143,3 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
 def _gauge(gauge: Any, checks: dict[str, bool]) -> dict[str, bool]:
     gauge.set(1 if all(checks.values()) else 0)
     return checks
-
-
-def _install_signal_handlers(stop: threading.Event) -> None:
-    def handle(signum: int, _frame: Any) -> None:
-        log.info("signal received, draining", extra={"signal": signal.Signals(signum).name})
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)

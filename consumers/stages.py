@@ -306,8 +306,9 @@ class Storer:
             self._retry(lambda: self._producer.send_all(records), "publish")  # type: ignore[union-attr]
             self._metrics.stage_seconds.labels("publish").observe(time.perf_counter() - started)
         for item, result in group:
-            if result is not None and item.request.event_time is not None:
-                age = (now - item.request.event_time).total_seconds()
+            event_time = item.event_time
+            if result is not None and event_time is not None:
+                age = (now - event_time).total_seconds()
                 self._metrics.end_to_end.observe(max(0.0, age))
             self._finish(item, "stored" if result is not None else "removed")
 

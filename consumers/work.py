@@ -9,6 +9,7 @@ import itertools
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from consumers.domain import AssetRemoval, AssetRequest, SourcePosition
@@ -23,6 +24,7 @@ class Message:
     position: SourcePosition
     key: bytes | None
     value: bytes | None
+    timestamp_ms: int | None = None
     polled_at: float = field(default_factory=time.monotonic)
     pending: int = 0
 
@@ -30,6 +32,16 @@ class Message:
 @dataclass(eq=False, slots=True)
 class WorkItem:
     """One asset of a message as it moves through fetch, decode, inference and the sinks."""
+
+    @property
+    def event_time(self) -> datetime | None:
+        """When the asset event happened: its ``event_time``, else the Kafka record timestamp."""
+        stated = getattr(self.request, "event_time", None)
+        if stated is not None:
+            return stated if stated.tzinfo else stated.replace(tzinfo=UTC)
+        if self.message.timestamp_ms is not None and self.message.timestamp_ms > 0:
+            return datetime.fromtimestamp(self.message.timestamp_ms / 1000, UTC)
+        return None
 
     message: Message
     request: AssetRequest | AssetRemoval | None

@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
+import socket
 import subprocess
 import sys
 import time
@@ -200,3 +202,37 @@ class ConsumerProcess:
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+KEYS = [
+    "plain/{i}.png",
+    "with space/photo {i}.png",
+    "plus+sign/{i}+a.png",
+    "ünïcødé/фото-{i}-写真.png",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def env_for(stack: dict[str, str]) -> dict[str, str]:
+    return {**stack, "TAGFLEET_LOG_LEVEL": "INFO"}
+
+
+def upload_images(s3: Any, bucket: str, count: int) -> list[str]:
+    keys = []
+    for i in range(count):
+        key = KEYS[i % len(KEYS)].format(i=i)
+        s3.put_object(Bucket=bucket, Key=key, Body=image_bytes(i))
+        keys.append(key)
+    return keys
+
+
+def mixed_events(bucket: str, keys: list[str]) -> list[tuple[bytes, bytes]]:
+    rng = random.Random(7)
+    return [
+        native_event(bucket, k) if rng.random() < 0.5 else s3_notification(bucket, k) for k in keys
+    ]

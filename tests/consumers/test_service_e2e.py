@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
-import socket
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -13,55 +11,19 @@ import pytest
 import sqlalchemy as sa
 from harness import (
     ConsumerProcess,
-    build_test_fleet,
+    env_for,
+    free_port,
     group_lag,
     image_bytes,
+    mixed_events,
     native_event,
     produce,
     read_topic,
-    s3_notification,
+    upload_images,
     wait_until,
 )
 
 pytestmark = pytest.mark.integration
-
-KEYS = [
-    "plain/{i}.png",
-    "with space/photo {i}.png",
-    "plus+sign/{i}+a.png",
-    "ünïcødé/фото-{i}-写真.png",
-]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def fleet_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_test_fleet(tmp_path_factory.mktemp("fleet"))
-
-
-def _env(stack: dict[str, str]) -> dict[str, str]:
-    return {**stack, "TAGFLEET_LOG_LEVEL": "INFO"}
-
-
-def _upload(s3: Any, bucket: str, count: int) -> list[str]:
-    keys = []
-    for i in range(count):
-        key = KEYS[i % len(KEYS)].format(i=i)
-        s3.put_object(Bucket=bucket, Key=key, Body=image_bytes(i))
-        keys.append(key)
-    return keys
-
-
-def _events(bucket: str, keys: list[str]) -> list[tuple[bytes, bytes]]:
-    rng = random.Random(7)
-    return [
-        native_event(bucket, k) if rng.random() < 0.5 else s3_notification(bucket, k) for k in keys
-    ]
 
 
 def _store_counts(url: str) -> dict[str, int]:
@@ -85,14 +47,14 @@ def test_500_mixed_events_all_stored_once_and_lag_zero(
     stack, kafka_bootstrap, kafka_admin, new_topic, new_bucket, s3, pg_url, fleet_path, tmp_path
 ):
     bucket = new_bucket()
-    keys = _upload(s3, bucket, 500)
+    keys = upload_images(s3, bucket, 500)
     topic, results, dlq = new_topic(partitions=4), new_topic(partitions=2), new_topic(partitions=1)
-    produce(kafka_bootstrap, topic, _events(bucket, keys))
+    produce(kafka_bootstrap, topic, mixed_events(bucket, keys))
     group = f"g-{topic}"
     port = free_port()
     consumer = ConsumerProcess(
         tmp_path / "consumer.log",
-        _env(stack),
+        env_for(stack),
         bootstrap_servers=kafka_bootstrap,
         topic=topic,
         group_id=group,
@@ -138,7 +100,7 @@ def test_500_mixed_events_all_stored_once_and_lag_zero(
 
 
 def _start(tmp_path: Path, stack: dict[str, str], name: str, **flags: Any) -> ConsumerProcess:
-    return ConsumerProcess(tmp_path / f"{name}.log", _env(stack), **flags)
+    return ConsumerProcess(tmp_path / f"{name}.log", env_for(stack), **flags)
 
 
 def _bad_inputs(
@@ -186,9 +148,9 @@ def test_every_bad_input_is_dead_lettered_once_and_good_ones_are_tagged(
 ):
     bucket = new_bucket()
     missing_bucket = f"{bucket}-missing"
-    keys = _upload(s3, bucket, 40)
+    keys = upload_images(s3, bucket, 40)
     bad = _bad_inputs(s3, bucket, missing_bucket)
-    good = _events(bucket, keys)
+    good = mixed_events(bucket, keys)
     messages = []
     for i, event in enumerate(good):
         messages.append(event)
