@@ -1,0 +1,99 @@
+"""Generated images: coloured shapes on noisy backgrounds (tests, the demo and benchmarks).
+
+Deterministic for a given ``numpy.random.Generator``. ``scene`` also returns boxes, so the
+detect tests can use the same generator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30),
+    "green": (30, 190, 40),
+    "blue": (30, 60, 220),
+    "yellow": (235, 215, 30),
+}
+SHAPES = ("circle", "square", "triangle", "cross")
+
+
+@dataclass(frozen=True)
+class Obj:
+    shape: str
+    colour: str
+    box: tuple[int, int, int, int]  # x1, y1, x2, y2 in pixels
+
+
+def background(rng: np.random.Generator, size: int) -> Image.Image:
+    """Grey-ish noise with a random tint."""
+    base = rng.integers(60, 150, size=3)
+    noise = rng.normal(0, 25, size=(size, size, 3))
+    return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
+
+
+def draw(img: Image.Image, obj: Obj, rng: np.random.Generator) -> None:
+    """Draw ``obj`` onto ``img`` with a slightly jittered colour."""
+    d = ImageDraw.Draw(img)
+    colour = tuple(int(np.clip(c + rng.integers(-20, 21), 0, 255)) for c in COLOURS[obj.colour])
+    x1, y1, x2, y2 = obj.box
+    if obj.shape == "circle":
+        d.ellipse(obj.box, fill=colour)
+    elif obj.shape == "square":
+        d.rectangle(obj.box, fill=colour)
+    elif obj.shape == "triangle":
+        d.polygon([((x1 + x2) // 2, y1), (x2, y2), (x1, y2)], fill=colour)
+    else:
+        w = max(2, (x2 - x1) // 3)
+        cx, cy = (x1 + x2) // 2, (y1 + y2) // 2
+        d.rectangle((cx - w // 2, y1, cx + w // 2, y2), fill=colour)
+        d.rectangle((x1, cy - w // 2, x2, cy + w // 2), fill=colour)
+
+
+def random_box(rng: np.random.Generator, size: int, lo: float, hi: float) -> tuple[int, ...]:
+    side = int(rng.uniform(lo, hi) * size)
+    x1 = int(rng.integers(0, size - side))
+    y1 = int(rng.integers(0, size - side))
+    return (x1, y1, x1 + side, y1 + side)
+
+
+def scene(
+    rng: np.random.Generator,
+    objects: list[tuple[str, str]],
+    size: int = 64,
+    lo: float = 0.3,
+    hi: float = 0.5,
+) -> tuple[Image.Image, list[Obj]]:
+    """An image with the given (shape, colour) objects at random places and sizes."""
+    img = background(rng, size)
+    placed = []
+    for shape, colour in objects:
+        obj = Obj(shape, colour, random_box(rng, size, lo, hi))  # type: ignore[arg-type]
+        draw(img, obj, rng)
+        placed.append(obj)
+    return img, placed
+
+
+def shape_image(rng: np.random.Generator, shape: str, size: int = 64) -> Image.Image:
+    """One shape of a random colour, large, on noise (classify by shape)."""
+    colour = str(rng.choice(list(COLOURS)))
+    return scene(rng, [(shape, colour)], size=size, lo=0.45, hi=0.8)[0]
+
+
+def coloured_shape_image(rng: np.random.Generator, colour: str, size: int = 64) -> Image.Image:
+    """One shape of a random kind in ``colour``, mid-sized, on noise (classify by colour)."""
+    shape = str(rng.choice(SHAPES))
+    return scene(rng, [(shape, colour)], size=size, lo=0.3, hi=0.6)[0]
+
+
+def colours_image(
+    rng: np.random.Generator, size: int = 64
+) -> tuple[Image.Image, list[str]]:
+    """1 to 3 shapes of distinct random colours (tags = which colours appear)."""
+    k = int(rng.integers(1, 4))
+    colours = [str(c) for c in rng.choice(list(COLOURS), size=k, replace=False)]
+    shapes = [str(rng.choice(SHAPES)) for _ in colours]
+    img, _ = scene(rng, list(zip(shapes, colours, strict=True)), size=size, lo=0.3, hi=0.45)
+    return img, sorted(colours)
