@@ -8,6 +8,7 @@ and ``colours`` (tags). Each run uses new topics, so it processes exactly its ow
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import socket
@@ -58,6 +59,7 @@ def run_demo(args: argparse.Namespace) -> int:
         log_format="text",
         batch_size=8,
     )
+    _create_topics(settings)
     published = _publish(settings, assets)
     print(f"published {published} events ({len(assets)} images + 1 malformed) to {settings.topic}")
     metrics, stop = Metrics(), threading.Event()
@@ -88,10 +90,9 @@ def build_demo_fleet(directory: Path) -> Path:
 
 
 def _demo_functions(directory: Path) -> dict[str, Any]:
-    from models.synthetic import COLOURS, SHAPES
-
     from models import zero_shot
     from models.backbones import CONFIG_DIR
+    from models.synthetic import COLOURS, SHAPES
 
     tiny = str(CONFIG_DIR / "tiny-vit.json")
     return {
@@ -127,10 +128,8 @@ def _upload_images(count: int) -> list[tuple[str, str]]:
     import boto3
 
     s3 = boto3.client("s3")
-    try:
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(Bucket=BUCKET)
-    except s3.exceptions.BucketAlreadyOwnedByYou:
-        pass
     assets = []
     for key, data, truth in _demo_images(count):
         s3.put_object(Bucket=BUCKET, Key=key, Body=data)
@@ -171,6 +170,16 @@ def _publish(settings: Settings, assets: list[tuple[str, str]]) -> int:
     producer.send_all(records)
     producer.close()
     return len(records)
+
+
+def _create_topics(settings: Settings) -> None:
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(**settings.kafka_common())
+    topics = (settings.topic, settings.results_topic, settings.dlq_topic)
+    admin.create_topics([NewTopic(name, 2, 1) for name in topics])
+    admin.close()
 
 
 def _stop_when_done(

@@ -78,9 +78,20 @@ class KafkaSource:
             client_id=f"tagfleet-{settings.group_id}",
         )
         self._listener = _Listener()
+        self._await_topic_metadata(settings.topic)
         self._consumer.subscribe([settings.topic], listener=self._listener)
         self._end_offsets: dict[TopicPartition, int] = {}
         self._end_offsets_at = 0.0
+
+    def _await_topic_metadata(self, topic: str, timeout_s: float = 15.0) -> None:
+        """Know the topic's partitions before joining: a leader that assigns without them hands
+        out an empty assignment and depends on a later metadata refresh to rejoin."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._consumer.partitions_for_topic(topic):
+                return
+            time.sleep(0.2)
+        log.warning("topic has no partition metadata yet; joining anyway", extra={"topic": topic})
 
     @property
     def joined(self) -> bool:
