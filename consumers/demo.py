@@ -220,8 +220,8 @@ def _ensure_stack(bootstrap: str) -> None:
     script = Path.cwd() / "infra" / "stack.sh"
     if not script.exists():
         raise SystemExit(
-            f"Kafka at {bootstrap} or S3 at {os.environ['AWS_ENDPOINT_URL_S3']} is not reachable and "
-            "infra/stack.sh is not here: run the demo from the repository root, or start them."
+            f"Kafka at {bootstrap} or S3 at {os.environ['AWS_ENDPOINT_URL_S3']} is not reachable"
+            " and infra/stack.sh is not here: run the demo from the repository root, or start them."
         )
     print("starting the local stack (infra/stack.sh up) ...")
     subprocess.run(["bash", str(script), "up"], check=True)
