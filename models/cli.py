@@ -100,7 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.type == "detect":
         from models.heads import head_type
 
-        trainer = getattr(head_type("detect"), "train_cli", None)
+        trainer = head_type("detect").train_cli
         if trainer is None:
             print("train: detect training is not available", file=sys.stderr)
             return 2

@@ -90,3 +90,16 @@ def test_stratified_split_keeps_every_class_on_both_sides() -> None:
         assert (y[val] == c).sum() >= 1 and (y[train] == c).sum() >= 1
     again = stratified_split(y, 0.2, seed=1)
     assert np.array_equal(again[1], val)
+
+
+def test_s3_folder_dataset(tmp_path: Path, s3, new_bucket) -> None:  # noqa: ANN001
+    bucket = new_bucket()
+    root = colour_folder(tmp_path, 2, seed=0)
+    for f in root.rglob("*.png"):
+        s3.put_object(Bucket=bucket, Key=f"data/{f.relative_to(root)}", Body=f.read_bytes())
+    ds = load_dataset(f"s3://{bucket}/data", "classify")
+    assert ds.labels == ["blue", "green", "red", "yellow"]
+    assert read_images(ds, 32)[0].shape == (8, 32, 32, 3)
+    s3.put_object(Bucket=bucket, Key="data/red/broken.png", Body=b"junk")
+    with pytest.raises(DatasetError, match=f"unreadable image s3://{bucket}/data/red/broken.png"):
+        read_images(load_dataset(f"s3://{bucket}/data", "classify"), 32)
