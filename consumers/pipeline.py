@@ -65,6 +65,7 @@ class Pipeline:
         self._watermarks: Watermarks[TopicPartition] = Watermarks()
         self._gate = KeyGate()
         self._committed: dict[TopicPartition, int] = {}
+        self._revoking: set[TopicPartition] = set()
         self._last_commit = 0.0
         self._last_lag = 0.0
         self.loop_heartbeat = time.monotonic()
@@ -168,7 +169,15 @@ class Pipeline:
             return
         position = SourcePosition(record.topic, record.partition, record.offset)
         message = Message(position, record.key, record.value, record.timestamp)
-        self._watermarks.track(tp, record.offset)
+        try:
+            self._watermarks.track(tp, record.offset)
+        except ValueError:
+            log.warning(
+                "partition rewound; reprocessing from here",
+                extra={"partition": str(tp), "offset": record.offset},
+            )
+            self._forget({tp})
+            self._watermarks.track(tp, record.offset)
         try:
             requests = parse_event(record.value, record.key, self._policy)
         except PermanentError as exc:
@@ -234,11 +243,24 @@ class Pipeline:
                 },
             )
             if event.kind == "revoked":
-                self._watermarks.revoke(event.partitions)
-                for tp in event.partitions:
-                    self._committed.pop(tp, None)
-                    with contextlib.suppress(KeyError):
-                        self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+                self._revoking |= event.partitions
+            else:
+                self._forget(self._revoking - event.partitions)
+                self._revoking = set()
+
+    def _forget(self, partitions: set[TopicPartition]) -> None:
+        """Drop the state of partitions another member now owns; their late completions are
+        ignored and the new owner reprocesses from our last commit (idempotently).
+
+        kafka-python keeps the fetch position of a partition revoked and assigned again in one
+        eager rebalance, so such a partition keeps its watermark: nothing is redelivered to
+        re-track the messages already in flight.
+        """
+        self._watermarks.revoke(partitions)
+        for tp in partitions:
+            self._committed.pop(tp, None)
+            with contextlib.suppress(KeyError):
+                self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
 
     @property
     def in_flight(self) -> int:

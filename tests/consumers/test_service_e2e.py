@@ -195,3 +195,114 @@ def test_every_bad_input_is_dead_lettered_once_and_good_ones_are_tagged(
     assert {r.value for r in dead} <= originals
     tagged = read_topic(kafka_bootstrap, results, expected=len(keys))
     assert Counter(r.key.decode() for r in tagged) == Counter(f"s3://{bucket}/{k}" for k in keys)
+
+
+GOOD_UNDER_POLICY = 6
+
+
+@pytest.fixture
+def policed_s3(tmp_path: Path) -> Any:
+    """A second moto server that enforces IAM, with a bucket of images and a reader whose
+    policy denies ``denied/*``: GetObject answers a real 403 there, and 200 elsewhere."""
+    import os
+    import subprocess
+    import sys
+
+    import boto3
+
+    port = free_port()
+    setup_calls = 1 + GOOD_UNDER_POLICY + 1 + 3
+    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT=str(setup_calls))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    admin = dict(
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    try:
+        wait_until(lambda: _port_open(port), 30, 0.1, what="moto with IAM")
+        s3 = boto3.client("s3", **admin)
+        s3.create_bucket(Bucket="policed")
+        for i in range(GOOD_UNDER_POLICY):
+            s3.put_object(Bucket="policed", Key=f"ok/{i}.png", Body=image_bytes(i))
+        s3.put_object(Bucket="policed", Key="denied/secret.png", Body=image_bytes(99))
+        iam = boto3.client("iam", **admin)
+        iam.create_user(UserName="tagfleet")
+        key = iam.create_access_key(UserName="tagfleet")["AccessKey"]
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": ["s3:GetObject", "s3:ListBucket"],
+                    "Resource": ["arn:aws:s3:::policed", "arn:aws:s3:::policed/*"],
+                },
+                {
+                    "Effect": "Deny",
+                    "Action": "s3:GetObject",
+                    "Resource": "arn:aws:s3:::policed/denied/*",
+                },
+            ],
+        }
+        iam.put_user_policy(
+            UserName="tagfleet", PolicyName="read", PolicyDocument=json.dumps(policy)
+        )
+        yield {
+            "AWS_ENDPOINT_URL_S3": url,
+            "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+        }
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), 0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_access_denied_is_dead_lettered_and_the_rest_tagged(
+    stack, kafka_bootstrap, kafka_admin, new_topic, policed_s3, sqlite_url, fleet_path, tmp_path
+):
+    topic, results, dlq = new_topic(partitions=2), new_topic(partitions=1), new_topic(partitions=1)
+    good = [native_event("policed", f"ok/{i}.png") for i in range(GOOD_UNDER_POLICY)]
+    produce(
+        kafka_bootstrap, topic, good[:3] + [native_event("policed", "denied/secret.png")] + good[3:]
+    )
+    group = f"g-{topic}"
+    consumer = ConsumerProcess(
+        tmp_path / "denied.log",
+        {**env_for(stack), **policed_s3},
+        bootstrap_servers=kafka_bootstrap,
+        topic=topic,
+        group_id=group,
+        results_topic=results,
+        dlq_topic=dlq,
+        store=sqlite_url,
+        fleet=fleet_path,
+        metrics_port=0,
+    )
+    try:
+        wait_until(
+            lambda: group_lag(kafka_admin, kafka_bootstrap, group, topic) == 0, 180, what="lag 0"
+        )
+    finally:
+        assert consumer.terminate() == 0, consumer.logs()[-3000:]
+    dead = read_topic(kafka_bootstrap, dlq, expected=1)
+    assert [dict(r.headers)["tagfleet-reason"] for r in dead] == [b"access_denied"]
+    assert dict(dead[0].headers)["tagfleet-asset-id"] == b"s3://policed/denied/secret.png"
+    tagged = read_topic(kafka_bootstrap, results, expected=GOOD_UNDER_POLICY)
+    assert sorted(r.key.decode() for r in tagged) == sorted(k.decode() for k, _ in good)
