@@ -1,0 +1,272 @@
+"""The consume loop's bookkeeping (offsets, rebalances, backpressure), with small fakes of its
+adapters: this checks pure logic; the real broker, S3 and store are covered by the e2e tests."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import namedtuple
+from typing import Any
+
+import numpy as np
+import pytest
+from kafka import TopicPartition
+
+from consumers.decode import DecodedImage
+from consumers.metrics import Metrics
+from consumers.pipeline import Parts, Pipeline
+from consumers.settings import Settings
+from consumers.source import RebalanceEvent
+
+Record = namedtuple("Record", "topic partition offset key value timestamp")
+TP0, TP1 = TopicPartition("assets", 0), TopicPartition("assets", 1)
+
+
+class FakeSource:
+    """Hands out records per partition, honours pause, records commits."""
+
+    def __init__(self, records: dict[TopicPartition, list[Record]]) -> None:
+        self.pending = {tp: list(rs) for tp, rs in records.items()}
+        self.assigned = set(records)
+        self.paused: set[TopicPartition] = set()
+        self.events: list[RebalanceEvent] = []
+        self.commits: list[dict[TopicPartition, int]] = []
+        self.max_paused = 0
+        self.joined = True
+
+    def poll(self, timeout_ms: int) -> list[Record]:
+        out = []
+        for tp in sorted(self.assigned - self.paused):
+            out += self.pending[tp][:4]
+            self.pending[tp] = self.pending[tp][4:]
+        if not out:
+            time.sleep(0.005)
+        return out
+
+    def take_rebalance_events(self) -> list[RebalanceEvent]:
+        events, self.events = self.events, []
+        return events
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
+
+    def set_paused(self, paused: bool) -> int:
+        self.paused = set(self.assigned) if paused else set()
+        self.max_paused = max(self.max_paused, len(self.paused))
+        return len(self.paused)
+
+    def commit(self, offsets: dict[TopicPartition, int]) -> bool:
+        self.commits.append(dict(offsets))
+        return True
+
+    def lag(self, committed: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+    def last_commit(self, tp: TopicPartition) -> int | None:
+        return next((c[tp] for c in reversed(self.commits) if tp in c), None)
+
+
+class FakeFleet:
+    input_size = 8
+    functions = {"f": None}
+
+    def __init__(self) -> None:
+        self.gate: dict[str, threading.Event] = {}
+
+    def predict(self, images: Any, sizes: Any, functions: Any = None) -> list[dict]:
+        return [
+            {
+                "f": {
+                    "type": "classify",
+                    "version": "v",
+                    "label": "a",
+                    "score": 1.0,
+                    "scores": {"a": 1.0},
+                }
+            }
+            for _ in images
+        ]
+
+
+class FakeProducer:
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    def send_all(self, records: Any) -> None:
+        self.sent += records
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.saved: list[str] = []
+
+    def save(self, results: Any) -> None:
+        self.saved += [r.asset_id for r in results]
+
+    def remove(self, asset_ids: Any, source: Any) -> int:
+        return 0
+
+
+def _records(tp: TopicPartition, n: int) -> list[Record]:
+    return [
+        Record(
+            tp.topic,
+            tp.partition,
+            i,
+            None,
+            json.dumps(
+                {"asset_id": f"s3://bkt/{tp.partition}-{i}", "uri": f"s3://bkt/{tp.partition}-{i}"}
+            ).encode(),
+            0,
+        )
+        for i in range(n)
+    ]
+
+
+def _pipeline(source: FakeSource, fetch: Any = None, **settings: Any) -> tuple[Pipeline, FakeStore]:
+    store = FakeStore()
+    parts = Parts(
+        source=source,
+        fleet=FakeFleet(),
+        store=store,
+        producer=FakeProducer(),  # type: ignore[arg-type]
+        fetch=fetch or (lambda request: b"x"),
+        decode=lambda data: DecodedImage(np.zeros((8, 8, 3), np.uint8), 10, 10, "PNG"),
+    )
+    cfg = Settings(
+        results_topic="",
+        commit_interval_ms=0,
+        batch_wait_ms=1,
+        fetch_workers=2,
+        decode_workers=1,
+        **settings,
+    )
+    return Pipeline(cfg, parts, Metrics()), store
+
+
+def _run_until(pipeline: Pipeline, done: Any, timeout_s: float = 20) -> None:
+    thread = threading.Thread(target=pipeline.run)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pipeline.stopping.set()
+    thread.join(30)
+    assert done(), "pipeline did not finish its work"
+
+
+def test_commits_reach_the_end_of_every_partition():
+    source = FakeSource({TP0: _records(TP0, 30), TP1: _records(TP1, 20)})
+    pipeline, store = _pipeline(source)
+    _run_until(pipeline, lambda: source.last_commit(TP0) == 30 and source.last_commit(TP1) == 20)
+    assert len(store.saved) == len(set(store.saved)) == 50
+    assert pipeline.parts.producer.sent == []  # nothing dead-lettered
+
+
+def test_a_slow_message_holds_back_the_commit_of_its_partition_only():
+    release = threading.Event()
+
+    def fetch(request: Any) -> bytes:
+        if request.asset_id == "s3://bkt/0-3":
+            release.wait(10)
+        return b"x"
+
+    source = FakeSource({TP0: _records(TP0, 10), TP1: _records(TP1, 10)})
+    pipeline, _ = _pipeline(source, fetch=fetch)
+    thread = threading.Thread(target=pipeline.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while source.last_commit(TP1) != 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert source.last_commit(TP1) == 10
+        assert all(c.get(TP0, 0) <= 3 for c in source.commits), source.commits
+    finally:
+        release.set()
+        deadline = time.monotonic() + 20
+        while source.last_commit(TP0) != 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        pipeline.stopping.set()
+        thread.join(30)
+    assert source.last_commit(TP0) == 10
+
+
+def test_partitions_revoked_and_reassigned_in_one_rebalance_keep_their_offsets():
+    gate = threading.Event()
+    source = FakeSource({TP0: _records(TP0, 8)})
+    pipeline, _ = _pipeline(source, fetch=lambda request: gate.wait(10) and b"x")
+    thread = threading.Thread(target=pipeline.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while pipeline.in_flight < 8 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        source.events += [
+            RebalanceEvent("revoked", frozenset({TP0})),
+            RebalanceEvent("assigned", frozenset({TP0})),
+        ]
+        time.sleep(0.3)
+        gate.set()
+        deadline = time.monotonic() + 20
+        while source.last_commit(TP0) != 8 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        gate.set()
+        pipeline.stopping.set()
+        thread.join(30)
+    assert source.last_commit(TP0) == 8
+
+
+def test_a_partition_taken_by_another_member_is_no_longer_committed():
+    gate = threading.Event()
+    source = FakeSource({TP0: _records(TP0, 5), TP1: _records(TP1, 5)})
+    pipeline, _ = _pipeline(source, fetch=lambda request: gate.wait(10) and b"x")
+    thread = threading.Thread(target=pipeline.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while pipeline.in_flight < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        source.assigned = {TP0}
+        source.events += [
+            RebalanceEvent("revoked", frozenset({TP0, TP1})),
+            RebalanceEvent("assigned", frozenset({TP0})),
+        ]
+        time.sleep(0.3)
+        gate.set()
+        deadline = time.monotonic() + 20
+        while source.last_commit(TP0) != 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        gate.set()
+        pipeline.stopping.set()
+        thread.join(30)
+    assert source.last_commit(TP0) == 5
+    assert all(c.get(TP1, 0) == 0 for c in source.commits), source.commits  # never past its start
+
+
+@pytest.mark.parametrize("limit", [3, 10])
+def test_backpressure_pauses_partitions_instead_of_buffering(limit: int):
+    gate = threading.Event()
+    source = FakeSource({TP0: _records(TP0, 40)})
+    pipeline, _ = _pipeline(
+        source, fetch=lambda request: gate.wait(10) and b"x", max_in_flight=limit
+    )
+    thread = threading.Thread(target=pipeline.run)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        assert source.max_paused == 1
+        assert limit <= pipeline.in_flight <= limit + 4  # at most one poll beyond the bound
+    finally:
+        gate.set()
+        deadline = time.monotonic() + 20
+        while source.last_commit(TP0) != 40 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        pipeline.stopping.set()
+        thread.join(30)
+    assert source.last_commit(TP0) == 40
