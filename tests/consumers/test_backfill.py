@@ -1,0 +1,74 @@
+"""``tagfleet publish`` against the real broker and S3 server; local source listing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from harness import REPO, image_bytes, read_topic
+
+from consumers.backfill import local_requests
+
+
+def test_local_requests_list_images_recursively_with_readable_ids(tmp_path: Path):
+    (tmp_path / "a b").mkdir()
+    (tmp_path / "a b" / "x.JPG").write_bytes(b"1")
+    (tmp_path / "y.png").write_bytes(b"2")
+    (tmp_path / "notes.txt").write_text("not an image")
+    requests = list(local_requests(str(tmp_path)))
+    assert [r.asset_id for r in requests] == [
+        f"file://{tmp_path}/a b/x.JPG",
+        f"file://{tmp_path}/y.png",
+    ]
+    assert [r.size for r in requests] == [1, 1]
+
+
+def test_local_requests_name_a_missing_source(tmp_path: Path):
+    with pytest.raises(SystemExit, match="does not exist"):
+        list(local_requests(str(tmp_path / "nope")))
+
+
+@pytest.mark.integration
+def test_publish_sends_one_native_event_per_object(
+    stack, kafka_bootstrap, new_topic, new_bucket, s3
+):
+    bucket = new_bucket()
+    keys = ["lib/a.png", "lib/sub dir/b.png", "lib/ü.png", "other/c.png"]
+    for i, key in enumerate(keys):
+        s3.put_object(Bucket=bucket, Key=key, Body=image_bytes(i))
+    topic = new_topic(partitions=2)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "consumers.cli",
+            "publish",
+            f"s3://{bucket}/lib/",
+            "--bootstrap-servers",
+            kafka_bootstrap,
+            "--topic",
+            topic,
+            "--functions",
+            "shape",
+        ],
+        cwd=REPO,
+        env={**os.environ, **stack},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["published"] == 3
+    records = read_topic(kafka_bootstrap, topic, expected=3)
+    events = [json.loads(r.value) for r in records]
+    expected = {f"s3://{bucket}/{k}" for k in keys[:3]}
+    assert Counter(r.key.decode() for r in records) == Counter(expected)
+    assert {e["asset_id"] for e in events} == expected
+    assert all(
+        e["uri"] == e["asset_id"] and e["functions"] == ["shape"] and e["etag"] for e in events
+    )
