@@ -27,3 +27,17 @@ def test_help_lists_the_subcommands(capsys: pytest.CaptureFixture[str]):
     out = capsys.readouterr().out
     for command in ("consume", "tag", "publish", "train", "eval", "fleet", "db", "demo"):
         assert command in out
+
+
+def test_db_upgrade_creates_the_schema(tmp_path, capsys: pytest.CaptureFixture[str]):
+    import sqlalchemy as sa
+
+    from consumers.cli import main
+    from consumers.store import current
+
+    url = f"sqlite:///{tmp_path / 'tags.db'}"
+    assert main(["db", "upgrade", "--store", url]) == 0
+    assert current(url) is not None
+    tables = set(sa.inspect(sa.create_engine(url)).get_table_names())
+    assert {"assets", "function_results", "tags"} <= tables
+    assert "revision head" in capsys.readouterr().out
