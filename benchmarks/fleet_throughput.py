@@ -15,19 +15,26 @@ import numpy as np
 import torch
 
 from models import Fleet, zero_shot
-from models.backbones import load_backbone, resolve_ref
+from models.artifacts import Artifact
+from models.backbones import Backbone, load_backbone, resolve_ref
+from models.manifest import BackboneRef
 
 
 def build_fleet(model: str, device: str | None) -> Fleet:
     """Three zero-shot functions sharing one randomly initialised ``model`` backbone."""
     ref = resolve_ref(model, "random:0")
     encoder = load_backbone(ref, device=device)
-    artifacts = [
+    artifacts = fleet_artifacts(ref, encoder)
+    return Fleet.from_artifacts(artifacts, device=device, backbones={encoder.key: encoder})
+
+
+def fleet_artifacts(ref: BackboneRef, encoder: Backbone) -> list[Artifact]:
+    """The three zero-shot function artifacts of the benchmark fleets, on ``ref``."""
+    return [
         zero_shot("kind", "classify", ["car", "truck", "bike", "bus"], ref, encoder=encoder),
         zero_shot("colours", "tags", ["red", "green", "blue", "black"], ref, encoder=encoder),
         zero_shot("scene", "classify", ["indoor", "outdoor"], ref, encoder=encoder),
     ]
-    return Fleet.from_artifacts(artifacts, device=device, backbones={encoder.key: encoder})
 
 
 def throughput(fleet: Fleet, batch: int, seconds: float, warmup: int = 2) -> float:
