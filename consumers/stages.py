@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from consumers import failpoints
 from consumers.batching import collect_batch
 from consumers.domain import (
     AssetRemoval,
@@ -74,6 +75,7 @@ class Preparer:
         self._raw_slots.acquire()
         started = time.perf_counter()
         try:
+            failpoints.hit("fetch")
             item.data = self._fetch(item.request)
         except PermanentError as exc:
             self._raw_slots.release()
@@ -95,6 +97,7 @@ class Preparer:
         started = time.perf_counter()
         try:
             assert item.data is not None
+            failpoints.hit("decode")
             item.decoded = self._decode(item.data)
         except PermanentError as exc:
             self._fail(item, exc)
@@ -194,6 +197,10 @@ class Inferencer:
         images = [item.decoded.array for item in batch]
         sizes = [(item.decoded.width, item.decoded.height) for item in batch]
         functions = [item.request.functions for item in batch]  # type: ignore[union-attr]
+        return self._call_fleet(images, sizes, functions)
+
+    def _call_fleet(self, images: Any, sizes: Any, functions: Any) -> list[dict[str, dict]]:
+        failpoints.hit("predict")
         return self._fleet.predict(images, sizes, functions)
 
     def _infer_one_by_one(self, batch: list[WorkItem]) -> None:
@@ -225,12 +232,13 @@ class Inferencer:
         size = self._fleet.input_size
         canary = np.full((size, size, 3), 127, dtype=np.uint8)
         try:
-            self._fleet.predict([canary], [(size, size)], None)
+            self._call_fleet([canary], [(size, size)], None)
         except Exception:  # noqa: BLE001
             return False
         return True
 
     def _emit(self, batch: Sequence[WorkItem], predictions: Sequence[dict[str, dict]]) -> None:
+        failpoints.hit("after_infer")
         now = datetime.now(UTC)
         for item, functions in zip(batch, predictions, strict=True):
             request = item.request
@@ -305,6 +313,7 @@ class Storer:
             started = time.perf_counter()
             self._retry(lambda: self._producer.send_all(records), "publish")  # type: ignore[union-attr]
             self._metrics.stage_seconds.labels("publish").observe(time.perf_counter() - started)
+        failpoints.hit("after_store")
         for item, result in group:
             event_time = item.event_time
             if result is not None and event_time is not None:
