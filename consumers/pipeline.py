@@ -66,6 +66,7 @@ class Pipeline:
         self._gate = KeyGate()
         self._committed: dict[TopicPartition, int] = {}
         self._revoking: set[TopicPartition] = set()
+        self._rebalancing_since: float | None = time.monotonic()  # joining counts as one
         self._last_commit = 0.0
         self._last_lag = 0.0
         self.loop_heartbeat = time.monotonic()
@@ -244,9 +245,11 @@ class Pipeline:
             )
             if event.kind == "revoked":
                 self._revoking |= event.partitions
+                self._rebalancing_since = self._rebalancing_since or time.monotonic()
             else:
                 self._forget(self._revoking - event.partitions)
                 self._revoking = set()
+                self._rebalancing_since = None
 
     def _forget(self, partitions: set[TopicPartition]) -> None:
         """Drop the state of partitions another member now owns; their late completions are
@@ -293,6 +296,13 @@ class Pipeline:
         self._last_lag = now
         for tp, lag in self.parts.source.lag(self._committed).items():
             self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+
+    def rebalancing_s(self) -> float:
+        """Seconds since this member started (re)joining the group without an assignment yet
+        (0 when it holds one). The broker ends a rebalance within its timeout, so a long one
+        means a client stuck in it (seen with kafka-python 3.x): liveness fails on it."""
+        since = self._rebalancing_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def inference_stuck_s(self) -> float:
         """Seconds the current inference batch has been running (0 when idle)."""

@@ -47,7 +47,12 @@ class Readiness:
     def alive(self) -> dict[str, bool]:
         pipeline = self.pipeline
         loop_ok = pipeline is None or time.monotonic() - pipeline.loop_heartbeat < _STUCK_LOOP_S
-        return {"consume_loop": loop_ok, "not_fatal": not (pipeline and pipeline.fatal_reason)}
+        return {
+            "consume_loop": loop_ok,
+            "not_fatal": not (pipeline and pipeline.fatal_reason),
+            "not_stuck_rebalancing": pipeline is None
+            or pipeline.rebalancing_s() < _rebalance_limit_s(pipeline.settings),
+        }
 
     def _store_reachable(self) -> bool:
         with self._lock:
@@ -61,6 +66,12 @@ class Readiness:
                     self._store_ok = False
                 self._store_checked = time.monotonic()
             return self._store_ok
+
+
+def _rebalance_limit_s(settings: Settings) -> float:
+    """How long a (re)join may take before the member counts as stuck: the broker's rebalance
+    timeout (kafka-python sends ``max_poll_interval_ms``) plus one session, plus a margin."""
+    return (settings.max_poll_interval_ms + settings.session_timeout_ms) / 1000 + 30
 
 
 def run_service(settings: Settings) -> int:
