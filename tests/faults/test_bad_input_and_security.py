@@ -1,0 +1,124 @@
+"""Bad input ends in the DLQ with the right reason while the consumer keeps going (the cases
+``tests/consumers/test_service_e2e.py`` does not cover), memory stays bounded, and Kafka
+SASL/PLAIN works end to end without the password reaching logs or metrics."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+pytestmark = [pytest.mark.faults]
+
+UNSUPPORTED_URIS = [
+    "s3://127.0.0.1/k.png",
+    "s3://127.1/k.png",
+    "s3://0x7f.0.0.1/k.png",
+    "s3://2130706433/k.png",
+    "s3://0177.0.0.1/k.png",
+    "s3://[::1]/k.png",
+    "s3://169.254.169.254/latest/meta-data",
+    "s3://localhost/k.png",
+    "s3://metadata.localhost/k.png",
+    "http://169.254.169.254/latest/meta-data",
+    "https://example.com/a.png",
+    "file:///etc/passwd",
+    "gs://bucket/k.png",
+    "s3://bucket-without-key",
+]
+
+
+def _encode(fmt: str, mode: str = "RGB", size: tuple[int, int] = (64, 48)) -> bytes:
+    out = io.BytesIO()
+    Image.new(mode, size, (10, 120, 200) if mode == "RGB" else 3).save(out, format=fmt)
+    return out.getvalue()
+
+
+def _huge_gif() -> bytes:
+    """A 1x1 frame on a 65535 x 65535 logical screen (Pillow reports the screen size)."""
+    data = bytearray(_encode("GIF", "P", (1, 1)))
+    data[6:10] = b"\xff\xff\xff\xff"
+    return bytes(data)
+
+
+def _objects() -> dict[str, tuple[bytes, str]]:
+    objects: dict[str, tuple[bytes, str]] = {}
+    for fmt in ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP"):
+        data = _encode(fmt, size=(160, 120))
+        objects[f"bad/{fmt}-half"] = (data[: len(data) // 2], "image_decode_failed")
+        objects[f"bad/{fmt}-header"] = (data[:24], "image_decode_failed")
+    objects["bad/huge-canvas.gif"] = (_huge_gif(), "image_too_large")
+    objects["bad/image.ppm"] = (_encode("PPM"), "unsupported_format")
+    objects["bad/image.ico"] = (_encode("ICO"), "unsupported_format")
+    objects["bad/doc.pdf"] = (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n", "unsupported_format")
+    objects["bad/image.svg"] = (b'<svg xmlns="http://www.w3.org/2000/svg"/>', "unsupported_format")
+    return objects
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def test_bad_input_is_dead_lettered_with_its_reason_and_good_input_flows(scenario, s3):
+    ledger = scenario.ledger
+    for key, (data, _) in _objects().items():
+        s3.put_object(Bucket=scenario.bucket, Key=key, Body=data)
+    scenario.produce(100, prefix="good-a")
+    for i, uri in enumerate(UNSUPPORTED_URIS):
+        key = f"uri-{i}"
+        ledger.produce(
+            [(key, json.dumps({"asset_id": key, "uri": uri}).encode())], "unsupported_uri"
+        )
+    for key, (_, reason) in _objects().items():
+        asset = f"obj-{key}"
+        uri = f"s3://{scenario.bucket}/{key}"
+        ledger.produce([(asset, json.dumps({"asset_id": asset, "uri": uri}).encode())], reason)
+    big = json.dumps({"asset_id": "big", "uri": "s3://b/k", "attributes": {"x": "y" * 2_000_000}})
+    ledger.produce([("big", big.encode())], "event_too_large")
+    ledger.produce([("deep", b"[" * 100_000 + b"]" * 100_000)], "invalid_json")
+    scenario.produce(100, prefix="good-b")
+    consumer = scenario.start()
+    scenario.wait_lag_zero(300)
+    rss_mib = _rss_kib(consumer.proc.pid) // 1024
+    assert consumer.alive(), scenario.tail()
+    assert consumer.terminate() == 0, scenario.tail()
+    figures = ledger.figures("bad input", scenario.logs, None, rss_mib=rss_mib)
+    assert (figures.lost, figures.duplicates) == (0, 0)
+    assert ledger.wrong_dlq_reasons() == {}
+    assert figures.dead_lettered == len(ledger.expected_dlq)
+    assert figures.stored == 200
+    assert rss_mib < 2048, "memory must stay bounded on hostile input"
+
+
+def test_sasl_plain_end_to_end_and_no_secret_in_logs_or_metrics(scenario, kafka_sasl_config):
+    password = kafka_sasl_config["sasl_plain_password"]
+    scenario.ledger.produce(
+        scenario.ledger.native_events(scenario.bucket, scenario.objects, 60),
+        producer_config=kafka_sasl_config,
+    )
+    env = {
+        "TAGFLEET_SECURITY_PROTOCOL": kafka_sasl_config["security_protocol"],
+        "TAGFLEET_SASL_MECHANISM": kafka_sasl_config["sasl_mechanism"],
+        "TAGFLEET_SASL_PLAIN_USERNAME": kafka_sasl_config["sasl_plain_username"],
+        "TAGFLEET_SASL_PLAIN_PASSWORD": password,
+        "TAGFLEET_LOG_LEVEL": "DEBUG",
+    }
+    consumer = scenario.start(
+        env=env, bootstrap_servers=kafka_sasl_config["bootstrap_servers"], metrics_host="127.0.0.1"
+    )
+    scenario.wait_lag_zero(240)
+    status, metrics = consumer.get("/metrics")
+    health = consumer.get("/healthz")
+    assert consumer.terminate() == 0, scenario.tail()
+    figures = scenario.ledger.figures("sasl/plain", scenario.logs, None)
+    assert (figures.lost, figures.duplicates, figures.stored) == (0, 0, 60)
+    assert status == 200 and health[0] == 200
+    log = consumer.logs()
+    assert '"host": "127.0.0.1"' in log
+    assert password not in log and password not in metrics
