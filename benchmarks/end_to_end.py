@@ -97,7 +97,7 @@ class Topics:
 
 def committed(admin: Any, group: str, topic: str) -> int:
     """Sum of the group's committed offsets on ``topic``."""
-    offsets = admin.list_consumer_group_offsets(group)
+    offsets = admin.list_group_offsets(group).get(group, {})
     return sum(max(0, m.offset) for tp, m in offsets.items() if tp.topic == topic)
 
 
