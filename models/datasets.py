@@ -163,6 +163,10 @@ def load_dataset(
     is an error naming it. Without it, the labels are those found, sorted.
     """
     kind = FunctionType(kind)
+    if kind == FunctionType.DETECT:  # COCO JSON, with boxes: see models.detection.coco
+        from models.detection.coco import load_coco
+
+        return load_coco(source, labels, min_per_label)
     if source.lower().endswith((".jsonl", ".json", ".csv")):
         samples = _manifest_samples(source, kind)
     elif kind == FunctionType.CLASSIFY:

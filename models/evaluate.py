@@ -5,7 +5,7 @@ Evaluating through the fleet means the numbers describe exactly what the service
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,11 +21,16 @@ from models.report import build_report
 
 @dataclass
 class Evaluation:
-    """Scores (N, L) in label order, the targets, and the metrics dict."""
+    """Scores (N, L) in label order, the targets, and the metrics dict.
+
+    ``plots``: PNGs the report stores as they are (detect: one PR curve per label); when
+    empty, the report draws the PR curves from ``scores`` and ``targets``.
+    """
 
     scores: np.ndarray
     targets: np.ndarray
     metrics: dict[str, Any]
+    plots: dict[str, bytes] = field(default_factory=dict)
 
 
 def predict_scores(
@@ -84,6 +89,10 @@ def evaluate(
     m = artifact.manifest
     if isinstance(dataset, str):
         dataset = load_dataset(dataset, m.type, labels=m.labels, min_per_label=1)
+    if m.type == FunctionType.DETECT:
+        from models.detection.evaluate import evaluate_detect
+
+        return evaluate_detect(artifact, dataset, previous)  # type: ignore[arg-type]
     size = Fleet.from_artifacts([artifact]).input_size
     images, _ = read_images(dataset, size)
     targets = dataset.targets()

@@ -104,7 +104,8 @@ def build_report(
     files: dict[str, bytes] = {}
     if "confusion" in current.metrics:
         files["confusion.png"] = confusion_png(current.metrics["confusion"], m.labels)
-    files["pr_curves.png"] = pr_png(current.targets, current.scores, m.labels)
+    files.update(current.plots or {"pr_curves.png": pr_png(current.targets, current.scores,
+                                                           m.labels)})
     report: dict[str, Any] = {
         "name": m.name,
         "type": m.type.value,

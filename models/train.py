@@ -178,8 +178,10 @@ def train(
     count its passes; in finetune mode its weights change). ``previous``: an earlier version,
     compared on the same held-out split in the report.
     """
-    if spec.type not in (FunctionType.CLASSIFY, FunctionType.TAGS):
-        raise ValueError(f"train() handles classify and tags; {spec.type.value} has its own")
+    if spec.type == FunctionType.DETECT:
+        from models.detection.train import train_detect
+
+        return train_detect(dataset, spec, backbone, previous)
     torch.manual_seed(spec.seed)
     if isinstance(dataset, str):
         dataset = load_dataset(dataset, spec.type)
