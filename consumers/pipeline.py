@@ -275,18 +275,16 @@ class Pipeline:
         if not force and (now - self._last_commit) * 1000 < self.settings.commit_interval_ms:
             return
         self._last_commit = now
+        if self._revoking:
+            return  # mid-rebalance: the commit would fail; the next turn after assignment does it
         offsets = self._watermarks.commit_offsets()
         if not offsets:
             return
-        try:
-            ok = self.parts.source.commit(offsets)
-        except Exception:  # noqa: BLE001 - broker down: offer the same offsets next time
-            log.warning("offset commit failed; will retry", exc_info=True)
+        if self.parts.source.commit(offsets):
+            self._committed.update(offsets)
+        else:
             self._watermarks.commit_failed(offsets)
             self.metrics.transient_errors.labels("commit").inc()
-            return
-        if ok:
-            self._committed.update(offsets)
 
     def _update_gauges(self) -> None:
         self.metrics.in_flight.set(self.in_flight)

@@ -121,16 +121,24 @@ class KafkaSource:
             self._consumer.resume(*self._consumer.paused())
         return 0
 
-    def commit(self, offsets: dict[TopicPartition, int]) -> bool:
-        """Commit ``offsets`` (next offset to read) synchronously; False when the group moved on
-        (a rebalance took the partitions: the new owner reprocesses, idempotently)."""
+    def commit(self, offsets: dict[TopicPartition, int], timeout_ms: int = 3000) -> bool:
+        """Commit ``offsets`` (next offset to read) synchronously, for at most ``timeout_ms``.
+
+        Returns False when the commit did not happen (a rebalance is in progress or moved the
+        partitions, the coordinator is unreachable): the caller offers the offsets again
+        later. The bound matters: kafka-python retries a commit without a timeout forever, and
+        a loop blocked in ``commit()`` stops calling ``poll()``, which the rejoin needs.
+        """
         if not offsets:
             return True
         try:
-            self._consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+            self._consumer.commit(
+                {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()},
+                timeout_ms=timeout_ms,
+            )
             return True
-        except CommitFailedError as exc:
-            log.warning("offset commit rejected after a rebalance", extra={"error": str(exc)})
+        except (CommitFailedError, KafkaError) as exc:
+            log.warning("offset commit did not happen; will retry", extra={"error": repr(exc)})
             return False
 
     def lag(
