@@ -81,12 +81,17 @@ def _markdown(report: dict[str, Any]) -> str:
         if prev:
             row += f" {prev['metrics'][key]:.4f} |"
         lines.append(row)
-    lines += ["", "| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-    for label, m in report["metrics"]["per_label"].items():
-        lines.append(
-            f"| {label} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | "
-            f"{m['support']} |"
-        )
+    per_label = report["metrics"]["per_label"]
+    ap = any("ap50" in m for m in per_label.values())  # detect: AP per label as well
+    lines += ["", "| label | precision | recall | F1 | support |" + (" AP50 | AP50:95 |" * ap),
+              "|---|---|---|---|---|" + ("---|---|" * ap)]
+    for label, m in per_label.items():
+        row = (f"| {label} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | "
+               f"{m['support']} |")
+        if ap:
+            row += "".join(f" {'-' if m[k] is None else format(m[k], '.3f')} |"
+                           for k in ("ap50", "ap50_95"))
+        lines.append(row)
     lines += ["", *[f"![{name}]({name})" for name in report["plots"]], ""]
     return "\n".join(lines)
 
