@@ -1,8 +1,9 @@
 """``tagfleet demo``: the main job end to end on the embedded defaults.
 
 Local Kafka and S3 (started with ``infra/stack.sh up`` when not reachable), the SQLite store,
-and a demo fleet trained here on generated pictures of coloured shapes: ``shape`` (classify)
-and ``colours`` (tags). Each run uses new topics, so it processes exactly its own events.
+and a demo fleet trained here (once, about a minute) on generated pictures of coloured shapes:
+``colour`` (classify: the colour of the shape) and ``colours`` (tags: every colour present).
+Each run uses new topics, so it processes exactly its own events.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def build_demo_fleet(directory: Path) -> Path:
-    """Train (once, then reuse) the demo's ``shape`` and ``colours`` functions."""
+    """Train (once, then reuse) the demo's ``colour`` and ``colours`` functions."""
     from models import save_artifact
     from models.fleet import FleetConfig, FleetEntry, write_fleet_config
 
@@ -90,15 +91,33 @@ def build_demo_fleet(directory: Path) -> Path:
 
 
 def _demo_functions(directory: Path) -> dict[str, Any]:
-    from models import zero_shot
-    from models.backbones import CONFIG_DIR
-    from models.synthetic import COLOURS, SHAPES
+    """``colour`` (classify) and ``colours`` (tags), trained with the recipes the learning
+    tests validate, on generated pictures written under ``directory/data``."""
+    import torch
 
-    tiny = str(CONFIG_DIR / "tiny-vit.json")
-    return {
-        "shape": zero_shot("shape", "classify", list(SHAPES), tiny),
-        "colours": zero_shot("colours", "tags", list(COLOURS), tiny),
-    }
+    from models.recipes import demo_classify_spec, demo_tags_spec
+    from models.synthetic import colour_folder, colours_jsonl
+    from models.train import train
+
+    torch.set_num_threads(1)  # tiny models train fastest on one thread (models/recipes.py)
+    data = directory / "data"
+    print("  training 'colour' (classify, 4 labels) ...")
+    colour = train(
+        str(colour_folder(data / "colour", 40, seed=1)), demo_classify_spec("colour", seed=1)
+    )
+    print(f"  held-out: {_metrics(colour)}")
+    print("  training 'colours' (tags, 4 labels) ...")
+    colours = train(
+        str(colours_jsonl(data / "colours", 200, seed=3)), demo_tags_spec("colours", seed=3)
+    )
+    print(f"  held-out: {_metrics(colours)}")
+    return {"colour": colour, "colours": colours}
+
+
+def _metrics(artifact: Any) -> str:
+    return ", ".join(
+        f"{k} {v:.2f}" for k, v in artifact.manifest.metrics.items() if isinstance(v, float)
+    )
 
 
 def _demo_images(count: int) -> list[tuple[str, bytes, str]]:
@@ -106,21 +125,21 @@ def _demo_images(count: int) -> list[tuple[str, bytes, str]]:
     from models.synthetic import COLOURS, SHAPES, scene
 
     rng = np.random.default_rng(2026)
+    names = list(COLOURS)
     images = []
     for i in range(count):
-        shape, colour = SHAPES[i % len(SHAPES)], list(COLOURS)[(i // len(SHAPES)) % len(COLOURS)]
-        img, _ = scene(rng, [(shape, colour)], size=256, lo=0.4, hi=0.6)
+        colours = [names[i % 4]] if i % 3 != 2 else [names[i % 4], names[(i + 1) % 4]]
+        objects = [(SHAPES[(i + j) % len(SHAPES)], c) for j, c in enumerate(colours)]
+        img, _ = scene(rng, objects, size=64, lo=0.3 if len(colours) > 1 else 0.45, hi=0.6)
+        img = img.resize((320, 320))
         out = io.BytesIO()
         fmt = "JPEG" if i % 2 else "PNG"
-        img.save(out, format=fmt, quality=90)
-        key = f"uploads/{colour} {shape} #{i}.{'jpg' if fmt == 'JPEG' else 'png'}"
-        images.append(
-            (
-                key if i % 3 else f"uploads/été/{colour}-{shape}-{i}.{fmt.lower()}",
-                out.getvalue(),
-                f"{colour} {shape}",
-            )
-        )
+        img.save(out, format=fmt, quality=92)
+        label = "+".join(colours)
+        key = f"uploads/{label} photo #{i}.{'jpg' if fmt == 'JPEG' else 'png'}"
+        if i % 3 == 0:
+            key = f"uploads/été/{label}-{i}.{fmt.lower()}"
+        images.append((key, out.getvalue(), label))
     return images
 
 
@@ -199,14 +218,12 @@ def _print_tags(store_url: str, assets: list[tuple[str, str]], metrics: Metrics)
 
     store = TagStore(store_url)
     print()
-    print(f"{'asset':58} {'truth':16} {'shape':18} colours")
+    print(f"{'asset':50} {'truth':14} {'colour (classify)':18} colours (tags)")
     for asset_id, truth in assets:
         rows = store.tags_for_asset(asset_id)
-        shape = next((f"{t.label} {t.score:.2f}" for t in rows if t.function == "shape"), "-")
-        colours = (
-            ", ".join(f"{t.label} {t.score:.2f}" for t in rows if t.function == "colours") or "-"
-        )
-        print(f"{asset_id[:58]:58} {truth:16} {shape:18} {colours}")
+        colour = next((f"{t.label} {t.score:.2f}" for t in rows if t.function == "colour"), "-")
+        colours = ", ".join(f"{t.label} {t.score:.2f}" for t in rows if t.function == "colours")
+        print(f"{asset_id[:50]:50} {truth:14} {colour:18} {colours or '-'}")
     stored = metrics.events.labels("stored")._value.get()  # noqa: SLF001
     dead = metrics.events.labels("dead_lettered")._value.get()  # noqa: SLF001
     print(f"\nstored {stored:.0f}, dead-lettered {dead:.0f}; store: {store_url}")

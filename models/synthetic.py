@@ -6,7 +6,10 @@ detect tests can use the same generator.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -88,12 +91,45 @@ def coloured_shape_image(rng: np.random.Generator, colour: str, size: int = 64) 
     return scene(rng, [(shape, colour)], size=size, lo=0.3, hi=0.6)[0]
 
 
-def colours_image(
-    rng: np.random.Generator, size: int = 64
-) -> tuple[Image.Image, list[str]]:
+def colours_image(rng: np.random.Generator, size: int = 64) -> tuple[Image.Image, list[str]]:
     """1 to 3 shapes of distinct random colours (tags = which colours appear)."""
     k = int(rng.integers(1, 4))
     colours = [str(c) for c in rng.choice(list(COLOURS), size=k, replace=False)]
     shapes = [str(rng.choice(SHAPES)) for _ in colours]
     img, _ = scene(rng, list(zip(shapes, colours, strict=True)), size=size, lo=0.3, hi=0.45)
     return img, sorted(colours)
+
+
+# Datasets on disk, in the formats users have (folder per label, JSONL manifest).
+
+
+def _folder(root: Path, classes: list[str], per_class: int, seed: int, draw: Any) -> Path:
+    rng = np.random.default_rng(seed)
+    for name in classes:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            draw(rng, name).save(root / name / f"{i}.png")
+    return root
+
+
+def shapes_folder(root: Path, per_class: int, seed: int) -> Path:
+    """classify by shape (any colour): ``root/<shape>/<i>.png``."""
+    return _folder(root, list(SHAPES), per_class, seed, shape_image)
+
+
+def colour_folder(root: Path, per_class: int, seed: int) -> Path:
+    """classify by the colour of one shape (any kind): ``root/<colour>/<i>.png``."""
+    return _folder(root, list(COLOURS), per_class, seed, coloured_shape_image)
+
+
+def colours_jsonl(root: Path, n: int, seed: int) -> Path:
+    """tags = which colours appear: ``root/manifest.jsonl`` with ``image`` and ``labels``."""
+    rng = np.random.default_rng(seed)
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(n):
+        img, colours = colours_image(rng)
+        img.save(root / "img" / f"{i}.png")
+        lines.append(json.dumps({"image": f"img/{i}.png", "labels": colours}))
+    (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return root / "manifest.jsonl"
