@@ -16,6 +16,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +159,6 @@ def _upload_images(count: int) -> list[tuple[str, str]]:
 
 def _publish(settings: Settings, assets: list[tuple[str, str]]) -> int:
     import json
-    import urllib.parse
 
     from consumers.sinks import OutRecord, Producer
 
@@ -232,7 +232,8 @@ def _print_tags(store_url: str, assets: list[tuple[str, str]], metrics: Metrics)
 
 def _ensure_stack(bootstrap: str) -> None:
     host, _, port = bootstrap.rpartition(":")
-    if _reachable(host, int(port)) and _reachable("127.0.0.1", 15000):
+    s3 = urllib.parse.urlsplit(os.environ["AWS_ENDPOINT_URL_S3"])
+    if _reachable(host, int(port)) and _reachable(s3.hostname or "127.0.0.1", s3.port or 80):
         return
     script = Path.cwd() / "infra" / "stack.sh"
     if not script.exists():
