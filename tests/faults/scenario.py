@@ -90,10 +90,10 @@ class Scenario:
             what=f"{count} assets stored",
         )
 
-    def time_to_progress(self, timeout_s: float = 180) -> float:
-        """Seconds until the store gains a result after now (the consumer made progress)."""
+    def time_to_progress(self, timeout_s: float = 180, before: int | None = None) -> float:
+        """Seconds until the store holds more than ``before`` results (default: now)."""
         started = time.monotonic()
-        before = self.ledger.stored_count()
+        before = self.ledger.stored_count() if before is None else before
         wait_until(lambda: self.ledger.stored_count() > before, timeout_s, 0.2, what="progress")
         return time.monotonic() - started
 

@@ -79,11 +79,11 @@ def test_bad_input_is_dead_lettered_with_its_reason_and_good_input_flows(scenari
         asset = f"obj-{key}"
         uri = f"s3://{scenario.bucket}/{key}"
         ledger.produce([(asset, json.dumps({"asset_id": asset, "uri": uri}).encode())], reason)
-    big = json.dumps({"asset_id": "big", "uri": "s3://b/k", "attributes": {"x": "y" * 2_000_000}})
+    big = json.dumps({"asset_id": "big", "uri": "s3://b/k", "attributes": {"x": "y" * 200_000}})
     ledger.produce([("big", big.encode())], "event_too_large")
-    ledger.produce([("deep", b"[" * 100_000 + b"]" * 100_000)], "invalid_json")
+    ledger.produce([("deep", b"[" * 40_000 + b"]" * 40_000)], "invalid_json")
     scenario.produce(100, prefix="good-b")
-    consumer = scenario.start()
+    consumer = scenario.start(max_event_bytes=100_000)
     scenario.wait_lag_zero(300)
     rss_mib = _rss_kib(consumer.proc.pid) // 1024
     assert consumer.alive(), scenario.tail()

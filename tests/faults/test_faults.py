@@ -16,6 +16,7 @@ from harness import wait_until
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 OUTAGE_S = 30
+SLOW = "predict=sleep:0.5"  # about 30 images/s: the fault lands while work is left
 
 
 def _assert_clean(figures) -> None:
@@ -50,15 +51,17 @@ def test_1_sigkill_at_failpoints_loses_nothing(scenario):
     assert figures.redeliveries > 0, "a kill after the store write must redeliver"
 
 
-def _outage(scenario, down, up, hold_s: float, n: int = 600, **flags):
+def _outage(scenario, down, up, hold_s: float, n: int = 1500, **flags):
     scenario.produce(n)
-    consumer = scenario.start(**flags)
+    consumer = scenario.start(failpoints=SLOW, **flags)
     scenario.wait_stored(150, 180)
+    before = scenario.ledger.stored_count()
     down()
     time.sleep(hold_s)
     alive_during = consumer.alive()
     up()
-    recover = scenario.time_to_progress(240)
+    assert before < n, "the fault must land mid-run"
+    recover = scenario.time_to_progress(240, before)
     scenario.wait_lag_zero(300)
     assert consumer.alive(), scenario.tail()
     assert consumer.terminate() == 0, scenario.tail()
@@ -97,11 +100,16 @@ def test_5_s3_unresponsive_30s(scenario, stack_control):
     assert alive and figures.dead_lettered == 0
 
 
+@pytest.mark.xfail(
+    reason="open bug (issue 5 report): after the churn the steady consumer held all 4 partitions,"
+    " with lag left, and polled nothing for 5 min while /healthz said 200",
+    strict=False,
+)
 def test_6_members_join_and_leave_while_saturated(scenario):
-    n = 1500
+    n = 2000
     scenario.produce(n)
     flags = dict(max_in_flight=64, max_poll_records=32, max_poll_interval_ms=20_000)
-    steady = scenario.start(**flags)
+    steady = scenario.start(failpoints=SLOW, **flags)
     scenario.wait_stored(50, 180)
     peaks: list[float] = []
     stop = threading.Event()
@@ -118,9 +126,11 @@ def test_6_members_join_and_leave_while_saturated(scenario):
     sampler.start()
     churn = 0
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and scenario.ledger.stored_count() < n - 200:
-        other = scenario.start(**flags)
-        time.sleep(4 + churn % 3)
+    while time.monotonic() < deadline:
+        other = scenario.start(failpoints=SLOW, **flags)
+        # joins (ready: fleet loaded, group joined), stays a few seconds, leaves
+        wait_until(lambda o=other: o.get("/readyz")[0] == 200, 120, 0.2, what="joined")
+        time.sleep(2 + churn % 3)
         if churn % 2:
             other.kill()
         else:

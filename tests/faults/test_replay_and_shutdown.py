@@ -16,13 +16,15 @@ GRACE_S = 30  # Kubernetes' default terminationGracePeriodSeconds
 
 
 def test_sigterm_mid_batch_redelivers_nothing_and_exits_0(scenario):
-    n = 800
+    n = 1000
     scenario.produce(n)
     shutdowns = []
     for _ in range(4):
-        consumer = scenario.start(max_in_flight=64)
-        # mid-run, once this consumer is busy: it has stored 100 results of its own
-        scenario.wait_stored(scenario.ledger.stored_count() + 100, 120)
+        consumer = scenario.start(
+            failpoints="predict=sleep:0.5", max_in_flight=64, max_poll_records=32
+        )
+        # mid-run, once this consumer is busy: it has stored 40 results of its own
+        scenario.wait_stored(scenario.ledger.stored_count() + 40, 120)
         started = time.monotonic()
         code = consumer.terminate(timeout_s=GRACE_S + 30)
         shutdowns.append(time.monotonic() - started)
