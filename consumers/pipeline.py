@@ -127,6 +127,7 @@ class Pipeline:
     def run(self) -> int:
         """Consume until :attr:`stopping` is set, then drain, commit and leave the group."""
         for stage in (self._dlq, self._inferencer, self._storer):
+            stage.on_crash = self._on_fatal
             stage.start()
         try:
             while not self.stopping.is_set():

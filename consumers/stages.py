@@ -40,6 +40,35 @@ Finish = Callable[[WorkItem, str], None]
 Fail = Callable[[WorkItem, PermanentError], None]
 
 
+class _Stage:
+    """One worker thread. An unexpected exception in it calls ``on_crash`` (the pipeline
+    stops with exit 3 and /healthz turns red) instead of leaving a dead thread behind while
+    the consume loop keeps turning and nothing drains."""
+
+    on_crash: Callable[[str], None] | None = None
+    _thread: threading.Thread
+
+    def _spawn(self, name: str) -> None:
+        self._thread = threading.Thread(target=self._guarded, name=name, daemon=True)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _guarded(self) -> None:
+        try:
+            self._run()
+        except Exception as exc:  # noqa: BLE001 - any crash must stop the service visibly
+            log.exception("pipeline stage crashed", extra={"stage": self._thread.name})
+            if self.on_crash is not None:
+                self.on_crash(f"the {self._thread.name} stage crashed: {exc!r}")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+
 class Preparer:
     """Fetch (I/O threads) then decode (CPU threads) each item, then put it on ``ready``.
 
@@ -133,7 +162,7 @@ class Preparer:
         self._decode_pool.shutdown(wait=False, cancel_futures=True)
 
 
-class Inferencer:
+class Inferencer(_Stage):
     """Micro-batches ready items through the fleet and hands results to the store stage.
 
     When a batch raises, each image is retried alone and a known-good canary image is run:
@@ -162,13 +191,7 @@ class Inferencer:
         self._max_failures, self._stopping = max_failures, stopping
         self._broken = 0
         self.busy_since: float | None = None
-        self._thread = threading.Thread(target=self._run, name="infer", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
+        self._spawn("infer")
 
     def _run(self) -> None:
         while not (self._stopping.is_set() and self._ready.empty()):
@@ -253,7 +276,7 @@ class Inferencer:
             self._to_store.put((item, result))
 
 
-class Storer:
+class Storer(_Stage):
     """Writes results (and removals) to the store in one transaction per drained group, then
     publishes their result events and waits for the acks; only then are the items finished.
     """
@@ -273,13 +296,7 @@ class Storer:
         self._store, self._producer, self._topic = store, producer, results_topic
         self._inbox, self._finish, self._metrics = inbox, finish, metrics
         self._stopping, self._give_up, self._max_group = stopping, give_up, max_group
-        self._thread = threading.Thread(target=self._run, name="store", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
+        self._spawn("store")
 
     def _run(self) -> None:
         while not self._give_up():
@@ -338,7 +355,7 @@ class Storer:
         )
 
 
-class DeadLetterer:
+class DeadLetterer(_Stage):
     """Sends dead-letter records (original key and value, reason headers) and waits for acks."""
 
     def __init__(
@@ -352,13 +369,7 @@ class DeadLetterer:
         self._producer, self._topic, self._finish = producer, topic, finish
         self._metrics, self._give_up = metrics, give_up
         self._inbox: queue.Queue[tuple[WorkItem, PermanentError]] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="dlq", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
+        self._spawn("dlq")
 
     def put(self, item: WorkItem, error: PermanentError) -> None:
         self._inbox.put((item, error))

@@ -270,3 +270,19 @@ def test_backpressure_pauses_partitions_instead_of_buffering(limit: int):
         pipeline.stopping.set()
         thread.join(30)
     assert source.last_commit(TP0) == 40
+
+
+def test_a_crashing_stage_stops_the_service_instead_of_stalling_it():
+    source = FakeSource({TP0: _records(TP0, 5)})
+    pipeline, store = _pipeline(source)
+
+    def broken_save(results: Any) -> None:
+        raise RuntimeError("integrity error nobody expected")
+
+    store.save = broken_save  # type: ignore[method-assign]
+    thread = threading.Thread(target=pipeline.run)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert pipeline.fatal_reason is not None and "store stage crashed" in pipeline.fatal_reason
+    assert source.last_commit(TP0) in (None, 0)  # nothing past the failed write
