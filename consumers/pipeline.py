@@ -53,6 +53,7 @@ class Parts:
     producer: Any
     fetch: Callable[[AssetRequest], bytes]
     decode: Callable[[bytes], Any]
+    new_source: Callable[[], Any] | None = None
 
 
 class Pipeline:
@@ -67,6 +68,7 @@ class Pipeline:
         self._committed: dict[TopicPartition, int] = {}
         self._revoking: set[TopicPartition] = set()
         self._rebalancing_since: float | None = time.monotonic()  # joining counts as one
+        self.source = parts.source
         self._last_commit = 0.0
         self._last_lag = 0.0
         self.loop_heartbeat = time.monotonic()
@@ -136,17 +138,18 @@ class Pipeline:
         finally:
             self._abandon.set()
             self._preparer.shutdown()
-            self.parts.source.close()
+            self.source.close()
         return EXIT_FATAL if self.fatal_reason else EXIT_OK
 
     def _tick(self, poll_ms: int) -> None:
         self.loop_heartbeat = time.monotonic()
         self._apply_rebalances()
+        self._rejoin_if_stuck()
         self._apply_completions()
         self._commit(force=False)
         paused = self.stopping.is_set() or self.in_flight >= self.settings.max_in_flight
-        self.metrics.paused_partitions.set(self.parts.source.set_paused(paused))
-        for record in self.parts.source.poll(poll_ms):
+        self.metrics.paused_partitions.set(self.source.set_paused(paused))
+        for record in self.source.poll(poll_ms):
             self._dispatch(record)
         self._update_gauges()
 
@@ -167,7 +170,7 @@ class Pipeline:
 
     def _dispatch(self, record: Any) -> None:
         tp = TopicPartition(record.topic, record.partition)
-        if tp not in self.parts.source.assignment():
+        if tp not in self.source.assignment():
             return
         position = SourcePosition(record.topic, record.partition, record.offset)
         message = Message(position, record.key, record.value, record.timestamp)
@@ -236,7 +239,7 @@ class Pipeline:
         self._watermarks.done(TopicPartition(pos.topic, pos.partition), pos.offset)
 
     def _apply_rebalances(self) -> None:
-        for event in self.parts.source.take_rebalance_events():
+        for event in self.source.take_rebalance_events():
             log.info(
                 "rebalance",
                 extra={
@@ -281,7 +284,7 @@ class Pipeline:
         offsets = self._watermarks.commit_offsets()
         if not offsets:
             return
-        if self.parts.source.commit(offsets):
+        if self.source.commit(offsets):
             self._committed.update(offsets)
         else:
             self._watermarks.commit_failed(offsets)
@@ -293,8 +296,35 @@ class Pipeline:
         if now - self._last_lag < 2.0:
             return
         self._last_lag = now
-        for tp, lag in self.parts.source.lag(self._committed).items():
+        for tp, lag in self.source.lag(self._committed).items():
             self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+
+    def _rejoin_if_stuck(self) -> None:
+        """Leave and rejoin with a new consumer when a (re)join has not ended within
+        ``rejoin_stuck_s``. kafka-python 3.0.12 was seen to stay revoked for minutes, polled
+        all along, until the broker evicted it; a fresh consumer joins at once. Work of the
+        partitions we held is forgotten: it is redelivered from the last commit."""
+        if self.parts.new_source is None or self.stopping.is_set():
+            return
+        if self.rebalancing_s() < self.settings.rejoin_stuck_s:
+            return
+        waited = round(self.rebalancing_s(), 1)
+        self._rebalancing_since = time.monotonic()  # also the back-off if the new one fails
+        try:
+            fresh = self.parts.new_source()
+        except Exception:  # noqa: BLE001 - broker unreachable: keep the old one, try later
+            log.warning(
+                "group (re)join is stuck and a new consumer could not be made", exc_info=True
+            )
+            return
+        log.warning(
+            "group (re)join was stuck; joined with a new consumer", extra={"waited_s": waited}
+        )
+        self._forget(set(self._watermarks.partitions()) | self._revoking)
+        self._revoking = set()
+        with contextlib.suppress(Exception):
+            self.source.close()
+        self.source = fresh
 
     def rebalancing_s(self) -> float:
         """Seconds since this member started (re)joining the group without an assignment yet

@@ -127,6 +127,7 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
     source = KafkaSource(settings)
     readiness.source = source
     parts = Parts(
+        new_source=lambda: _new_source(settings, readiness),
         source=source,
         fleet=fleet,
         store=store,
@@ -154,3 +155,9 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
 def _gauge(gauge: Any, checks: dict[str, bool]) -> dict[str, bool]:
     gauge.set(1 if all(checks.values()) else 0)
     return checks
+
+
+def _new_source(settings: Settings, readiness: Readiness) -> KafkaSource:
+    source = KafkaSource(settings)
+    readiness.source = source
+    return source

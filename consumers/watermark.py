@@ -124,6 +124,10 @@ class Watermarks(Generic[P]):
             if tp in self._partitions:
                 self._partitions[tp].commit_failed(offset)
 
+    def partitions(self) -> list[P]:
+        """The partitions tracked now."""
+        return list(self._partitions)
+
     def revoke(self, partitions: Iterable[P]) -> None:
         """Drop the state of revoked partitions; their late completions are then ignored."""
         for tp in partitions:

@@ -286,3 +286,21 @@ def test_a_crashing_stage_stops_the_service_instead_of_stalling_it():
     assert not thread.is_alive()
     assert pipeline.fatal_reason is not None and "store stage crashed" in pipeline.fatal_reason
     assert source.last_commit(TP0) in (None, 0)  # nothing past the failed write
+
+
+def test_a_join_that_never_ends_is_retried_with_a_new_consumer():
+    stuck = FakeSource({TP0: _records(TP0, 6)})
+    stuck.events.append(RebalanceEvent("revoked", frozenset({TP0})))  # and never assigned again
+    stuck.pending[TP0] = []
+    fresh = FakeSource({TP0: _records(TP0, 6)})
+    made: list[FakeSource] = []
+
+    def new_source() -> FakeSource:
+        made.append(fresh)
+        return fresh
+
+    pipeline, store = _pipeline(stuck, rejoin_stuck_s=1)
+    object.__setattr__(pipeline.parts, "new_source", new_source)  # Parts is frozen
+    _run_until(pipeline, lambda: fresh.last_commit(TP0) == 6)
+    assert made == [fresh]
+    assert len(store.saved) == 6
