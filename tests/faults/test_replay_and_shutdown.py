@@ -110,6 +110,8 @@ def test_replay_from_earliest_changes_no_row(scenario):
     changed = _row_changes(scenario.ledger.store_url) - changes_before
     figures = scenario.ledger.figures("9 replay", scenario.logs, recover, rows_changed=changed)
     assert (figures.lost, figures.duplicates) == (0, 0)
-    assert figures.max_attempts == 2, "every event was delivered twice"
+    # every event delivered again (at least once more: a stuck group join retried with a new
+    # consumer redelivers some a third time, which is allowed at least once)
+    assert figures.redeliveries >= figures.produced and figures.max_attempts >= 2
     assert _snapshot(scenario.ledger.store_url) == before
     assert changed == 0
