@@ -301,7 +301,7 @@ class Pipeline:
 
     def _rejoin_if_stuck(self) -> None:
         """Leave and rejoin with a new consumer when a (re)join has not ended within
-        ``rejoin_stuck_s``. kafka-python 3.0.12 was seen to stay revoked for minutes, polled
+        ``rejoin_stuck_s`` (120 s). kafka-python 3.0.12 was seen to stay revoked for minutes, polled
         all along, until the broker evicted it; a fresh consumer joins at once. Work of the
         partitions we held is forgotten: it is redelivered from the last commit."""
         if self.parts.new_source is None or self.stopping.is_set():
