@@ -8,6 +8,8 @@ import time
 from functools import partial
 from typing import Any
 
+from kafka.errors import KafkaError
+
 from consumers import shutdown
 from consumers.decode import DecodeLimits, decode_image
 from consumers.domain import TransientError
@@ -123,8 +125,12 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
         FetchSettings(max_object_bytes=settings.max_object_bytes, workers=settings.fetch_workers)
     )
     limits = DecodeLimits(max_pixels=settings.max_pixels, formats=settings.image_formats)
-    producer = Producer(settings.kafka_common())
-    source = KafkaSource(settings)
+    try:
+        producer, source = _connect_kafka(settings)
+    except KafkaError as exc:
+        store.close()
+        log.critical(_kafka_unreachable(settings, exc))
+        return EXIT_FATAL
     readiness.source = source
     parts = Parts(
         new_source=lambda: _new_source(settings, readiness),
@@ -150,6 +156,36 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
     else:
         log.info("stopped cleanly")
     return code
+
+
+def _connect_kafka(settings: Settings) -> tuple[Producer, KafkaSource]:
+    """The producer and the group consumer; kafka-python raises when it cannot bootstrap."""
+    producer = Producer(settings.kafka_common())
+    try:
+        return producer, KafkaSource(settings)
+    except BaseException:
+        producer.close(timeout_s=1.0)
+        raise
+
+
+_SECURITY_SETTINGS = {
+    "PLAINTEXT": "",
+    "SSL": ", TAGFLEET_SSL_CAFILE, TAGFLEET_SSL_CERTFILE, TAGFLEET_SSL_KEYFILE",
+    "SASL_PLAINTEXT": ", TAGFLEET_SASL_MECHANISM, TAGFLEET_SASL_PLAIN_USERNAME/_PASSWORD",
+    "SASL_SSL": ", TAGFLEET_SASL_MECHANISM, TAGFLEET_SASL_PLAIN_USERNAME/_PASSWORD,"
+    " TAGFLEET_SSL_CAFILE, TAGFLEET_SSL_CERTFILE, TAGFLEET_SSL_KEYFILE",
+}
+
+
+def _kafka_unreachable(settings: Settings, exc: KafkaError) -> str:
+    """One line: where it tried, what failed and which settings to check (never a secret)."""
+    return (
+        f"cannot connect to Kafka at {settings.bootstrap_servers} over"
+        f" {settings.security_protocol} ({exc}); check"
+        f" TAGFLEET_BOOTSTRAP_SERVERS, TAGFLEET_SECURITY_PROTOCOL"
+        f"{_SECURITY_SETTINGS[settings.security_protocol]} (the client's log lines above say"
+        " why each connection failed)"
+    )
 
 
 def _gauge(gauge: Any, checks: dict[str, bool]) -> dict[str, bool]:

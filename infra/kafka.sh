@@ -7,8 +7,13 @@
 # Listeners (127.0.0.1 only):
 #   PLAINTEXT       $TAGFLEET_KAFKA_PORT            (default 19092)
 #   SASL_PLAINTEXT  $TAGFLEET_KAFKA_SASL_PORT       (default 19094; PLAIN, tagfleet / tagfleet-secret)
+#   SSL             $TAGFLEET_KAFKA_SSL_PORT        (default 19095; mutual TLS: clients must present
+#                   a certificate signed by the stack's CA)
 #   CONTROLLER      $TAGFLEET_KAFKA_CONTROLLER_PORT (default 19093)
-# State: var/stack/kafka/{data,logs/server.log,server.properties,kafka.pid}.
+# State: var/stack/kafka/{data,logs/server.log,server.properties,kafka.pid,tls/}.
+# tls/ is made once with openssl: ca.pem (the CA), server.pem (cert + key, SAN 127.0.0.1 and
+# localhost), client-cert.pem and client-key.pem (PEM, for clients); `infra/stack.sh env`
+# exports their paths. The broker reads them as PEM stores, so no keytool or JKS is needed.
 SERVICE=kafka
 PROC_MATCH=kafka.Kafka
 # shellcheck source=infra/lib.sh
@@ -16,6 +21,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PORT="${TAGFLEET_KAFKA_PORT:-19092}"
 SASL_PORT="${TAGFLEET_KAFKA_SASL_PORT:-19094}"
+SSL_PORT="${TAGFLEET_KAFKA_SSL_PORT:-19095}"
 CONTROLLER_PORT="${TAGFLEET_KAFKA_CONTROLLER_PORT:-19093}"
 SASL_USER=tagfleet
 SASL_PASSWORD=tagfleet-secret
@@ -30,6 +36,7 @@ LIBS="$CACHE_ROOT/kafka-$KAFKA_VERSION/libs"
 STATE="$STACK_DIR/kafka"
 PIDFILE="$STATE/kafka.pid"
 CONFIG="$STATE/server.properties"
+TLS="$STATE/tls"
 
 # Resolves the broker's jars once per Kafka version; Maven's own ~/.m2 cache is reused.
 ensure_jars() {
@@ -51,6 +58,48 @@ ensure_jars() {
     mv "$LIBS.partial" "$LIBS"
 }
 
+# ensure_tls: a CA, a server certificate for 127.0.0.1/localhost and a client certificate, made
+# once (the SANs do not depend on the ports) and kept across restarts.
+ensure_tls() {
+    [[ -f "$TLS/.complete" ]] && return 0
+    command -v openssl >/dev/null || die "openssl not found: install it (apt-get install openssl)"
+    log "generating the SSL listener's CA, server and client certificates in $TLS"
+    rm -rf "$TLS.partial"
+    mkdir -p "$TLS.partial"
+    (
+        cd "$TLS.partial"
+        umask 077
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=tagfleet local CA" \
+            -keyout ca.key -out ca.pem \
+            -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+        local name ext
+        for name in server client; do
+            if [[ "$name" == server ]]; then
+                ext="subjectAltName=IP:127.0.0.1,DNS:localhost"$'\n'"extendedKeyUsage=serverAuth"
+            else
+                ext="extendedKeyUsage=clientAuth"
+            fi
+            printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+                "subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid,issuer" "$ext" >"$name.ext"
+            openssl req -newkey rsa:2048 -nodes -subj "/CN=tagfleet-$name" \
+                -keyout "$name-key.pem" -out "$name.csr"
+            openssl x509 -req -days 3650 -in "$name.csr" -CA ca.pem -CAkey ca.key -CAcreateserial \
+                -extfile "$name.ext" -out "$name-cert.pem"
+        done
+        # the broker's PEM key store: its unencrypted PKCS#8 key, then its certificate
+        cat server-key.pem server-cert.pem >server.pem
+        rm -f ./*.csr ./*.ext ca.srl
+        chmod 644 ca.pem ./*-cert.pem
+    ) >"$STATE/logs/tls.log" 2>&1 || {
+        cat "$STATE/logs/tls.log" >&2
+        rm -rf "$TLS.partial"
+        die "openssl could not make the SSL listener's certificates"
+    }
+    touch "$TLS.partial/.complete"
+    rm -rf "$TLS"
+    mv "$TLS.partial" "$TLS"
+}
+
 write_config() {
     mkdir -p "$STATE/data" "$STATE/logs"
     cat >"$CONFIG" <<EOF
@@ -58,14 +107,19 @@ write_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$PORT,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://127.0.0.1:$PORT,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT,SSL://127.0.0.1:$SSL_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$PORT,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT,SSL://127.0.0.1:$SSL_PORT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,CONTROLLER:PLAINTEXT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 sasl.enabled.mechanisms=PLAIN
 listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN
 listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="$SASL_USER" password="$SASL_PASSWORD" user_$SASL_USER="$SASL_PASSWORD";
+listener.name.ssl.ssl.client.auth=required
+listener.name.ssl.ssl.keystore.type=PEM
+listener.name.ssl.ssl.keystore.location=$TLS/server.pem
+listener.name.ssl.ssl.truststore.type=PEM
+listener.name.ssl.ssl.truststore.location=$TLS/ca.pem
 log.dirs=$STATE/data
 num.partitions=4
 default.replication.factor=1
@@ -104,7 +158,11 @@ java_cmd() {
 format_once() {
     [[ -f "$STATE/data/meta.properties" ]] && return 0
     local cluster_id
-    cluster_id="$(python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
+    # like Kafka's own Uuid.randomUuid: never a leading '-', which the tool would read as a flag
+    cluster_id="$(python3 -c 'import base64, uuid
+while (i := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"):
+    pass
+print(i)')"
     log "formatting KRaft storage (cluster id $cluster_id)"
     java_cmd kafka.tools.StorageTool format -t "$cluster_id" -c "$CONFIG" --ignore-formatted \
         >"$STATE/logs/format.log" 2>&1 || {
@@ -121,7 +179,12 @@ api_versions_ok() {
 
 start() {
     if pid_alive "$PIDFILE"; then
-        port_open "$PORT" && { log "already up (pid $(<"$PIDFILE"))"; return 0; }
+        if port_open "$PORT"; then
+            log "already up (pid $(<"$PIDFILE"))"
+            port_open "$SSL_PORT" ||
+                log "no SSL listener on port $SSL_PORT (started by an older infra/kafka.sh?): run 'infra/stack.sh restart kafka' to add it"
+            return 0
+        fi
         log "pid $(<"$PIDFILE") alive but port $PORT closed; waiting for it"
         wait_until "$START_TIMEOUT" "port $PORT" port_open "$PORT" ||
             die "broker pid $(<"$PIDFILE") never opened port $PORT; see $STATE/logs/server.log"
@@ -131,14 +194,15 @@ start() {
         log "port $PORT already answers (not started from this checkout); using it as is"
         return 0
     fi
-    for p in "$SASL_PORT" "$CONTROLLER_PORT"; do
+    for p in "$SASL_PORT" "$SSL_PORT" "$CONTROLLER_PORT"; do
         port_open "$p" && die "port $p is taken by another process; free it or set TAGFLEET_KAFKA_*_PORT"
     done
     command -v java >/dev/null || die "java not found: run 'make setup' (installs openjdk-17-jre-headless)"
     ensure_jars
     write_config
+    ensure_tls
     format_once
-    log "starting Kafka $KAFKA_VERSION on 127.0.0.1:$PORT (SASL $SASL_PORT, controller $CONTROLLER_PORT)"
+    log "starting Kafka $KAFKA_VERSION on 127.0.0.1:$PORT (SASL $SASL_PORT, SSL $SSL_PORT, controller $CONTROLLER_PORT)"
     local started=$SECONDS
     # setsid: the broker outlives this script and the caller's process group (make, pytest).
     local -a cmd
@@ -160,6 +224,10 @@ start() {
     }
     wait_until 60 "ApiVersions answer" api_versions_ok ||
         die "broker on port $PORT does not answer ApiVersions; see $STATE/logs/server.log"
+    for p in "$SASL_PORT" "$SSL_PORT"; do
+        wait_until 30 "port $p" port_open "$p" ||
+            die "broker did not open port $p; see $STATE/logs/server.log"
+    done
     log "up in $((SECONDS - started))s (pid $(<"$PIDFILE"))"
 }
 

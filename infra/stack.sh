@@ -14,7 +14,10 @@
 #   resume SERVICE     SIGCONT a paused service
 #
 # Ports: TAGFLEET_KAFKA_PORT (19092), TAGFLEET_KAFKA_SASL_PORT (19094),
+# TAGFLEET_KAFKA_SSL_PORT (19095; mutual TLS, certificates in var/stack/kafka/tls/),
 # TAGFLEET_KAFKA_CONTROLLER_PORT (19093), TAGFLEET_S3_PORT (15000), TAGFLEET_PG_PORT (15432).
+# TAGFLEET_STACK_DIR (default var/stack) holds every service's state; with other ports it
+# lets a second stack run beside the first.
 # First `up` on a machine resolves Kafka's jars with Maven (~/.cache/tagfleet); run
 # `make setup` first on a fresh machine (Java, Maven, PostgreSQL, the venv).
 SERVICE=stack
@@ -37,6 +40,10 @@ env_lines() {
     cat <<EOF
 export TAGFLEET_BOOTSTRAP_SERVERS=127.0.0.1:${TAGFLEET_KAFKA_PORT:-19092}
 export TAGFLEET_KAFKA_SASL_BOOTSTRAP=127.0.0.1:${TAGFLEET_KAFKA_SASL_PORT:-19094}
+export TAGFLEET_KAFKA_SSL_BOOTSTRAP=127.0.0.1:${TAGFLEET_KAFKA_SSL_PORT:-19095}
+export TAGFLEET_TEST_KAFKA_SSL_CAFILE=$STACK_DIR/kafka/tls/ca.pem
+export TAGFLEET_TEST_KAFKA_SSL_CERTFILE=$STACK_DIR/kafka/tls/client-cert.pem
+export TAGFLEET_TEST_KAFKA_SSL_KEYFILE=$STACK_DIR/kafka/tls/client-key.pem
 export AWS_ENDPOINT_URL_S3=http://127.0.0.1:${TAGFLEET_S3_PORT:-15000}
 export AWS_ACCESS_KEY_ID=testing
 export AWS_SECRET_ACCESS_KEY=testing

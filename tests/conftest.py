@@ -43,6 +43,7 @@ STACK_FIXTURES = frozenset(
         "stack",
         "kafka_bootstrap",
         "kafka_sasl_config",
+        "kafka_ssl_config",
         "kafka_admin",
         "new_topic",
         "s3",
@@ -156,6 +157,25 @@ def kafka_sasl_config(stack: dict[str, str]) -> dict[str, Any]:
         "sasl_mechanism": "PLAIN",
         "sasl_plain_username": KAFKA_SASL_USERNAME,
         "sasl_plain_password": KAFKA_SASL_PASSWORD,
+    }
+
+
+@pytest.fixture(scope="session")
+def kafka_ssl_config(stack: dict[str, str]) -> dict[str, Any]:
+    """kafka-python settings for the SSL listener (mutual TLS: the stack's CA, the client
+    certificate and key that `infra/kafka.sh` made in var/stack/kafka/tls/)."""
+    bootstrap = stack["TAGFLEET_KAFKA_SSL_BOOTSTRAP"]
+    if not (Path(stack["TAGFLEET_TEST_KAFKA_SSL_CAFILE"]).exists() and _tcp_open(bootstrap)):
+        raise RuntimeError(
+            f"the broker has no SSL listener on {bootstrap} (started by an older "
+            "infra/kafka.sh?); run 'infra/stack.sh restart kafka'"
+        )
+    return {
+        "bootstrap_servers": bootstrap,
+        "security_protocol": "SSL",
+        "ssl_cafile": stack["TAGFLEET_TEST_KAFKA_SSL_CAFILE"],
+        "ssl_certfile": stack["TAGFLEET_TEST_KAFKA_SSL_CERTFILE"],
+        "ssl_keyfile": stack["TAGFLEET_TEST_KAFKA_SSL_KEYFILE"],
     }
 
 

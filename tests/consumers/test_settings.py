@@ -31,6 +31,25 @@ def test_sasl_password_reaches_kafka_but_not_repr():
     assert "hunter2" not in repr(s)
 
 
+def test_ssl_settings_from_the_environment_reach_kafka(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("TAGFLEET_SECURITY_PROTOCOL", "SSL")
+    monkeypatch.setenv("TAGFLEET_SSL_CAFILE", "/tls/ca.pem")
+    monkeypatch.setenv("TAGFLEET_SSL_CERTFILE", "/tls/client-cert.pem")
+    monkeypatch.setenv("TAGFLEET_SSL_KEYFILE", "/tls/client-key.pem")
+    cfg = Settings(bootstrap_servers="b1:9095,b2:9095").kafka_common()
+    assert cfg == {
+        "bootstrap_servers": ["b1:9095", "b2:9095"],
+        "security_protocol": "SSL",
+        "ssl_cafile": "/tls/ca.pem",
+        "ssl_certfile": "/tls/client-cert.pem",
+        "ssl_keyfile": "/tls/client-key.pem",
+    }
+    # unset files are left to kafka-python's defaults (the system CA store, no client cert)
+    for name in ("CAFILE", "CERTFILE", "KEYFILE"):
+        monkeypatch.delenv(f"TAGFLEET_SSL_{name}")
+    assert not {k for k in Settings().kafka_common() if k.startswith("ssl_")}
+
+
 def test_configuration_reference_is_up_to_date():
     assert (REPO / "docs" / "configuration.md").read_text() == reference_markdown(), (
         "regenerate: python -m consumers.settings > docs/configuration.md"

@@ -1,6 +1,8 @@
 """Bad input ends in the DLQ with the right reason while the consumer keeps going (the cases
-``tests/consumers/test_service_e2e.py`` does not cover), memory stays bounded, and Kafka
-SASL/PLAIN works end to end without the password reaching logs or metrics."""
+``tests/consumers/test_service_e2e.py`` does not cover), memory stays bounded, Kafka
+SASL/PLAIN works end to end without the password reaching logs or metrics, and so does SSL
+with client certificates (mutual TLS), while a client the broker or the client itself cannot
+trust stops with one clear error."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+from harness import ConsumerProcess, env_for
 from PIL import Image
 
 pytestmark = [pytest.mark.faults]
@@ -122,3 +125,64 @@ def test_sasl_plain_end_to_end_and_no_secret_in_logs_or_metrics(scenario, kafka_
     log = consumer.logs()
     assert '"host": "127.0.0.1"' in log
     assert password not in log and password not in metrics
+
+
+def _ssl_env(config: dict[str, str], *files: str) -> dict[str, str]:
+    """``TAGFLEET_*`` settings for the SSL listener with only ``files`` of cafile, certfile and
+    keyfile set."""
+    env = {"TAGFLEET_SECURITY_PROTOCOL": config["security_protocol"]}
+    for name in files:
+        env[f"TAGFLEET_SSL_{name.upper()}"] = config[f"ssl_{name}"]
+    return env
+
+
+def test_ssl_mutual_tls_end_to_end(scenario, kafka_ssl_config):
+    scenario.ledger.produce(
+        scenario.ledger.native_events(scenario.bucket, scenario.objects, 60),
+        producer_config=kafka_ssl_config,
+    )
+    env = _ssl_env(kafka_ssl_config, "cafile", "certfile", "keyfile")
+    consumer = scenario.start(env=env, bootstrap_servers=kafka_ssl_config["bootstrap_servers"])
+    scenario.wait_lag_zero(240)
+    assert consumer.terminate() == 0, scenario.tail()
+    figures = scenario.ledger.figures("ssl/mtls", scenario.logs, None)
+    assert (figures.lost, figures.duplicates, figures.stored) == (0, 0, 60)
+
+
+def test_ssl_untrusted_client_or_server_fails_with_one_clear_error(
+    stack, kafka_ssl_config, fleet_path, tmp_path
+):
+    cases = {
+        # the broker requires a client certificate (ssl.client.auth=required)
+        "no-client-cert": _ssl_env(kafka_ssl_config, "cafile"),
+        # the system CA store did not sign the broker's certificate
+        "no-ca": _ssl_env(kafka_ssl_config, "certfile", "keyfile"),
+    }
+    consumers = {
+        name: ConsumerProcess(
+            tmp_path / f"{name}.log",
+            {**env_for(stack), **env},
+            bootstrap_servers=kafka_ssl_config["bootstrap_servers"],
+            topic="never-read",
+            store=f"sqlite:///{tmp_path / name}.db",
+            fleet=fleet_path,
+            metrics_port=0,
+        )
+        for name, env in cases.items()
+    }
+    for name, consumer in consumers.items():
+        # kafka-python gives up bootstrapping after 30 s; then the service must exit, not hang
+        code = consumer.wait(150)
+        log = consumer.logs()
+        assert code == 3, f"{name}: exit {code}\n{log[-3000:]}"
+        # only JSON log lines: no traceback of an uncaught exception on stderr
+        lines = [json.loads(line) for line in log.strip().splitlines()]
+        last = lines[-1]
+        assert last["level"] == "CRITICAL", f"{name}: {last}"
+        assert last["message"].startswith("cannot connect to Kafka at 127.0.0.1:"), last
+        assert "over SSL" in last["message"] and "TAGFLEET_SSL_CERTFILE" in last["message"]
+        # kafka-python's own lines say why the handshake failed
+        expected = "CERTIFICATE_VERIFY_FAILED" if name == "no-ca" else "CERTIFICATE"
+        assert any(
+            line["logger"].startswith("kafka.") and expected in line["message"] for line in lines
+        ), f"{name}:\n{log[-3000:]}"

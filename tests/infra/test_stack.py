@@ -90,17 +90,20 @@ def test_auto_created_topic_gets_four_partitions(kafka_bootstrap: str) -> None:
         producer.close()
 
 
-def test_sasl_plain_round_trip(kafka_sasl_config: dict[str, Any], new_topic: Any) -> None:
+def round_trip(topic: str, value: bytes, **config: Any) -> Any:
+    """Produces ``value`` to ``topic`` and reads it back, both with kafka-python ``config``."""
     from kafka import KafkaProducer
 
-    topic = new_topic(partitions=1)
-    producer = KafkaProducer(acks="all", **kafka_sasl_config)
+    producer = KafkaProducer(acks="all", **config)
     try:
-        producer.send(topic, value=b"over sasl").get(timeout=30)
+        producer.send(topic, value=value).get(timeout=30)
     finally:
         producer.close()
+    return consume_one(topic, **config)
 
-    record = consume_one(topic, **kafka_sasl_config)
+
+def test_sasl_plain_round_trip(kafka_sasl_config: dict[str, Any], new_topic: Any) -> None:
+    record = round_trip(new_topic(partitions=1), b"over sasl", **kafka_sasl_config)
 
     assert record.value == b"over sasl"
 
@@ -121,6 +124,21 @@ def test_sasl_wrong_password_is_rejected(kafka_sasl_config: dict[str, Any]) -> N
         KafkaProducer(bootstrap_timeout_ms=3000, **config)
 
     assert broker_log.read_text(errors="replace").count(AUTH_FAILED) > failures_before
+
+
+def test_ssl_mutual_tls_round_trip(kafka_ssl_config: dict[str, Any], new_topic: Any) -> None:
+    record = round_trip(new_topic(partitions=1), b"over tls", **kafka_ssl_config)
+
+    assert record.value == b"over tls"
+
+
+def test_ssl_without_client_certificate_is_rejected(kafka_ssl_config: dict[str, Any]) -> None:
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    config = {k: v for k, v in kafka_ssl_config.items() if k not in ("ssl_certfile", "ssl_keyfile")}
+    with pytest.raises(KafkaError):
+        KafkaProducer(bootstrap_timeout_ms=3000, **config)
 
 
 def test_s3_put_get_list(s3: Any, new_bucket: Any) -> None:
