@@ -64,6 +64,12 @@ class Metrics:
         self.paused_partitions = Gauge(
             "tagfleet_paused_partitions", "Partitions paused for backpressure.", registry=r
         )
+        self.rewound_records = Counter(
+            "tagfleet_rewound_records",
+            "Records a poll returned while every partition was meant to be paused (a partition"
+            " assigned inside that poll), sought back and fetched again later.",
+            registry=r,
+        )
         self.ready = Gauge("tagfleet_ready", "1 when the service is ready.", registry=r)
         self.fleet_function = Gauge(
             "tagfleet_fleet_function_info",

@@ -112,7 +112,6 @@ class Pipeline:
             self._to_store,
             self._finish,
             metrics,
-            self._abandon,
             self._abandon.is_set,
         )
 
@@ -149,8 +148,15 @@ class Pipeline:
         self._commit(force=False)
         paused = self.stopping.is_set() or self.in_flight >= self.settings.max_in_flight
         self.metrics.paused_partitions.set(self.source.set_paused(paused))
-        for record in self.source.poll(poll_ms):
-            self._dispatch(record)
+        records = self.source.poll(poll_ms)
+        if paused and records:
+            # a partition assigned inside this poll starts unpaused: hand its records back
+            # rather than go past max_in_flight (or take new work while draining)
+            self.source.rewind(records)
+            self.metrics.rewound_records.inc(len(records))
+        else:
+            for record in records:
+                self._dispatch(record)
         self._update_gauges()
 
     def _drain(self) -> None:

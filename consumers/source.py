@@ -121,6 +121,25 @@ class KafkaSource:
             self._consumer.resume(*self._consumer.paused())
         return 0
 
+    def rewind(self, records: Iterable[Any]) -> int:
+        """Seek every partition of ``records`` back to its first record, so that they are
+        fetched again later; partitions no longer assigned are skipped. Returns how many were
+        rewound.
+
+        The loop calls this for records a poll returned while it wanted every partition
+        paused: partitions assigned inside that poll start unpaused, and kafka-python may
+        fetch from them before the loop can pause them again.
+        """
+        first: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            first[tp] = min(record.offset, first.get(tp, record.offset))
+        assigned = self.assignment()
+        for tp, offset in first.items():
+            if tp in assigned:
+                self._consumer.seek(tp, offset)
+        return sum(1 for tp in first if tp in assigned)
+
     def commit(self, offsets: dict[TopicPartition, int], timeout_ms: int = 3000) -> bool:
         """Commit ``offsets`` (next offset to read) synchronously, for at most ``timeout_ms``.
 

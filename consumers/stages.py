@@ -289,21 +289,18 @@ class Storer(_Stage):
         inbox: queue.Queue[tuple[WorkItem, AssetResult | None]],
         finish: Finish,
         metrics: Metrics,
-        stopping: threading.Event,
         give_up: Callable[[], bool],
         max_group: int = 512,
     ) -> None:
         self._store, self._producer, self._topic = store, producer, results_topic
         self._inbox, self._finish, self._metrics = inbox, finish, metrics
-        self._stopping, self._give_up, self._max_group = stopping, give_up, max_group
+        self._give_up, self._max_group = give_up, max_group
         self._spawn("store")
 
     def _run(self) -> None:
         while not self._give_up():
             group = collect_batch(self._inbox, self._max_group, 0.0, 0.1)
             if not group:
-                if self._stopping.is_set() and self._inbox.empty():
-                    time.sleep(0.05)
                 continue
             try:
                 self._write(group)

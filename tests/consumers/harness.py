@@ -203,6 +203,20 @@ class ConsumerProcess:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def thread_dump(self) -> str:
+        """Every thread's Python stack (py-spy), for the message of a test that found it stuck."""
+        py_spy = Path(sys.executable).with_name("py-spy")
+        if not self.alive() or not py_spy.exists():
+            return "(no thread dump: process gone or py-spy missing)"
+        done = subprocess.run(
+            [str(py_spy), "dump", "--pid", str(self.proc.pid)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        return done.stdout + done.stderr
+
 
 KEYS = [
     "plain/{i}.png",

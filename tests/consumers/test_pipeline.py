@@ -34,8 +34,19 @@ class FakeSource:
         self.commits: list[dict[TopicPartition, int]] = []
         self.max_paused = 0
         self.joined = True
+        self.assign_in_poll: list[tuple[TopicPartition, list[Record]]] = []
 
     def poll(self, timeout_ms: int) -> list[Record]:
+        if self.assign_in_poll:
+            # as kafka-python: a rebalance inside poll(); new partitions start unpaused
+            tp, records = self.assign_in_poll.pop(0)
+            self.events += [
+                RebalanceEvent("revoked", frozenset(self.assigned)),
+                RebalanceEvent("assigned", frozenset(self.assigned | {tp})),
+            ]
+            self.assigned.add(tp)
+            self.pending[tp] = list(records)
+            self.paused.discard(tp)
         out = []
         for tp in sorted(self.assigned - self.paused):
             out += self.pending[tp][:4]
@@ -50,6 +61,11 @@ class FakeSource:
 
     def assignment(self) -> set[TopicPartition]:
         return set(self.assigned)
+
+    def rewind(self, records: list[Record]) -> int:
+        for record in sorted(records, key=lambda r: r.offset, reverse=True):
+            self.pending[TopicPartition(record.topic, record.partition)].insert(0, record)
+        return len({(r.topic, r.partition) for r in records})
 
     def set_paused(self, paused: bool) -> int:
         self.paused = set(self.assigned) if paused else set()
@@ -270,6 +286,49 @@ def test_backpressure_pauses_partitions_instead_of_buffering(limit: int):
         pipeline.stopping.set()
         thread.join(30)
     assert source.last_commit(TP0) == 40
+
+
+def test_partitions_assigned_while_saturated_do_not_go_past_the_bound():
+    """kafka-python may return records of a partition assigned inside poll() before the loop
+    re-pauses it; those are sought back, not dispatched, however many rebalances follow."""
+    gate = threading.Event()
+    extra = [TopicPartition("assets", p) for p in range(2, 7)]
+    source = FakeSource({TP0: _records(TP0, 20)})
+    pipeline, store = _pipeline(
+        source, fetch=lambda request: gate.wait(10) and b"x", max_in_flight=3
+    )
+    thread = threading.Thread(target=pipeline.run)
+    thread.start()
+    peak = 0
+    try:
+        deadline = time.monotonic() + 10
+        while pipeline.in_flight < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for tp in extra:  # one rebalance after another, each assigning a fresh partition
+            source.assign_in_poll.append((tp, _records(tp, 10)))
+            deadline = time.monotonic() + 10
+            while source.assign_in_poll and time.monotonic() < deadline:
+                peak = max(peak, pipeline.in_flight)
+                time.sleep(0.005)
+            for _ in range(20):
+                peak = max(peak, pipeline.in_flight)
+                time.sleep(0.005)
+        assert source.assign_in_poll == []
+        assert peak <= 3 + 4, f"in flight peaked at {peak}"
+        rewound = pipeline.metrics.registry.get_sample_value("tagfleet_rewound_records_total")
+        assert rewound and rewound > 0  # the fake did hand out records of paused partitions
+    finally:
+        gate.set()
+        deadline = time.monotonic() + 20
+        every = [TP0, *extra]
+        while time.monotonic() < deadline and any(
+            source.last_commit(tp) != (20 if tp == TP0 else 10) for tp in every
+        ):
+            time.sleep(0.01)
+        pipeline.stopping.set()
+        thread.join(30)
+    assert [source.last_commit(tp) for tp in every] == [20] + [10] * len(extra)
+    assert len(store.saved) == 20 + 10 * len(extra)  # each record stored once
 
 
 def test_a_crashing_stage_stops_the_service_instead_of_stalling_it():
