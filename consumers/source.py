@@ -100,6 +100,7 @@ class KafkaSource:
 
     def poll(self, timeout_ms: int) -> list[Any]:
         batches = self._consumer.poll(timeout_ms=timeout_ms)
+        release_parked_records(self._consumer)
         return [record for records in batches.values() for record in records]
 
     def take_rebalance_events(self) -> list[RebalanceEvent]:
@@ -190,6 +191,24 @@ class KafkaSource:
     def close(self) -> None:
         """Leave the group without committing anything we did not commit explicitly."""
         self._consumer.close(autocommit=False, timeout_ms=5000)
+
+
+def release_parked_records(consumer: KafkaConsumer) -> None:
+    """Work around a kafka-python 3.0.12 bug that stops a resumed partition for good.
+
+    The fetcher parks the buffered records of a partition paused mid-batch (its port of
+    KAFKA-7548) and restores them on resume only while its in-line slot is ``None``; but that
+    slot keeps a drained, empty object once any other partition's records were returned, so
+    the parked partition is never restored, and never fetched again: the consumer owns
+    partitions with lag and polls nothing. That happens here when a rebalance assigns an
+    unpaused partition while the loop holds the others paused. Emptying a drained slot is what
+    the fetcher does itself on parking. kafka-python is pinned; tests/consumers/test_source.py
+    shows the bug on a raw consumer and its absence through this function.
+    """
+    fetcher = getattr(consumer, "_fetcher", None)
+    current = getattr(fetcher, "_next_partition_records", None)
+    if current is not None and not current:
+        fetcher._next_partition_records = None  # type: ignore[union-attr]
 
 
 def topic_partitions(records: Iterable[Any]) -> set[TopicPartition]:
