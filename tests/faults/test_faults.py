@@ -100,11 +100,6 @@ def test_5_s3_unresponsive_30s(scenario, stack_control):
     assert alive and figures.dead_lettered == 0
 
 
-@pytest.mark.xfail(
-    reason="open bug (issue 5 report): after the churn the steady consumer held all 4 partitions,"
-    " with lag left, and polled nothing for 5 min while /healthz said 200",
-    strict=False,
-)
 def test_6_members_join_and_leave_while_saturated(scenario):
     n = 2000
     scenario.produce(n)
@@ -140,7 +135,15 @@ def test_6_members_join_and_leave_while_saturated(scenario):
         wait_until(lambda: scenario.lag() == 0, 300, what="lag 0 after the churn")
     except AssertionError:
         status, body = steady.get("/healthz")
-        pytest.fail(f"the steady consumer is stuck; /healthz {status} {body}\n{scenario.tail()}")
+        gauges = [
+            line
+            for line in steady.get("/metrics")[1].splitlines()
+            if line.startswith(("tagfleet_in_flight", "tagfleet_paused", "tagfleet_rewound"))
+        ]
+        pytest.fail(
+            f"the steady consumer is stuck; /healthz {status} {body}\n{gauges}\n"
+            f"{steady.thread_dump()}\n{scenario.tail()}"
+        )
     finally:
         stop.set()
         sampler.join()
