@@ -68,6 +68,8 @@ class Pipeline:
         self._committed: dict[TopicPartition, int] = {}
         self._revoking: set[TopicPartition] = set()
         self._rebalancing_since: float | None = time.monotonic()  # joining counts as one
+        self._starved_since: float | None = None
+        self._next_rejoin = 0.0  # no new consumer before this (back-off after a failed one)
         self.source = parts.source
         self._last_commit = 0.0
         self._last_lag = 0.0
@@ -149,6 +151,8 @@ class Pipeline:
         paused = self.stopping.is_set() or self.in_flight >= self.settings.max_in_flight
         self.metrics.paused_partitions.set(self.source.set_paused(paused))
         records = self.source.poll(poll_ms)
+        if records or paused:
+            self._starved_since = None
         if paused and records:
             # a partition assigned inside this poll starts unpaused: hand its records back
             # rather than go past max_in_flight (or take new work while draining)
@@ -304,39 +308,53 @@ class Pipeline:
         self._last_lag = now
         for tp, lag in self.source.lag(self._committed).items():
             self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+        if self.source.backlog() == 0:
+            self._starved_since = None
+        elif self._starved_since is None:
+            self._starved_since = now
 
     def _rejoin_if_stuck(self) -> None:
         """Leave and rejoin with a new consumer when a (re)join has not ended within
-        ``rejoin_stuck_s`` (120 s). kafka-python 3.0.12 was seen to stay revoked for minutes, polled
-        all along, until the broker evicted it; a fresh consumer joins at once. Work of the
-        partitions we held is forgotten: it is redelivered from the last commit."""
-        if self.parts.new_source is None or self.stopping.is_set():
+        ``rejoin_stuck_s`` (120 s), or when unpaused partitions with a backlog returned nothing
+        for as long. kafka-python 3.0.12 was seen to stay revoked for minutes, polled all along,
+        until the broker evicted it, and to stop fetching a partition for good (see
+        :func:`consumers.source.release_parked_records`); a fresh consumer joins and fetches at
+        once. Work of the partitions we held is forgotten: it is redelivered from the last
+        commit."""
+        now = time.monotonic()
+        if self.parts.new_source is None or self.stopping.is_set() or now < self._next_rejoin:
             return
-        if self.rebalancing_s() < self.settings.rejoin_stuck_s:
+        stuck = "group (re)join" if self.rebalancing_s() >= self.settings.rejoin_stuck_s else None
+        if stuck is None and self.fetch_stalled_s() >= self.settings.rejoin_stuck_s:
+            stuck = "fetching (a backlog and nothing polled)"
+        if stuck is None:
             return
-        waited = round(self.rebalancing_s(), 1)
-        self._rebalancing_since = time.monotonic()  # also the back-off if the new one fails
+        waited = round(max(self.rebalancing_s(), self.fetch_stalled_s()), 1)
+        self._next_rejoin = now + self.settings.rejoin_stuck_s
         try:
             fresh = self.parts.new_source()
         except Exception:  # noqa: BLE001 - broker unreachable: keep the old one, try later
-            log.warning(
-                "group (re)join is stuck and a new consumer could not be made", exc_info=True
-            )
+            log.warning(f"{stuck} is stuck and a new consumer could not be made", exc_info=True)
             return
-        log.warning(
-            "group (re)join was stuck; joined with a new consumer", extra={"waited_s": waited}
-        )
+        log.warning(f"{stuck} was stuck; joined with a new consumer", extra={"waited_s": waited})
         self._forget(set(self._watermarks.partitions()) | self._revoking)
         self._revoking = set()
         with contextlib.suppress(Exception):
             self.source.close()
         self.source = fresh
+        self._rebalancing_since, self._starved_since = now, None  # the new member joins
 
     def rebalancing_s(self) -> float:
         """Seconds since this member started (re)joining the group without an assignment yet
         (0 when it holds one). The broker ends a rebalance within its timeout, so a long one
         means a client stuck in it (seen with kafka-python 3.x): liveness fails on it."""
         since = self._rebalancing_since
+        return 0.0 if since is None else time.monotonic() - since
+
+    def fetch_stalled_s(self) -> float:
+        """Seconds that unpaused partitions have had records waiting on the broker while
+        polls returned none (0 otherwise); liveness fails on a long one."""
+        since = self._starved_since
         return 0.0 if since is None else time.monotonic() - since
 
     def inference_stuck_s(self) -> float:

@@ -54,6 +54,8 @@ class Readiness:
             "not_fatal": not (pipeline and pipeline.fatal_reason),
             "not_stuck_rebalancing": pipeline is None
             or pipeline.rebalancing_s() < _rebalance_limit_s(pipeline.settings),
+            "not_stalled_fetching": pipeline is None
+            or pipeline.fetch_stalled_s() < _rebalance_limit_s(pipeline.settings),
         }
 
     def _store_reachable(self) -> bool:

@@ -73,7 +73,10 @@ class Settings(BaseSettings):
         500, ge=0, description="Shortest interval between offset commits."
     )
     rejoin_stuck_s: float = Field(
-        120.0, ge=1, description="A group (re)join longer than this re-creates the consumer."
+        120.0,
+        ge=1,
+        description="A group (re)join, or a backlog of unpaused partitions not fetched, lasting"
+        " longer than this re-creates the consumer.",
     )
     max_inference_failures: int = Field(
         8, ge=1, description="Consecutive failed images after which the service stops (bad deploy)."

@@ -180,13 +180,28 @@ class KafkaSource:
             end = self._consumer.highwater(tp) or self._end_offsets.get(tp)
             base = committed.get(tp)
             if base is None:
-                try:
-                    base = self._consumer.position(tp, timeout_ms=0)
-                except Exception:  # noqa: BLE001 - position unknown until the first fetch
-                    base = None
+                base = self._position(tp)
             if end is not None and base is not None:
                 lags[tp] = max(0, end - base)
         return lags
+
+    def backlog(self) -> int:
+        """Records on the broker past the fetch position of the assigned partitions that are not
+        paused: what the next polls should return (0 when unknown)."""
+        paused = set(self._consumer.paused())
+        total = 0
+        for tp in self.assignment() - paused:
+            end = max(self._consumer.highwater(tp) or 0, self._end_offsets.get(tp) or 0)
+            position = self._position(tp)
+            if position is not None:
+                total += max(0, end - position)
+        return total
+
+    def _position(self, tp: TopicPartition) -> int | None:
+        try:
+            return self._consumer.position(tp, timeout_ms=0)
+        except Exception:  # noqa: BLE001 - position unknown until the first fetch
+            return None
 
     def close(self) -> None:
         """Leave the group without committing anything we did not commit explicitly."""

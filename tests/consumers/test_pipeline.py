@@ -35,8 +35,12 @@ class FakeSource:
         self.max_paused = 0
         self.joined = True
         self.assign_in_poll: list[tuple[TopicPartition, list[Record]]] = []
+        self.stalled = False  # records pending, none handed out (a client that stopped fetching)
 
     def poll(self, timeout_ms: int) -> list[Record]:
+        if self.stalled:
+            time.sleep(0.005)
+            return []
         if self.assign_in_poll:
             # as kafka-python: a rebalance inside poll(); new partitions start unpaused
             tp, records = self.assign_in_poll.pop(0)
@@ -78,6 +82,9 @@ class FakeSource:
 
     def lag(self, committed: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
         return {}
+
+    def backlog(self) -> int:
+        return sum(len(self.pending[tp]) for tp in self.assigned - self.paused)
 
     def close(self) -> None:
         pass
@@ -363,3 +370,22 @@ def test_a_join_that_never_ends_is_retried_with_a_new_consumer():
     _run_until(pipeline, lambda: fresh.last_commit(TP0) == 6)
     assert made == [fresh]
     assert len(store.saved) == 6
+
+
+def test_a_consumer_that_stops_fetching_a_backlog_is_replaced_by_a_new_one():
+    stalled = FakeSource({TP0: _records(TP0, 6)})
+    stalled.stalled = True
+    stalled.events.append(RebalanceEvent("assigned", frozenset({TP0})))  # joined, then stalls
+    fresh = FakeSource({TP0: _records(TP0, 6)})
+    made: list[FakeSource] = []
+
+    def new_source() -> FakeSource:
+        made.append(fresh)
+        return fresh
+
+    pipeline, store = _pipeline(stalled, rejoin_stuck_s=1)
+    object.__setattr__(pipeline.parts, "new_source", new_source)  # Parts is frozen
+    _run_until(pipeline, lambda: fresh.last_commit(TP0) == 6)
+    assert made == [fresh]
+    assert len(store.saved) == 6
+    assert stalled.commits == []

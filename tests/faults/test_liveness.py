@@ -1,6 +1,6 @@
-"""Liveness (``/healthz``) fails for a member stuck in a rebalance, so an orchestrator restarts
-it (kafka-python 3.x was seen to stay revoked with no new assignment for minutes), and
-failpoint specs parse. No services needed."""
+"""Liveness (``/healthz``) fails for a member stuck in a rebalance or no longer fetching a
+backlog, so an orchestrator restarts it (kafka-python 3.x was seen to do both), and failpoint
+specs parse. No services needed."""
 
 from __future__ import annotations
 
@@ -41,6 +41,9 @@ class _Source:
     def lag(self, committed: Any) -> dict[Any, int]:
         return {}
 
+    def backlog(self) -> int:
+        return 0
+
     def commit(self, offsets: Any) -> bool:
         return True
 
@@ -69,18 +72,23 @@ def test_rebalancing_time_counts_from_join_and_revoke_until_assigned() -> None:
     assert pipeline.rebalancing_s() == 0.0
 
 
-@pytest.mark.parametrize(("rebalancing_s", "alive"), [(0.0, True), (100.0, True), (400.0, False)])
-def test_liveness_fails_after_the_rebalance_timeout(rebalancing_s: float, alive: bool) -> None:
+@pytest.mark.parametrize("check", ["not_stuck_rebalancing", "not_stalled_fetching"])
+@pytest.mark.parametrize(("stuck_s", "alive"), [(0.0, True), (100.0, True), (400.0, False)])
+def test_liveness_fails_after_the_rebalance_timeout(
+    check: str, stuck_s: float, alive: bool
+) -> None:
+    """A member stuck joining, or owning partitions with a backlog it no longer fetches."""
     readiness = Readiness()
     settings = Settings(max_poll_interval_ms=300_000, session_timeout_ms=10_000)
     readiness.pipeline = SimpleNamespace(  # type: ignore[assignment]
         settings=settings,
         loop_heartbeat=time.monotonic(),
         fatal_reason=None,
-        rebalancing_s=lambda: rebalancing_s,
+        rebalancing_s=lambda: stuck_s if check == "not_stuck_rebalancing" else 0.0,
+        fetch_stalled_s=lambda: stuck_s if check == "not_stalled_fetching" else 0.0,
     )
     checks = readiness.alive()
-    assert checks["not_stuck_rebalancing"] is alive
+    assert checks[check] is alive
     assert all(checks.values()) is alive
 
 
