@@ -66,10 +66,13 @@ class Pipeline:
         self._watermarks: Watermarks[TopicPartition] = Watermarks()
         self._gate = KeyGate()
         self._committed: dict[TopicPartition, int] = {}
+        self._fetched: dict[TopicPartition, int] = {}  # next offset after the last one polled
+        self._paused = False
         self._revoking: set[TopicPartition] = set()
         self._rebalancing_since: float | None = time.monotonic()  # joining counts as one
         self._starved_since: float | None = None
         self._next_rejoin = 0.0  # no new consumer before this (back-off after a failed one)
+        self._last_member_check = 0.0
         self.source = parts.source
         self._last_commit = 0.0
         self._last_lag = 0.0
@@ -149,6 +152,7 @@ class Pipeline:
         self._apply_completions()
         self._commit(force=False)
         paused = self.stopping.is_set() or self.in_flight >= self.settings.max_in_flight
+        self._paused = paused
         self.metrics.paused_partitions.set(self.source.set_paused(paused))
         records = self.source.poll(poll_ms)
         if records or paused:
@@ -193,6 +197,7 @@ class Pipeline:
             )
             self._forget({tp})
             self._watermarks.track(tp, record.offset)
+        self._fetched[tp] = record.offset + 1
         try:
             requests = parse_event(record.value, record.key, self._policy)
         except PermanentError as exc:
@@ -276,6 +281,7 @@ class Pipeline:
         self._watermarks.revoke(partitions)
         for tp in partitions:
             self._committed.pop(tp, None)
+            self._fetched.pop(tp, None)
             with contextlib.suppress(KeyError):
                 self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
 
@@ -306,9 +312,16 @@ class Pipeline:
         if now - self._last_lag < 2.0:
             return
         self._last_lag = now
-        for tp, lag in self.source.lag(self._committed).items():
-            self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
-        if self.source.backlog() == 0:
+        ends = self.source.end_offsets()
+        backlog = 0
+        for tp, end in ends.items():
+            base = self._committed.get(tp, self._fetched.get(tp))
+            if base is not None:
+                lag = max(0, end - base)
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+            if tp in self._fetched:
+                backlog += max(0, end - self._fetched[tp])
+        if backlog == 0 or self._paused:
             self._starved_since = None
         elif self._starved_since is None:
             self._starved_since = now
@@ -325,15 +338,17 @@ class Pipeline:
         if self.parts.new_source is None or self.stopping.is_set() or now < self._next_rejoin:
             return
         stuck = "group (re)join" if self.rebalancing_s() >= self.settings.rejoin_stuck_s else None
+        if stuck is None and self._join_looks_lost(now):
+            stuck = "group (re)join (the broker dropped the member)"
         if stuck is None and self.fetch_stalled_s() >= self.settings.rejoin_stuck_s:
             stuck = "fetching (a backlog and nothing polled)"
         if stuck is None:
             return
         waited = round(max(self.rebalancing_s(), self.fetch_stalled_s()), 1)
-        self._next_rejoin = now + self.settings.rejoin_stuck_s
         try:
             fresh = self.parts.new_source()
         except Exception:  # noqa: BLE001 - broker unreachable: keep the old one, try later
+            self._next_rejoin = now + self.settings.rejoin_stuck_s
             log.warning(f"{stuck} is stuck and a new consumer could not be made", exc_info=True)
             return
         log.warning(f"{stuck} was stuck; joined with a new consumer", extra={"waited_s": waited})
@@ -343,6 +358,16 @@ class Pipeline:
             self.source.close()
         self.source = fresh
         self._rebalancing_since, self._starved_since = now, None  # the new member joins
+
+    def _join_looks_lost(self, now: float) -> bool:
+        """A join longer than one session whose member the broker no longer lists (asked at
+        most every 5 s)."""
+        session_s = self.settings.session_timeout_ms / 1000
+        if self.rebalancing_s() < session_s + 5 or now - self._last_member_check < 5:
+            return False
+        self._last_member_check = now
+        member_lost = getattr(self.source, "member_lost", None)
+        return bool(member_lost and member_lost())
 
     def rebalancing_s(self) -> float:
         """Seconds since this member started (re)joining the group without an assignment yet

@@ -8,6 +8,7 @@ runs inside the listener (a blocking listener stalls heartbeats in kafka-python 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -82,6 +83,8 @@ class KafkaSource:
         self._consumer.subscribe([settings.topic], listener=self._listener)
         self._end_offsets: dict[TopicPartition, int] = {}
         self._end_offsets_at = 0.0
+        self._settings = settings
+        self._admin: Any = None
 
     def _await_topic_metadata(self, topic: str, timeout_s: float = 15.0) -> None:
         """Know the topic's partitions before joining: a leader that assigns without them hands
@@ -161,10 +164,42 @@ class KafkaSource:
             log.warning("offset commit did not happen; will retry", extra={"error": repr(exc)})
             return False
 
-    def lag(
-        self, committed: dict[TopicPartition, int], refresh_s: float = 5.0
-    ) -> dict[TopicPartition, int]:
-        """Per assigned partition: end offset minus ``committed`` (or the fetch position)."""
+    def member_lost(self) -> bool:
+        """True when the broker no longer lists this consumer's member id in the group.
+
+        Asked only while a (re)join drags on. kafka-python 3.0.12 was seen to send its
+        SyncGroup, stop heartbeating and then wait for ever, while the broker removed the
+        member after one session timeout: a healthy long join (other members slow to rejoin)
+        keeps the member listed, a lost one does not.
+        """
+        member_id = getattr(getattr(self._consumer, "_coordinator", None), "_generation", None)
+        member_id = getattr(member_id, "member_id", None)
+        if not member_id:
+            return False
+        try:
+            if self._admin is None:
+                from kafka.admin import KafkaAdminClient
+
+                self._admin = KafkaAdminClient(
+                    **self._settings.kafka_common(),
+                    client_id=f"tagfleet-{self._settings.group_id}-check",
+                )
+            group = self._admin.describe_groups([self._settings.group_id])
+            members = group[self._settings.group_id]["members"]
+        except Exception as exc:  # noqa: BLE001 - unknown: do not act on it
+            log.debug("group membership unavailable: %r", exc)
+            return False
+        return member_id not in {m["member_id"] for m in members}
+
+    def end_offsets(self, refresh_s: float = 5.0) -> dict[TopicPartition, int]:
+        """End offset of every assigned partition: the latest of the high watermark seen in
+        fetches and a ListOffsets answer at most ``refresh_s`` old.
+
+        Deliberately nothing that asks kafka-python for positions or committed offsets:
+        ``position()`` refreshes committed offsets through the group coordinator, and calling
+        it every few seconds during rebalances coincided with members that stopped
+        heartbeating in the middle of a join.
+        """
         assigned = self.assignment()
         now = time.monotonic()
         if assigned and (
@@ -175,36 +210,18 @@ class KafkaSource:
                 self._end_offsets_at = now
             except KafkaError as exc:
                 log.debug("end offsets unavailable: %s", exc)
-        lags: dict[TopicPartition, int] = {}
+        ends: dict[TopicPartition, int] = {}
         for tp in assigned:
-            end = self._consumer.highwater(tp) or self._end_offsets.get(tp)
-            base = committed.get(tp)
-            if base is None:
-                base = self._position(tp)
-            if end is not None and base is not None:
-                lags[tp] = max(0, end - base)
-        return lags
-
-    def backlog(self) -> int:
-        """Records on the broker past the fetch position of the assigned partitions that are not
-        paused: what the next polls should return (0 when unknown)."""
-        paused = set(self._consumer.paused())
-        total = 0
-        for tp in self.assignment() - paused:
-            end = max(self._consumer.highwater(tp) or 0, self._end_offsets.get(tp) or 0)
-            position = self._position(tp)
-            if position is not None:
-                total += max(0, end - position)
-        return total
-
-    def _position(self, tp: TopicPartition) -> int | None:
-        try:
-            return self._consumer.position(tp, timeout_ms=0)
-        except Exception:  # noqa: BLE001 - position unknown until the first fetch
-            return None
+            known = [o for o in (self._consumer.highwater(tp), self._end_offsets.get(tp)) if o]
+            if known:
+                ends[tp] = max(known)
+        return ends
 
     def close(self) -> None:
         """Leave the group without committing anything we did not commit explicitly."""
+        if self._admin is not None:
+            with contextlib.suppress(Exception):
+                self._admin.close()
         self._consumer.close(autocommit=False, timeout_ms=5000)
 
 

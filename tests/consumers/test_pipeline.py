@@ -35,10 +35,12 @@ class FakeSource:
         self.max_paused = 0
         self.joined = True
         self.assign_in_poll: list[tuple[TopicPartition, list[Record]]] = []
-        self.stalled = False  # records pending, none handed out (a client that stopped fetching)
+        self.ends = {tp: len(rs) for tp, rs in records.items()}
+        self.stall_after: int | None = None  # hand out this many records, then none (a client
+        self.handed = 0  # that stopped fetching)
 
     def poll(self, timeout_ms: int) -> list[Record]:
-        if self.stalled:
+        if self.stall_after is not None and self.handed >= self.stall_after:
             time.sleep(0.005)
             return []
         if self.assign_in_poll:
@@ -50,6 +52,7 @@ class FakeSource:
             ]
             self.assigned.add(tp)
             self.pending[tp] = list(records)
+            self.ends[tp] = len(records)
             self.paused.discard(tp)
         out = []
         for tp in sorted(self.assigned - self.paused):
@@ -57,6 +60,7 @@ class FakeSource:
             self.pending[tp] = self.pending[tp][4:]
         if not out:
             time.sleep(0.005)
+        self.handed += len(out)
         return out
 
     def take_rebalance_events(self) -> list[RebalanceEvent]:
@@ -80,11 +84,8 @@ class FakeSource:
         self.commits.append(dict(offsets))
         return True
 
-    def lag(self, committed: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
-        return {}
-
-    def backlog(self) -> int:
-        return sum(len(self.pending[tp]) for tp in self.assigned - self.paused)
+    def end_offsets(self) -> dict[TopicPartition, int]:
+        return {tp: self.ends[tp] for tp in self.assigned}
 
     def close(self) -> None:
         pass
@@ -374,7 +375,7 @@ def test_a_join_that_never_ends_is_retried_with_a_new_consumer():
 
 def test_a_consumer_that_stops_fetching_a_backlog_is_replaced_by_a_new_one():
     stalled = FakeSource({TP0: _records(TP0, 6)})
-    stalled.stalled = True
+    stalled.stall_after = 4
     stalled.events.append(RebalanceEvent("assigned", frozenset({TP0})))  # joined, then stalls
     fresh = FakeSource({TP0: _records(TP0, 6)})
     made: list[FakeSource] = []
@@ -387,5 +388,16 @@ def test_a_consumer_that_stops_fetching_a_backlog_is_replaced_by_a_new_one():
     object.__setattr__(pipeline.parts, "new_source", new_source)  # Parts is frozen
     _run_until(pipeline, lambda: fresh.last_commit(TP0) == 6)
     assert made == [fresh]
+    assert stalled.handed == 4  # it did hand out records before it stopped
+    assert set(store.saved) == {f"s3://bkt/0-{i}" for i in range(6)}  # redelivered, all stored
+
+
+def test_a_join_the_broker_dropped_is_retried_after_one_session_not_rejoin_stuck_s():
+    lost = FakeSource({TP0: _records(TP0, 6)})
+    lost.pending[TP0] = []  # joining, never assigned
+    lost.member_lost = lambda: True  # type: ignore[attr-defined]
+    fresh = FakeSource({TP0: _records(TP0, 6)})
+    pipeline, store = _pipeline(lost, session_timeout_ms=1000)  # rejoin_stuck_s stays 120 s
+    object.__setattr__(pipeline.parts, "new_source", lambda: fresh)
+    _run_until(pipeline, lambda: fresh.last_commit(TP0) == 6, timeout_s=30)
     assert len(store.saved) == 6
-    assert stalled.commits == []

@@ -148,7 +148,7 @@ def test_two_consumers_split_partitions_and_a_stopped_one_hands_over(
     try:
         split = wait_until(
             lambda: (m := _members(kafka_admin, group)) and len(m) == 2 and all(m.values()) and m,
-            120,
+            240,  # a join kafka-python loses is retried after one session (see pipeline)
             what="two members with partitions",
         )
         parts = list(split.values())
@@ -157,7 +157,7 @@ def test_two_consumers_split_partitions_and_a_stopped_one_hands_over(
         assert second.terminate() == 0, second.logs()[-3000:]
         alone = wait_until(
             lambda: (m := _members(kafka_admin, group)) and len(m) == 1 and m,
-            120,
+            240,
             what="the survivor owns the group",
         )
         assert next(iter(alone.values())) == {0, 1, 2, 3}

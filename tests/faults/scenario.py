@@ -80,7 +80,13 @@ class Scenario:
             return None
 
     def wait_lag_zero(self, timeout_s: float) -> None:
-        wait_until(lambda: self.lag() == 0, timeout_s, what=f"group {self.group} lag 0")
+        try:
+            wait_until(lambda: self.lag() == 0, timeout_s, what=f"group {self.group} lag 0")
+        except AssertionError as exc:
+            dumps = "\n".join(
+                f"--- {c.log_path.name}\n{c.thread_dump()}" for c in self.consumers if c.alive()
+            )
+            raise AssertionError(f"{exc}\n{dumps}\n{self.tail()}") from None
 
     def wait_stored(self, count: int, timeout_s: float, interval_s: float = 0.1) -> None:
         wait_until(

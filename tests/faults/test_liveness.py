@@ -38,11 +38,8 @@ class _Source:
     def poll(self, timeout_ms: int) -> list[Any]:
         return []
 
-    def lag(self, committed: Any) -> dict[Any, int]:
+    def end_offsets(self) -> dict[Any, int]:
         return {}
-
-    def backlog(self) -> int:
-        return 0
 
     def commit(self, offsets: Any) -> bool:
         return True
