@@ -195,10 +195,9 @@ class KafkaSource:
         """End offset of every assigned partition: the latest of the high watermark seen in
         fetches and a ListOffsets answer at most ``refresh_s`` old.
 
-        Deliberately nothing that asks kafka-python for positions or committed offsets:
-        ``position()`` refreshes committed offsets through the group coordinator, and calling
-        it every few seconds during rebalances coincided with members that stopped
-        heartbeating in the middle of a join.
+        Deliberately nothing that asks kafka-python for positions: ``position()`` refreshes
+        committed offsets through the group coordinator on every call, which the loop has no
+        reason to do every few seconds (it knows the offsets it polled).
         """
         assigned = self.assignment()
         now = time.monotonic()
