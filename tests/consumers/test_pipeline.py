@@ -355,10 +355,11 @@ def test_a_crashing_stage_stops_the_service_instead_of_stalling_it():
     assert source.last_commit(TP0) in (None, 0)  # nothing past the failed write
 
 
-def test_a_join_that_never_ends_is_retried_with_a_new_consumer():
-    stuck = FakeSource({TP0: _records(TP0, 6)})
-    stuck.events.append(RebalanceEvent("revoked", frozenset({TP0})))  # and never assigned again
-    stuck.pending[TP0] = []
+def _run_until_replaced(
+    old: FakeSource, timeout_s: float = 20, **settings: Any
+) -> tuple[list[FakeSource], FakeStore]:
+    """Run ``old`` until a fresh source (6 records of TP0), made through ``new_source``, has
+    committed them all; returns the sources made and the store."""
     fresh = FakeSource({TP0: _records(TP0, 6)})
     made: list[FakeSource] = []
 
@@ -366,10 +367,18 @@ def test_a_join_that_never_ends_is_retried_with_a_new_consumer():
         made.append(fresh)
         return fresh
 
-    pipeline, store = _pipeline(stuck, rejoin_stuck_s=1)
+    pipeline, store = _pipeline(old, **settings)
     object.__setattr__(pipeline.parts, "new_source", new_source)  # Parts is frozen
-    _run_until(pipeline, lambda: fresh.last_commit(TP0) == 6)
-    assert made == [fresh]
+    _run_until(pipeline, lambda: fresh.last_commit(TP0) == 6, timeout_s)
+    return made, store
+
+
+def test_a_join_that_never_ends_is_retried_with_a_new_consumer():
+    stuck = FakeSource({TP0: _records(TP0, 6)})
+    stuck.events.append(RebalanceEvent("revoked", frozenset({TP0})))  # and never assigned again
+    stuck.pending[TP0] = []
+    made, store = _run_until_replaced(stuck, rejoin_stuck_s=1)
+    assert len(made) == 1
     assert len(store.saved) == 6
 
 
@@ -377,17 +386,8 @@ def test_a_consumer_that_stops_fetching_a_backlog_is_replaced_by_a_new_one():
     stalled = FakeSource({TP0: _records(TP0, 6)})
     stalled.stall_after = 4
     stalled.events.append(RebalanceEvent("assigned", frozenset({TP0})))  # joined, then stalls
-    fresh = FakeSource({TP0: _records(TP0, 6)})
-    made: list[FakeSource] = []
-
-    def new_source() -> FakeSource:
-        made.append(fresh)
-        return fresh
-
-    pipeline, store = _pipeline(stalled, rejoin_stuck_s=1)
-    object.__setattr__(pipeline.parts, "new_source", new_source)  # Parts is frozen
-    _run_until(pipeline, lambda: fresh.last_commit(TP0) == 6)
-    assert made == [fresh]
+    made, store = _run_until_replaced(stalled, rejoin_stuck_s=1)
+    assert len(made) == 1
     assert stalled.handed == 4  # it did hand out records before it stopped
     assert set(store.saved) == {f"s3://bkt/0-{i}" for i in range(6)}  # redelivered, all stored
 
@@ -396,8 +396,7 @@ def test_a_join_the_broker_dropped_is_retried_after_one_session_not_rejoin_stuck
     lost = FakeSource({TP0: _records(TP0, 6)})
     lost.pending[TP0] = []  # joining, never assigned
     lost.member_lost = lambda: True  # type: ignore[attr-defined]
-    fresh = FakeSource({TP0: _records(TP0, 6)})
-    pipeline, store = _pipeline(lost, session_timeout_ms=1000)  # rejoin_stuck_s stays 120 s
-    object.__setattr__(pipeline.parts, "new_source", lambda: fresh)
-    _run_until(pipeline, lambda: fresh.last_commit(TP0) == 6, timeout_s=30)
+    # rejoin_stuck_s stays 120 s: only the broker's answer can end the join in time
+    made, store = _run_until_replaced(lost, timeout_s=30, session_timeout_ms=1000)
+    assert len(made) == 1
     assert len(store.saved) == 6
