@@ -79,22 +79,12 @@ class KafkaSource:
             client_id=f"tagfleet-{settings.group_id}",
         )
         self._listener = _Listener()
-        self._await_topic_metadata(settings.topic)
         self._consumer.subscribe([settings.topic], listener=self._listener)
+        await_metadata_snapshot(self._consumer, settings.topic)
         self._end_offsets: dict[TopicPartition, int] = {}
         self._end_offsets_at = 0.0
         self._settings = settings
         self._admin: Any = None
-
-    def _await_topic_metadata(self, topic: str, timeout_s: float = 15.0) -> None:
-        """Know the topic's partitions before joining: a leader that assigns without them hands
-        out an empty assignment and depends on a later metadata refresh to rejoin."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._consumer.partitions_for_topic(topic):
-                return
-            time.sleep(0.2)
-        log.warning("topic has no partition metadata yet; joining anyway", extra={"topic": topic})
 
     @property
     def joined(self) -> bool:
@@ -222,6 +212,28 @@ class KafkaSource:
             with contextlib.suppress(Exception):
                 self._admin.close()
         self._consumer.close(autocommit=False, timeout_ms=5000)
+
+
+def await_metadata_snapshot(consumer: KafkaConsumer, topic: str, timeout_s: float = 15.0) -> bool:
+    """Wait until the group coordinator's metadata snapshot lists ``topic``'s partitions.
+
+    kafka-python 3.0.12 builds that snapshot when a metadata update arrives after
+    ``subscribe()``. A first poll that joins before it makes the leader record an empty
+    assignment snapshot; the update then arrives about half a second later (it queues behind
+    the first fetch's long poll), the snapshots differ and the member rejoins right after its
+    first assignment: a second rebalance at every start, and the window in which kafka-python
+    loses joins (see ``docs/reliability.md``). Returns False (and logs) after ``timeout_s``.
+    Relies on kafka-python internals, hence the exact pin.
+    """
+    coordinator = consumer._coordinator
+    consumer._client.cluster.request_update()
+    deadline = time.monotonic() + timeout_s
+    while not coordinator._metadata_snapshot.get(topic):
+        if time.monotonic() >= deadline:
+            log.warning("no partition metadata yet; joining anyway", extra={"topic": topic})
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def release_parked_records(consumer: KafkaConsumer) -> None:
