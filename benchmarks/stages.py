@@ -3,7 +3,7 @@
 - M, model only: ``Fleet.predict`` on preprocessed (decoded, 224 px) batches of the
   pipeline's batch size;
 - D, decode only: bytes in memory to model-ready arrays with the pipeline's own
-  ``decode_image`` (JPEG draft), on a thread pool of one thread per CPU, as the pipeline;
+  ``decode_image`` (JPEG draft) in its decode processes, one per CPU, as the pipeline;
 - D_full: the same with ``decode_image_full`` (full-size decode, then resize);
 - F, fetch only: S3 GETs with the pipeline's own ``S3Fetcher`` and its default workers.
 
@@ -21,7 +21,6 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,8 @@ from benchmarks.common import (
     peak_rss_mb,
     write_results,
 )
-from consumers.decode import DecodeLimits, decode_image, decode_image_full
+from consumers.decode import DecodeLimits, decode_image
+from consumers.decode_processes import DecodeProcesses
 from consumers.domain import AssetRequest
 from consumers.settings import Settings
 
@@ -49,12 +49,16 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def decode_rate(decode: Callable[..., Any], blobs: list[bytes], target: int) -> float:
-    """Images/s decoding ``blobs`` on one thread per CPU (the pipeline's decode pool)."""
-    limits = DecodeLimits()
-    with ThreadPoolExecutor(cpu_count()) as pool:
+def decode_rate(blobs: list[bytes], target: int, draft: bool) -> float:
+    """Images/s decoding ``blobs`` as the pipeline does: one decode process per CPU
+    (:class:`DecodeProcesses`, the service's default ``decode_mode``), fed by as many threads."""
+    workers = cpu_count()
+    with (
+        DecodeProcesses(workers, target, DecodeLimits(), draft=draft) as pool,
+        ThreadPoolExecutor(workers) as threads,
+    ):
         started = time.perf_counter()
-        list(pool.map(partial(decode, target=target, limits=limits), blobs))
+        list(threads.map(pool, blobs))
         return len(blobs) / (time.perf_counter() - started)
 
 
@@ -121,10 +125,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rate, runs = median_of(args.repeats, lambda a=arrays, b=batch: model_rate(fleet, a, b))
             figures["M"] = {"mix": rate, "runs": runs, "batch": batch, "images": len(arrays)}
         elif stage in ("D", "D_full"):
-            decode = decode_image if stage == "D" else decode_image_full
             figures[stage] = per_kind_figure(
-                lambda group, decode=decode: decode_rate(
-                    decode, [blobs[a.key] for a in group], target
+                lambda group, draft=stage == "D": decode_rate(
+                    [blobs[a.key] for a in group], target, draft
                 ),
                 groups,
                 args.repeats,

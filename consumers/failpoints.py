@@ -13,9 +13,11 @@ Syntax: comma-separated ``POINT=ACTION[:ARG][@FROM][xTIMES]``::
 ``FROM`` is the 1-based hit from which the action may trigger (default 1); ``TIMES`` is how
 many times it may trigger (default: unlimited); ``kill`` and ``raise`` take a probability
 (default 1), ``sleep`` takes seconds. Points (see ``consumers/stages.py``): ``fetch`` (before an
-S3 GET), ``decode``, ``predict`` (every call of the fleet, canary included), ``after_infer``
-(predictions made, not yet handed to the store), ``after_store`` (store written and result
-published, offsets not yet committed). Every trigger is logged (``failpoint``) before it acts.
+S3 GET), ``decode``, ``decode_process`` (in a decode child process before it decodes: a
+``kill`` there kills that child only), ``predict`` (every call of the fleet, canary included),
+``after_infer`` (predictions made, not yet handed to the store), ``after_store`` (store written
+and result published, offsets not yet committed). Every trigger is logged (``failpoint``)
+before it acts.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 log = logging.getLogger(__name__)
 
 ENV = "TAGFLEET_FAILPOINTS"
-POINTS = frozenset({"fetch", "decode", "predict", "after_infer", "after_store"})
+POINTS = frozenset({"fetch", "decode", "decode_process", "predict", "after_infer", "after_store"})
 _ACTIONS = frozenset({"kill", "sleep", "raise"})
 
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from functools import partial
 from typing import Any
 
 from kafka.errors import KafkaError
 
 from consumers import shutdown
-from consumers.decode import DecodeLimits, decode_image
+from consumers.decode import DecodedImage, DecodeLimits, decode_image
+from consumers.decode_processes import DecodeProcesses
 from consumers.domain import TransientError
 from consumers.health import HealthServer
 from consumers.logs import configure_logging
@@ -127,37 +131,53 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
         FetchSettings(max_object_bytes=settings.max_object_bytes, workers=settings.fetch_workers)
     )
     limits = DecodeLimits(max_pixels=settings.max_pixels, formats=settings.image_formats)
-    try:
-        producer, source = _connect_kafka(settings)
-    except KafkaError as exc:
-        store.close()
-        log.critical(_kafka_unreachable(settings, exc))
-        return EXIT_FATAL
-    readiness.source = source
-    parts = Parts(
-        new_source=lambda: _new_source(settings, readiness),
-        source=source,
-        fleet=fleet,
-        store=store,
-        producer=producer,
-        fetch=fetcher.fetch,
-        decode=partial(decode_image, target=fleet.input_size, limits=limits),
-    )
-    pipeline = Pipeline(settings, parts, metrics)
-    readiness.pipeline = pipeline
-    watcher = threading.Thread(target=lambda: (stop.wait(), pipeline.stopping.set()), daemon=True)
-    watcher.start()
-    log.info("consuming", extra={"topic": settings.topic, "group_id": settings.group_id})
-    try:
+    with ExitStack() as resources:
+        resources.callback(store.close)
+        decode = resources.enter_context(decoder(settings, fleet.input_size, limits))
+        try:
+            producer, source = _connect_kafka(settings)
+        except KafkaError as exc:
+            log.critical(_kafka_unreachable(settings, exc))
+            return EXIT_FATAL
+        resources.callback(producer.close)
+        readiness.source = source
+        parts = Parts(
+            new_source=lambda: _new_source(settings, readiness),
+            source=source,
+            fleet=fleet,
+            store=store,
+            producer=producer,
+            fetch=fetcher.fetch,
+            decode=decode,
+        )
+        pipeline = Pipeline(settings, parts, metrics)
+        readiness.pipeline = pipeline
+        watcher = threading.Thread(
+            target=lambda: (stop.wait(), pipeline.stopping.set()), daemon=True
+        )
+        watcher.start()
+        log.info("consuming", extra={"topic": settings.topic, "group_id": settings.group_id})
         code = pipeline.run()
-    finally:
-        producer.close()
-        store.close()
     if code == EXIT_FATAL:
         log.critical("stopped after a fatal fault", extra={"reason": pipeline.fatal_reason})
     else:
         log.info("stopped cleanly")
     return code
+
+
+@contextmanager
+def decoder(
+    settings: Settings, target: int, limits: DecodeLimits
+) -> Iterator[Callable[[bytes], DecodedImage]]:
+    """The decode function of ``settings.decode_mode``: a pool of child processes (closed on
+    exit) or :func:`decode_image` in the caller's thread."""
+    if settings.decode_mode == "thread":
+        yield partial(decode_image, target=target, limits=limits)
+        return
+    size = settings.decode_workers or len(os.sched_getaffinity(0))
+    with DecodeProcesses(size, target, limits, timeout_s=settings.decode_timeout_s) as pool:
+        log.info("decode processes started", extra={"processes": size})
+        yield pool
 
 
 def _connect_kafka(settings: Settings) -> tuple[Producer, KafkaSource]:

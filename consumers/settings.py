@@ -62,7 +62,17 @@ class Settings(BaseSettings):
         20, ge=0, description="Longest wait to fill a batch once one image is ready."
     )
     fetch_workers: int = Field(16, ge=1, description="Parallel S3 GETs (and connection pool size).")
-    decode_workers: int = Field(0, ge=0, description="Decode threads (0 = number of CPUs).")
+    decode_workers: int = Field(
+        0, ge=0, description="Parallel decodes: processes or threads (0 = number of CPUs)."
+    )
+    decode_mode: Literal["process", "thread"] = Field(
+        "process",
+        description="Decode in child processes (parallel without the GIL; a decoder that crashes"
+        " or hangs costs one image) or in threads of the service process.",
+    )
+    decode_timeout_s: float = Field(
+        60.0, gt=0, description="Process mode: longest decode of one image before it is killed."
+    )
     max_in_flight: int = Field(
         512, ge=1, description="Messages between poll and commit before partitions pause."
     )

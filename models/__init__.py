@@ -3,14 +3,36 @@
 Public surface: :func:`load_fleet` / :class:`Fleet` (serving), :func:`preprocess_image` (the one
 preprocessing), :func:`train`, :func:`evaluate`, :func:`zero_shot`, :func:`save_artifact` /
 :func:`load_artifact`.
+
+The names are imported on first use (PEP 562), so that ``models.preprocess`` can be imported
+without torch: the service's decode processes need Pillow and numpy only.
 """
 
-from models.artifacts import Artifact, load_artifact, save_artifact
-from models.evaluate import evaluate
-from models.fleet import Fleet, load_fleet
-from models.preprocess import preprocess_image
-from models.train import TrainSpec, train
-from models.zeroshot import zero_shot
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from models.artifacts import Artifact, load_artifact, save_artifact
+    from models.evaluate import evaluate
+    from models.fleet import Fleet, load_fleet
+    from models.preprocess import preprocess_image
+    from models.train import TrainSpec, train
+    from models.zeroshot import zero_shot
+
+_HOMES = {
+    "Artifact": "models.artifacts",
+    "load_artifact": "models.artifacts",
+    "save_artifact": "models.artifacts",
+    "evaluate": "models.evaluate",
+    "Fleet": "models.fleet",
+    "load_fleet": "models.fleet",
+    "preprocess_image": "models.preprocess",
+    "TrainSpec": "models.train",
+    "train": "models.train",
+    "zero_shot": "models.zeroshot",
+}
 
 __all__ = [
     "Artifact",
@@ -24,3 +46,12 @@ __all__ = [
     "train",
     "zero_shot",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
