@@ -133,6 +133,19 @@ def proc_peak_mb(pid: int) -> float | None:
     return None
 
 
+def tree_peak_mb(pid: int) -> float | None:
+    """:func:`proc_peak_mb` of ``pid`` plus that of each of its live children (the service's
+    decode processes); None once ``pid`` is gone."""
+    own = proc_peak_mb(pid)
+    if own is None:
+        return None
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return own + sum(proc_peak_mb(int(child)) or 0 for child in children)
+
+
 def write_results(out: Path, name: str, figures: dict[str, Any]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.json"

@@ -7,7 +7,7 @@ Modes (each on fresh, uniquely named topics, consumer group and database):
   time from its production (its event time) to its result event on the results topic;
   p50, p95, p99.
 ``--consumers N`` runs N processes in one group (scaling). Peak memory is each consumer's
-VmHWM. After each run the store is checked to hold every asset.
+VmHWM plus its decode processes' VmHWM. After each run the store is checked to hold every asset.
 
     python -m benchmarks.end_to_end [--mode throughput|latency] [--consumers 1] [--rate R]
 """
@@ -31,9 +31,9 @@ from benchmarks.common import (
     bench_fleet,
     fleet_dir,
     parser_for,
-    proc_peak_mb,
     run_id,
     stack_env,
+    tree_peak_mb,
     write_results,
 )
 
@@ -178,7 +178,7 @@ def _produce(bootstrap: str, topic: str, args: argparse.Namespace, assets: list[
 
 
 def _peaks(peaks: list[float], consumers: list[Any]) -> list[float]:
-    return [max(p, proc_peak_mb(c.proc.pid) or 0) for p, c in zip(peaks, consumers, strict=True)]
+    return [max(p, tree_peak_mb(c.proc.pid) or 0) for p, c in zip(peaks, consumers, strict=True)]
 
 
 def _pct(values: list[float], q: float) -> float:

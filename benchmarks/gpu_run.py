@@ -43,7 +43,7 @@ def main() -> None:
                                "date": time.strftime("%Y-%m-%d %H:%M"), "stack": stack_ok}
     common = ["--images", str(args.images), "--out", str(out), "--repeats", "1"]
     for model in args.models:
-        stages = ["M", "D", "F"] if stack_ok else ["M"]
+        stages = ["M", "D", "D_thread", "F"] if stack_ok else ["M"]
         figures[model] = {"stages": _step("stages", *common, "--model", model, "--stages",
                                           *stages, "--per-kind", "200", "--model-images", "1024",
                                           env={"TAGFLEET_BATCH_SIZE": str(args.batch)})}
@@ -66,16 +66,18 @@ def _step(module: str, *argv: str, env: dict[str, str]) -> dict[str, Any]:
 
 def _markdown(figures: dict[str, Any], models: list[str]) -> str:
     lines = [f"GPU: {figures['device']}, torch {figures['torch']}, {figures['date']}, bf16",
-             "", "| model | M | D | F | limit = min | E | E/limit |",
-             "|---|---|---|---|---|---|---|"]
+             "", "| model | M | D | F | limit = min(M, D, F) | E | E/limit | D in threads |",
+             "|---|---|---|---|---|---|---|---|"]
     for model in models:
         st = figures[model]["stages"]
         vals = {k: st[k]["mix"] for k in ("M", "D", "F") if k in st}
         limit = min(vals.values())
         e = figures[model].get("E", {}).get("rate")
         cells = [f"{vals[k]:.0f}" if k in vals else "-" for k in ("M", "D", "F")]
+        threads = f"{st['D_thread']['mix']:.0f}" if "D_thread" in st else "-"
         lines.append(f"| {model} | {' | '.join(cells)} | {limit:.0f} | "
-                     f"{f'{e:.0f}' if e else 'skipped'} | {f'{e / limit:.2f}' if e else '-'} |")
+                     f"{f'{e:.0f}' if e else 'skipped'} | {f'{e / limit:.2f}' if e else '-'} | "
+                     f"{threads} |")
     return "\n".join(lines) + "\n"
 
 

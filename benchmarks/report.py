@@ -71,9 +71,12 @@ def build(out: Path = RESULTS, command: str = "python -m benchmarks.run_all",
         "|---|---|---|---|---|",
     ]
     for key, label in (("M", f"M, model only (batch {stages['M']['batch']})"),
-                       ("D", "D, pipeline decode (draft), all cores"),
+                       ("D", "D, pipeline decode (draft, decode processes), all cores"),
+                       ("D_thread", "D in threads (decode_mode=thread), all cores"),
                        ("D_full", "D_full, full-size decode, all cores"),
                        ("F", "F, fetch only (S3Fetcher)")):
+        if key not in stages:
+            continue
         fig = stages[key]
         kinds = " / ".join(f"{v:.1f}" for v in fig.get("by_kind", {}).values()) or "-"
         runs = fig["runs"] if isinstance(fig["runs"], list) else [

@@ -4,7 +4,8 @@
   pipeline's batch size;
 - D, decode only: bytes in memory to model-ready arrays with the pipeline's own
   ``decode_image`` (JPEG draft) in its decode processes, one per CPU, as the pipeline;
-- D_full: the same with ``decode_image_full`` (full-size decode, then resize);
+- D_thread: D in the threads themselves (``decode_mode=thread``): what the isolation costs;
+- D_full: the same as D with ``decode_image_full`` (full-size decode, then resize);
 - F, fetch only: S3 GETs with the pipeline's own ``S3Fetcher`` and its default workers.
 
 D, D_full and F are measured per kind of image on ``--per-kind`` images of each kind; the
@@ -21,6 +22,8 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,28 +40,35 @@ from benchmarks.common import (
     peak_rss_mb,
     write_results,
 )
-from consumers.decode import DecodeLimits, decode_image
+from consumers.decode import DecodeLimits, decode_image, decode_image_full
 from consumers.decode_processes import DecodeProcesses
 from consumers.domain import AssetRequest
 from consumers.settings import Settings
 
-ALL = ("M", "D", "D_full", "F")
+ALL = ("M", "D", "D_thread", "D_full", "F")
 
 
 def cpu_count() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def decode_rate(blobs: list[bytes], target: int, draft: bool) -> float:
+def decode_rate(blobs: list[bytes], target: int, draft: bool, processes: bool = True) -> float:
     """Images/s decoding ``blobs`` as the pipeline does: one decode process per CPU
-    (:class:`DecodeProcesses`, the service's default ``decode_mode``), fed by as many threads."""
+    (:class:`DecodeProcesses`, the service's default ``decode_mode``) fed by as many threads,
+    or with ``processes=False`` in the threads themselves (``decode_mode=thread``)."""
     workers = cpu_count()
-    with (
-        DecodeProcesses(workers, target, DecodeLimits(), draft=draft) as pool,
-        ThreadPoolExecutor(workers) as threads,
-    ):
+    limits = DecodeLimits()
+    with ExitStack() as stack:
+        if processes:
+            decode: Callable[[bytes], Any] = stack.enter_context(
+                DecodeProcesses(workers, target, limits, draft=draft)
+            )
+        else:
+            decode = partial(decode_image if draft else decode_image_full, target=target,
+                             limits=limits)
+        threads = stack.enter_context(ThreadPoolExecutor(workers))
         started = time.perf_counter()
-        list(threads.map(pool, blobs))
+        list(threads.map(decode, blobs))
         return len(blobs) / (time.perf_counter() - started)
 
 
@@ -124,10 +134,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             batch = Settings().batch_size
             rate, runs = median_of(args.repeats, lambda a=arrays, b=batch: model_rate(fleet, a, b))
             figures["M"] = {"mix": rate, "runs": runs, "batch": batch, "images": len(arrays)}
-        elif stage in ("D", "D_full"):
+        elif stage in ("D", "D_thread", "D_full"):
             figures[stage] = per_kind_figure(
-                lambda group, draft=stage == "D": decode_rate(
-                    [blobs[a.key] for a in group], target, draft
+                lambda group, draft=stage != "D_full", proc=stage != "D_thread": decode_rate(
+                    [blobs[a.key] for a in group], target, draft, proc
                 ),
                 groups,
                 args.repeats,
