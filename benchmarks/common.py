@@ -139,8 +139,9 @@ def tree_peak_mb(pid: int) -> float | None:
     own = proc_peak_mb(pid)
     if own is None:
         return None
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    try:  # a child is listed under the thread that started it
+        children = [c for t in Path(f"/proc/{pid}/task").iterdir()
+                    for c in (t / "children").read_text().split()]
     except OSError:
         children = []
     return own + sum(proc_peak_mb(int(child)) or 0 for child in children)

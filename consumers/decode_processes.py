@@ -16,6 +16,7 @@ children are this module, started by the parent: the pickles are trusted).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pickle  # noqa: S403 - answers come from our own child processes
 import queue
@@ -31,6 +32,7 @@ from typing import BinaryIO
 from consumers import failpoints
 from consumers.decode import DecodedImage, DecodeLimits, decode_image, decode_image_full
 from consumers.domain import PermanentError, Reason
+from consumers.logs import configure_logging
 
 _LENGTH = struct.Struct("!Q")
 _READY = b"ready"
@@ -47,7 +49,9 @@ class ChildTimedOut(Exception):
 class _Child:
     """One child process and the parent's ends of its pipes."""
 
-    def __init__(self, target: int, limits: DecodeLimits, draft: bool) -> None:
+    def __init__(
+        self, target: int, limits: DecodeLimits, draft: bool, log: tuple[str, str]
+    ) -> None:
         argv = [
             sys.executable,
             "-m",
@@ -58,6 +62,10 @@ class _Child:
             str(limits.max_pixels),
             "--formats",
             ",".join(limits.formats),
+            "--log-level",
+            log[0],
+            "--log-format",
+            log[1],
         ]
         if not draft:
             argv.append("--full")
@@ -114,6 +122,9 @@ class _Child:
 class DecodeProcesses:
     """A pool of ``size`` decode processes, callable as ``decode(data) -> DecodedImage``.
 
+    The children log (failpoints, Pillow's warnings) to the service's stderr at ``log`` =
+    (level, format).
+
     Thread-safe: each call borrows one idle child (waiting for one if all are busy). A child
     that dies on an image is replaced and the image is tried once more in the new child; if
     that one dies too, the image is at fault (``image_decode_failed``). A child that does not
@@ -129,8 +140,9 @@ class DecodeProcesses:
         timeout_s: float = 60.0,
         draft: bool = True,
         start_timeout_s: float = 60.0,
+        log: tuple[str, str] = ("WARNING", "json"),
     ) -> None:
-        self._args = (target, limits, draft)
+        self._args = (target, limits, draft, log)
         self._timeout_s = timeout_s
         self._idle: queue.Queue[_Child] = queue.Queue()
         self._lock = threading.Lock()
@@ -244,16 +256,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-pixels", type=int, required=True)
     parser.add_argument("--formats", required=True)
     parser.add_argument("--full", action="store_true", help="no JPEG draft (benchmarks)")
+    parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--log-format", choices=("json", "text"), default="json")
     args = parser.parse_args(argv)
+    configure_logging(args.log_level, args.log_format)
     # The parent owns this process: it stops it by closing stdin or killing it, so a Ctrl-C or
     # SIGTERM sent to the whole process group must not fail the images still being decoded.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     limits = DecodeLimits(max_pixels=args.max_pixels, formats=tuple(args.formats.split(",")))
-    try:
+    with contextlib.suppress(BrokenPipeError):  # the parent is gone: nobody awaits the answer
         _serve(sys.stdin.buffer, sys.stdout.buffer, args.target, limits, draft=not args.full)
-    except BrokenPipeError:  # the parent is gone (killed): nobody is waiting for the answer
-        pass
 
 
 if __name__ == "__main__":

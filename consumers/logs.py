@@ -9,7 +9,8 @@ from pythonjsonlogger.json import JsonFormatter
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
-    """Send every log record to stderr, as JSON objects unless ``fmt`` is ``"text"``."""
+    """Send every log record, and every Python warning (Pillow's decompression-bomb warning),
+    to stderr, as JSON objects unless ``fmt`` is ``"text"``."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(
@@ -23,5 +24,6 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.captureWarnings(True)
     logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))
     logging.getLogger("botocore").setLevel(max(logging.WARNING, root.level))

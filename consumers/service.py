@@ -175,7 +175,10 @@ def decoder(
         yield partial(decode_image, target=target, limits=limits)
         return
     size = settings.decode_workers or len(os.sched_getaffinity(0))
-    with DecodeProcesses(size, target, limits, timeout_s=settings.decode_timeout_s) as pool:
+    log_as = (settings.log_level, settings.log_format)
+    with DecodeProcesses(
+        size, target, limits, timeout_s=settings.decode_timeout_s, log=log_as
+    ) as pool:
         log.info("decode processes started", extra={"processes": size})
         yield pool
 

@@ -21,6 +21,7 @@ from harness import (
     image_bytes,
     mixed_events,
     produce,
+    read_topic,
     upload_images,
     wait_until,
 )
@@ -342,3 +343,62 @@ def _parse(text: str) -> dict[tuple[str, tuple], float]:
         for sample in family.samples:
             out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return out
+
+
+def _children(pid: int) -> set[int]:
+    """Child processes of ``pid``, whichever of its threads started them."""
+    return {
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    }
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
+def test_decode_processes_that_die_mid_image_cost_no_image_and_never_outlive_the_service(
+    stack, kafka_bootstrap, kafka_admin, new_topic, new_bucket, s3, pg_url, fleet_path, tmp_path
+):
+    """Every decode process kills itself at its third image (a failpoint in the child): each
+    such image is decoded again by the replacement, so all are stored and none is
+    dead-lettered; the decode processes exit with the service, even when it is SIGKILLed."""
+    bucket = new_bucket()
+    keys = upload_images(s3, bucket, 60)
+    topic, dlq = new_topic(partitions=2), new_topic(partitions=1)
+    produce(kafka_bootstrap, topic, mixed_events(bucket, keys))
+    group = f"g-{topic}"
+    flags = {
+        **_flags(kafka_bootstrap, topic, group, pg_url, fleet_path, metrics_port=0),
+        "dlq_topic": dlq,
+        "decode_workers": 2,
+    }
+    env = {**env_for(stack), "TAGFLEET_FAILPOINTS": "decode_process=kill@3x1"}
+    consumer = ConsumerProcess(tmp_path / "c.log", env, **flags)
+    try:
+        wait_until(
+            lambda: group_lag(kafka_admin, kafka_bootstrap, group, topic) == 0, 240, what="lag 0"
+        )
+        assert consumer.alive(), consumer.logs()[-3000:]
+        children = _children(consumer.proc.pid)
+        assert len(children) == 2
+    finally:
+        assert consumer.terminate() == 0, consumer.logs()[-3000:]
+    fired = [line for line in consumer.logs().splitlines() if '"point": "decode_process"' in line]
+    assert len(fired) >= 2, "the failpoint never fired as a JSON log line: the test shows nothing"
+    assert _scalar(pg_url, "select count(*) from assets") == len(keys)
+    assert read_topic(kafka_bootstrap, dlq, expected=0, timeout_s=5) == []
+    assert all(_gone(pid) for pid in children)
+
+    killed = ConsumerProcess(tmp_path / "k.log", env_for(stack), **flags)
+    try:
+        wait_until(lambda: len(_children(killed.proc.pid)) == 2, 120, what="decode processes")
+        children = _children(killed.proc.pid)
+    finally:
+        killed.kill()
+    wait_until(lambda: all(_gone(pid) for pid in children), 10, what="decode processes exit")
