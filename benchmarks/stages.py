@@ -18,7 +18,6 @@ Every figure is the median of ``--repeats`` runs.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +39,7 @@ from benchmarks.common import (
     peak_rss_mb,
     write_results,
 )
+from consumers.cpus import available_cpus
 from consumers.decode import DecodeLimits, decode_image, decode_image_full
 from consumers.decode_processes import DecodeProcesses
 from consumers.domain import AssetRequest
@@ -49,7 +49,7 @@ ALL = ("M", "D", "D_thread", "D_full", "F")
 
 
 def cpu_count() -> int:
-    return len(os.sched_getaffinity(0))
+    return available_cpus()
 
 
 def decode_rate(blobs: list[bytes], target: int, draft: bool, processes: bool = True) -> float:

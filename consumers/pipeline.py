@@ -21,6 +21,7 @@ from typing import Any
 
 from kafka import TopicPartition
 
+from consumers.cpus import available_cpus
 from consumers.domain import (
     AssetRemoval,
     AssetRequest,
@@ -81,7 +82,7 @@ class Pipeline:
             max_event_bytes=settings.max_event_bytes,
             allowed_buckets=frozenset(settings.allowed_buckets) or None,
         )
-        workers = settings.decode_workers or _cpu_count()
+        workers = settings.decode_workers or available_cpus()
         ready: queue.Queue[WorkItem] = queue.Queue()
         self._to_store: queue.Queue[tuple[WorkItem, AssetResult | None]] = queue.Queue()
         self._dlq = DeadLetterer(
@@ -386,12 +387,3 @@ class Pipeline:
         """Seconds the current inference batch has been running (0 when idle)."""
         since = self._inferencer.busy_since
         return 0.0 if since is None else time.monotonic() - since
-
-
-def _cpu_count() -> int:
-    import os
-
-    return max(
-        1,
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
-    )

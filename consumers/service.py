@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,6 +13,7 @@ from typing import Any
 from kafka.errors import KafkaError
 
 from consumers import shutdown
+from consumers.cpus import available_cpus
 from consumers.decode import DecodedImage, DecodeLimits, decode_image
 from consumers.decode_processes import DecodeProcesses
 from consumers.domain import TransientError
@@ -174,7 +174,7 @@ def decoder(
     if settings.decode_mode == "thread":
         yield partial(decode_image, target=target, limits=limits)
         return
-    size = settings.decode_workers or len(os.sched_getaffinity(0))
+    size = settings.decode_workers or available_cpus()
     log_as = (settings.log_level, settings.log_format)
     with DecodeProcesses(
         size, target, limits, timeout_s=settings.decode_timeout_s, log=log_as

@@ -63,7 +63,10 @@ class Settings(BaseSettings):
     )
     fetch_workers: int = Field(16, ge=1, description="Parallel S3 GETs (and connection pool size).")
     decode_workers: int = Field(
-        0, ge=0, description="Parallel decodes: processes or threads (0 = number of CPUs)."
+        0,
+        ge=0,
+        description="Parallel decodes: processes or threads (0 = the CPUs this process may use,"
+        " capped by a cgroup CPU limit).",
     )
     decode_mode: Literal["process", "thread"] = Field(
         "process",

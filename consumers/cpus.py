@@ -1,0 +1,42 @@
+"""How many CPUs this process may use: the affinity mask, capped by a cgroup v2 CPU limit.
+
+Why: in a container ``os.cpu_count()`` and the affinity mask report the node's CPUs; a pod
+limited to 4 CPUs on a 64-core GPU node would start 64 decode processes (48 MB each) that
+then share 4 CPUs' worth of time.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def cgroup_cpu_limit(cpu_max: str) -> int | None:
+    """CPUs allowed by a cgroup v2 ``cpu.max`` line (``"QUOTA PERIOD"`` or ``"max PERIOD"``),
+    rounded up; None when unlimited or unreadable."""
+    fields = cpu_max.split()
+    if len(fields) != 2 or fields[0] == "max":
+        return None
+    try:
+        quota, period = int(fields[0]), int(fields[1])
+    except ValueError:
+        return None
+    if quota <= 0 or period <= 0:
+        return None
+    return max(1, math.ceil(quota / period))
+
+
+def available_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """CPUs in the affinity mask, capped by the cgroup's CPU limit when there is one."""
+    if hasattr(os, "sched_getaffinity"):
+        count = len(os.sched_getaffinity(0))
+    else:
+        count = os.cpu_count() or 1
+    try:
+        limit = cgroup_cpu_limit(cpu_max.read_text())
+    except OSError:
+        limit = None
+    return max(1, min(count, limit) if limit else count)
