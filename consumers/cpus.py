@@ -40,3 +40,13 @@ def available_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
     except OSError:
         limit = None
     return max(1, min(count, limit) if limit else count)
+
+
+def cap_torch_threads(cpus: int) -> int:
+    """Lower torch's intra-op threads to ``cpus`` when it chose more (it counts the node's
+    cores, not the container's CPU limit); returns the number in use."""
+    import torch
+
+    if torch.get_num_threads() > cpus:
+        torch.set_num_threads(cpus)
+    return torch.get_num_threads()

@@ -13,7 +13,7 @@ from typing import Any
 from kafka.errors import KafkaError
 
 from consumers import shutdown
-from consumers.cpus import available_cpus
+from consumers.cpus import available_cpus, cap_torch_threads
 from consumers.decode import DecodedImage, DecodeLimits, decode_image
 from consumers.decode_processes import DecodeProcesses
 from consumers.domain import TransientError
@@ -121,6 +121,7 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
         store.upgrade()
     readiness.store = store
     fleet = load_fleet(settings.fleet)
+    cap_torch_threads(available_cpus())
     for name, info in fleet.functions.items():
         metrics.fleet_function.labels(name, info.type, info.version).set(1)
     readiness.fleet_loaded = True

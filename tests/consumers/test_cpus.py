@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from consumers.cpus import available_cpus, cgroup_cpu_limit
+from consumers.cpus import available_cpus, cap_torch_threads, cgroup_cpu_limit
 
 
 @pytest.mark.parametrize(
@@ -36,3 +36,15 @@ def test_available_cpus_is_the_affinity_mask_capped_by_the_limit(tmp_path: Path)
     cpu_max.write_text(f"{(mask + 8) * 100000} 100000\n")
     assert available_cpus(cpu_max) == mask
     assert available_cpus(tmp_path / "missing") == mask
+
+
+def test_torch_threads_are_capped_never_raised() -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert cap_torch_threads(1) == 1 == torch.get_num_threads()
+        assert cap_torch_threads(4) == 1
+    finally:
+        torch.set_num_threads(before)
