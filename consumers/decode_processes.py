@@ -1,9 +1,11 @@
 """Image decoding in child processes.
 
-Why: in one process the decode threads share the GIL with the fetch threads (boto3), the
-consume loop and the inference stage, so on a CPU-only machine the cores sit partly idle while
-every stage has work (issue 4's profile); and a decoder that crashes or hangs on a hostile
-image would take the whole service with it. Each child (``python -m
+Why: a decoder that crashes, is killed for memory or hangs on a hostile image would otherwise
+take the whole service down, and the message would come back after the restart and do it
+again (a poison pill). Here it costs that image. Decoding also runs outside the service's
+GIL, which the fetch threads (boto3), the consume loop and the inference stage share: on a
+many-core host the GIL-held parts of decoding would cap a pool of threads. The price is one
+copy of each image through a pipe (``docs/benchmarks.md``). Each child (``python -m
 consumers.decode_processes``) imports Pillow and numpy only, reads one request at a time on
 its stdin and answers on its stdout. The parent keeps a pool of idle children; a caller takes
 one, sends the bytes, waits for the answer and gives the child back.
@@ -31,7 +33,7 @@ from typing import BinaryIO
 
 from consumers import failpoints
 from consumers.decode import DecodedImage, DecodeLimits, decode_image, decode_image_full
-from consumers.domain import PermanentError, Reason
+from consumers.domain import PermanentError, Reason, TransientError
 from consumers.logs import configure_logging
 
 _LENGTH = struct.Struct("!Q")
@@ -110,6 +112,9 @@ class _Child:
             left -= len(chunk)
         return b"".join(chunks)
 
+    def alive(self) -> bool:
+        return self.proc.poll() is None and not self._stdin.closed
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
@@ -168,19 +173,20 @@ class DecodeProcesses:
 
     def __call__(self, data: bytes) -> DecodedImage:
         child = self._idle.get()
+        deaths: list[str] = []
         try:
-            try:
-                return child.decode(data, self._timeout_s)
-            except ChildDied as first:
+            if not child.alive():  # its replacement failed to start last time
                 child = self._replace(child)
+            while len(deaths) < 2:
                 try:
                     return child.decode(data, self._timeout_s)
-                except ChildDied as second:
+                except ChildDied as exc:
+                    deaths.append(str(exc))
                     child = self._replace(child)
-                    raise PermanentError(
-                        Reason.IMAGE_DECODE_FAILED,
-                        f"the decoder process died on this image twice ({first}; {second})",
-                    ) from None
+            raise PermanentError(
+                Reason.IMAGE_DECODE_FAILED,
+                f"the decoder process died on this image twice ({'; '.join(deaths)})",
+            )
         except ChildTimedOut:
             child = self._replace(child)
             raise PermanentError(
@@ -213,11 +219,23 @@ class DecodeProcesses:
             return child
 
     def _replace(self, child: _Child) -> _Child:
+        """Kill ``child`` and start another; a failed start is a :class:`TransientError` (the
+        image is not at fault: it is fetched and decoded again later)."""
         with self._lock:
             self._children.discard(child)
         child.kill()
-        fresh = self._spawn()
-        fresh.wait_ready(self._timeout_s)
+        fresh = None
+        try:
+            fresh = self._spawn()
+            fresh.wait_ready(self._timeout_s)
+        except (ChildDied, ChildTimedOut, OSError, RuntimeError) as exc:
+            if fresh is not None:
+                with self._lock:
+                    self._children.discard(fresh)
+                fresh.kill()
+            raise TransientError(
+                f"could not restart a decode process ({type(exc).__name__}: {exc})"
+            ) from None
         return fresh
 
 

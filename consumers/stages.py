@@ -131,6 +131,9 @@ class Preparer:
         except PermanentError as exc:
             self._fail(item, exc)
             return
+        except TransientError as exc:  # the decode processes could not be restarted
+            self._retry_later(item, exc, "decode")
+            return
         except Exception as exc:  # noqa: BLE001 - Pillow raises many types on hostile input
             self._fail(
                 item, PermanentError(Reason.IMAGE_DECODE_FAILED, f"{type(exc).__name__}: {exc}")
@@ -142,15 +145,16 @@ class Preparer:
         self._metrics.stage_seconds.labels("decode").observe(time.perf_counter() - started)
         self._ready.put(item)
 
-    def _retry_later(self, item: WorkItem, exc: TransientError) -> None:
-        self._metrics.transient_errors.labels("fetch").inc()
+    def _retry_later(self, item: WorkItem, exc: TransientError, stage: str = "fetch") -> None:
+        """Fetch and decode ``item`` again after a backoff (the fetched bytes are not kept)."""
+        self._metrics.transient_errors.labels(stage).inc()
         item.attempts += 1
         if self._stopping.is_set():
             self._finish(item, "abandoned")
             return
         if item.attempts == 1 or item.attempts % 10 == 0:
             log.warning(
-                "fetch failed, will retry",
+                f"{stage} failed, will retry",
                 extra={"asset_id": item.asset_id, "attempt": item.attempts, "error": str(exc)},
             )
         timer = threading.Timer(backoff_s(item.attempts), self.submit, args=(item,))

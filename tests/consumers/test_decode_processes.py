@@ -14,7 +14,7 @@ from test_decode import encode, halves, noise
 
 from consumers.decode import DecodeLimits, decode_image, decode_image_full
 from consumers.decode_processes import DecodeProcesses
-from consumers.domain import PermanentError, Reason
+from consumers.domain import PermanentError, Reason, TransientError
 
 LIMITS = DecodeLimits()
 
@@ -111,3 +111,18 @@ def test_close_kills_every_child() -> None:
     assert all(child.proc.returncode is not None for child in children)
     with pytest.raises(RuntimeError, match="closed"):
         pool._spawn()
+
+
+def test_a_child_that_cannot_be_restarted_is_a_transient_fault_and_is_retried_later() -> None:
+    blob = images()[1]
+    with DecodeProcesses(1, 32, LIMITS) as pool:
+        (first,) = pids(pool)
+        good_args = pool._args
+        pool._args = (*good_args[:3], ("NO-SUCH-LEVEL", "json"))  # children now die at start
+        os.kill(first, signal.SIGKILL)
+        with pytest.raises(TransientError, match="could not restart a decode process"):
+            pool(blob)
+        pool._args = good_args
+        image = pool(blob)  # the next call starts a working child
+        assert np.array_equal(image.array, decode_image(blob, 32, LIMITS).array)
+        assert pool.size == 1
