@@ -134,7 +134,11 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
     limits = DecodeLimits(max_pixels=settings.max_pixels, formats=settings.image_formats)
     with ExitStack() as resources:
         resources.callback(store.close)
-        decode = resources.enter_context(decoder(settings, fleet.input_size, limits))
+        try:
+            decode = resources.enter_context(decoder(settings, fleet.input_size, limits))
+        except RuntimeError as exc:  # the decode processes did not start
+            log.critical(str(exc))
+            return EXIT_FATAL
         try:
             producer, source = _connect_kafka(settings)
         except KafkaError as exc:
