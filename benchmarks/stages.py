@@ -48,15 +48,11 @@ from consumers.settings import Settings
 ALL = ("M", "D", "D_thread", "D_full", "F")
 
 
-def cpu_count() -> int:
-    return available_cpus()
-
-
 def decode_rate(blobs: list[bytes], target: int, draft: bool, processes: bool = True) -> float:
     """Images/s decoding ``blobs`` as the pipeline does: one decode process per CPU
     (:class:`DecodeProcesses`, the service's default ``decode_mode``) fed by as many threads,
     or with ``processes=False`` in the threads themselves (``decode_mode=thread``)."""
-    workers = cpu_count()
+    workers = available_cpus()
     limits = DecodeLimits()
     with ExitStack() as stack:
         if processes:
@@ -126,7 +122,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     fleet = load_fleet(bench_fleet(args.model, fleet_dir(args.model)))
     target = fleet.input_size
     blobs = {a.key: a.path.read_bytes() for group in groups.values() for a in group}
-    figures: dict[str, Any] = {"cpus": cpu_count(), "per_kind": args.per_kind, "model": args.model}
+    figures: dict[str, Any] = {
+        "cpus": available_cpus(), "per_kind": args.per_kind, "model": args.model
+    }
     for stage in args.stages:
         if stage == "M":
             sample = [a for group in groups.values() for a in group][: args.model_images]
