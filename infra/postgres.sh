@@ -4,7 +4,8 @@
 #   infra/postgres.sh start|stop|restart|status|pause|resume
 #
 # A throwaway test cluster: role `tagfleet` (password `tagfleet`, CREATEDB, so tests can create
-# a database each) owning database `tagfleet`; max_connections=200. Durability is traded for
+# a database each, and pg_signal_backend, so they can drop it WITH (FORCE)) owning database
+# `tagfleet`; max_connections=200. Durability is traded for
 # speed: fsync, synchronous_commit and full_page_writes are off. Never point production here.
 # The server runs as the `postgres` user (we are root); its data directory is
 # var/stack/pg/data, or /tmp/tagfleet-pg-<hash>/data when the postgres user cannot reach the
@@ -111,6 +112,9 @@ BEGIN
   END IF;
 END
 \$\$;
+-- DROP DATABASE ... WITH (FORCE) (test teardown) must also end an autovacuum worker, which runs
+-- under no role; only superusers and pg_signal_backend members may. Idempotent (a NOTICE).
+GRANT pg_signal_backend TO $PG_USER;
 SELECT 'CREATE DATABASE $PG_DB OWNER $PG_USER'
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$PG_DB')\gexec
 SQL

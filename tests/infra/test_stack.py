@@ -180,6 +180,26 @@ def test_postgres_is_real(pg_url: str) -> None:
     assert max_connections >= 200
 
 
+def test_test_role_may_end_autovacuum_workers_when_dropping_a_database(pg_url: str) -> None:
+    """pg_url's teardown drops its database WITH (FORCE). An autovacuum worker busy in it runs
+    under no role, and only superusers or pg_signal_backend members may end it; without that
+    grant the drop failed at random (CI, test_5_s3_unresponsive_30s)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(pg_url, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            may_signal = conn.execute(
+                sa.text("select pg_has_role(current_user, 'pg_signal_backend', 'USAGE')")
+            ).scalar_one()
+            superuser = conn.execute(sa.text("show is_superuser")).scalar_one()
+    finally:
+        engine.dispose()
+
+    assert superuser == "off"
+    assert may_signal is True
+
+
 def test_pg_url_databases_are_isolated(pg_url: str, stack: dict[str, str]) -> None:
     import sqlalchemy as sa
 
