@@ -197,6 +197,11 @@ SAMPLES = {
 }
 
 
+# Pillow warns (Corrupt EXIF data, Truncated File Read) on the broken files these feed it.
+PILLOW_WARNS_ON_BROKEN_FILES = pytest.mark.filterwarnings("ignore::UserWarning:PIL")
+
+
+@PILLOW_WARNS_ON_BROKEN_FILES
 @pytest.mark.parametrize("fmt", sorted(SAMPLES))
 @pytest.mark.parametrize("keep", [0.5, 0.9, 20])
 def test_truncated_files_fail_to_decode(fmt: str, keep: float) -> None:
@@ -241,6 +246,7 @@ def hostile_bytes(draw: st.DrawFn) -> bytes:
     return bytes(data[: draw(st.integers(1, len(data)))])
 
 
+@PILLOW_WARNS_ON_BROKEN_FILES
 @settings(max_examples=250, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 @given(hostile_bytes())
 def test_fuzz_only_typed_errors(data: bytes) -> None:
