@@ -21,7 +21,6 @@ from typing import Any
 
 from kafka import TopicPartition
 
-from consumers.cpus import available_cpus
 from consumers.domain import (
     AssetRemoval,
     AssetRequest,
@@ -82,7 +81,7 @@ class Pipeline:
             max_event_bytes=settings.max_event_bytes,
             allowed_buckets=frozenset(settings.allowed_buckets) or None,
         )
-        workers = settings.decode_workers or available_cpus()
+        workers = settings.decode_parallelism()
         ready: queue.Queue[WorkItem] = queue.Queue()
         self._to_store: queue.Queue[tuple[WorkItem, AssetResult | None]] = queue.Queue()
         self._dlq = DeadLetterer(

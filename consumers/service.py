@@ -179,7 +179,7 @@ def decoder(
     if settings.decode_mode == "thread":
         yield partial(decode_image, target=target, limits=limits)
         return
-    size = settings.decode_workers or available_cpus()
+    size = settings.decode_parallelism()
     log_as = (settings.log_level, settings.log_format)
     with DecodeProcesses(
         size, target, limits, timeout_s=settings.decode_timeout_s, log=log_as

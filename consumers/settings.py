@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from consumers.cpus import available_cpus
+
 
 class Settings(BaseSettings):
     """tagfleet service configuration (``TAGFLEET_<NAME>`` or ``--<name>``)."""
@@ -122,6 +124,10 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(v.strip() for v in value.split(",") if v.strip())
         return value
+
+    def decode_parallelism(self) -> int:
+        """``decode_workers``, or the CPUs this process may use when it is 0."""
+        return self.decode_workers or available_cpus()
 
     def kafka_common(self) -> dict[str, Any]:
         """kafka-python keyword arguments shared by consumers, producers and admin clients."""
