@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from functools import partial
-from typing import Any
 
 from kafka.errors import KafkaError
 
@@ -16,70 +14,16 @@ from consumers import shutdown
 from consumers.cpus import available_cpus, cap_torch_threads
 from consumers.decode import DecodedImage, DecodeLimits, decode_image
 from consumers.decode_processes import DecodeProcesses
-from consumers.domain import TransientError
 from consumers.health import HealthServer
 from consumers.logs import configure_logging
 from consumers.metrics import Metrics
 from consumers.pipeline import EXIT_FATAL, Parts, Pipeline
+from consumers.readiness import Readiness
 from consumers.settings import Settings
 from consumers.sinks import Producer
 from consumers.source import KafkaSource
 
 log = logging.getLogger(__name__)
-
-_STUCK_LOOP_S = 60.0
-
-
-class Readiness:
-    """The state ``/readyz`` and ``/healthz`` report; the store is pinged at most every 5 s."""
-
-    def __init__(self) -> None:
-        self.fleet_loaded = False
-        self.source: KafkaSource | None = None
-        self.store: Any = None
-        self.pipeline: Pipeline | None = None
-        self._store_ok = False
-        self._store_checked = 0.0
-        self._lock = threading.Lock()
-
-    def ready(self) -> dict[str, bool]:
-        return {
-            "fleet_loaded": self.fleet_loaded,
-            "joined_group": bool(self.source and self.source.joined),
-            "store_reachable": self._store_reachable(),
-            "not_stopping": not (self.pipeline and self.pipeline.stopping.is_set()),
-        }
-
-    def alive(self) -> dict[str, bool]:
-        pipeline = self.pipeline
-        loop_ok = pipeline is None or time.monotonic() - pipeline.loop_heartbeat < _STUCK_LOOP_S
-        return {
-            "consume_loop": loop_ok,
-            "not_fatal": not (pipeline and pipeline.fatal_reason),
-            "not_stuck_rebalancing": pipeline is None
-            or pipeline.rebalancing_s() < _rebalance_limit_s(pipeline.settings),
-            "not_stalled_fetching": pipeline is None
-            or pipeline.fetch_stalled_s() < _rebalance_limit_s(pipeline.settings),
-        }
-
-    def _store_reachable(self) -> bool:
-        with self._lock:
-            if self.store is None:
-                return False
-            if time.monotonic() - self._store_checked > 5.0:
-                try:
-                    self.store.ping()
-                    self._store_ok = True
-                except TransientError:
-                    self._store_ok = False
-                self._store_checked = time.monotonic()
-            return self._store_ok
-
-
-def _rebalance_limit_s(settings: Settings) -> float:
-    """How long a (re)join may take before the member counts as stuck: the broker's rebalance
-    timeout (kafka-python sends ``max_poll_interval_ms``) plus one session, plus a margin."""
-    return (settings.max_poll_interval_ms + settings.session_timeout_ms) / 1000 + 30
 
 
 def run_service(settings: Settings) -> int:
@@ -87,14 +31,14 @@ def run_service(settings: Settings) -> int:
     configure_logging(settings.log_level, settings.log_format)
     metrics = Metrics()
     readiness = Readiness()
-    ready_gauge = metrics.ready
+    readiness.export(metrics.ready)
     health = None
     if settings.metrics_port:
         health = HealthServer(
             settings.metrics_host,
             settings.metrics_port,
             metrics.registry,
-            readiness=lambda: _gauge(ready_gauge, readiness.ready()),
+            readiness=readiness.ready,
             liveness=readiness.alive,
         )
         health.start()
@@ -216,11 +160,6 @@ def _kafka_unreachable(settings: Settings, exc: KafkaError) -> str:
         f"{_SECURITY_SETTINGS[settings.security_protocol]} (the client's log lines above say"
         " why each connection failed)"
     )
-
-
-def _gauge(gauge: Any, checks: dict[str, bool]) -> dict[str, bool]:
-    gauge.set(1 if all(checks.values()) else 0)
-    return checks
 
 
 def _new_source(settings: Settings, readiness: Readiness) -> KafkaSource:

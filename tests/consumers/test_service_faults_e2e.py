@@ -296,18 +296,20 @@ def test_readyz_waits_for_group_join_and_fleet_then_metrics_have_values(
         **_flags(kafka_bootstrap, topic, group, sqlite_url, fleet_path, metrics_port=port),
     )
     try:
+        # The health server starts before the fleet loads (torch alone takes seconds to
+        # import): its first answers are "not alive" (the startup probe waits) and not ready.
         first = wait_until(
-            lambda: (r := consumer.get("/readyz"))[0] and r, 60, 0.02, what="health server"
+            lambda: (r := consumer.get("/healthz"))[0] and r, 60, 0.02, what="health server"
         )
         assert first[0] == 503, first
-        checks = json.loads(first[1])["checks"]
-        assert not (checks["fleet_loaded"] and checks["joined_group"]), checks
-        assert consumer.get("/healthz")[0] == 200
+        assert json.loads(first[1])["checks"]["fleet_loaded"] is False, first
+        assert consumer.get("/readyz")[0] == 503
         wait_until(lambda: consumer.get("/readyz")[0] == 200, 120, what="ready")
+        assert consumer.get("/healthz")[0] == 200
         assert json.loads(consumer.get("/readyz")[1])["checks"] == {
             "fleet_loaded": True,
             "joined_group": True,
-            "store_reachable": True,
+            "store_reached_once": True,
             "not_stopping": True,
         }
         wait_until(

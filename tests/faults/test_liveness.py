@@ -76,6 +76,7 @@ def test_liveness_fails_after_the_rebalance_timeout(
 ) -> None:
     """A member stuck joining, or owning partitions with a backlog it no longer fetches."""
     readiness = Readiness()
+    readiness.fleet_loaded = True
     settings = Settings(max_poll_interval_ms=300_000, session_timeout_ms=10_000)
     readiness.pipeline = SimpleNamespace(  # type: ignore[assignment]
         settings=settings,
