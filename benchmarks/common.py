@@ -51,17 +51,32 @@ def s3_client() -> Any:
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--images", type=int, default=1000,
-                        help="images in the asset set (default 1000)")
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help="open_clip model name or config JSON of the fleet's backbone "
-                        "(default benchmarks/configs/bench-vit-224.json)")
-    parser.add_argument("--bucket", default="tagfleet-bench",
-                        help="S3 bucket of the asset set (default tagfleet-bench)")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="timed repetitions, the median is reported (default 3)")
-    parser.add_argument("--out", type=Path, default=RESULTS,
-                        help=f"folder of the JSON results (default {RESULTS.relative_to(REPO)})")
+    parser.add_argument(
+        "--images", type=int, default=1000, help="images in the asset set (default 1000)"
+    )
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="open_clip model name or config JSON of the fleet's backbone "
+        "(default benchmarks/configs/bench-vit-224.json)",
+    )
+    parser.add_argument(
+        "--bucket",
+        default="tagfleet-bench",
+        help="S3 bucket of the asset set (default tagfleet-bench)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="timed repetitions, the median is reported (default 3)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS,
+        help=f"folder of the JSON results (default {RESULTS.relative_to(REPO)})",
+    )
 
 
 def parser_for(doc: str | None) -> argparse.ArgumentParser:
@@ -140,8 +155,11 @@ def tree_peak_mb(pid: int) -> float | None:
     if own is None:
         return None
     try:  # a child is listed under the thread that started it
-        children = [c for t in Path(f"/proc/{pid}/task").iterdir()
-                    for c in (t / "children").read_text().split()]
+        children = [
+            c
+            for t in Path(f"/proc/{pid}/task").iterdir()
+            for c in (t / "children").read_text().split()
+        ]
     except OSError:
         children = []
     return own + sum(proc_peak_mb(int(child)) or 0 for child in children)

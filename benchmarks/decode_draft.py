@@ -1,6 +1,6 @@
 """What JPEG draft() buys: decode a 24 MP photo for a 224 px model, drafted and full size.
 
-    python benchmarks/decode_draft.py [--runs 5] [--target 224]
+python benchmarks/decode_draft.py [--runs 5] [--target 224]
 """
 
 from __future__ import annotations

@@ -58,9 +58,7 @@ def database(admin_url: str, name: str):
     with engine.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     try:
-        yield sa.engine.make_url(admin_url).set(database=name).render_as_string(
-            hide_password=False
-        )
+        yield sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     finally:
         with engine.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -86,8 +84,11 @@ class Topics:
         self.admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         self.names = {k: f"bench-{rid}-{k}" for k in ("assets", "tags", "dlq")}
         self.admin.create_topics(
-            [NewTopic(self.names["assets"], partitions, 1), NewTopic(self.names["tags"], 4, 1),
-             NewTopic(self.names["dlq"], 1, 1)]
+            [
+                NewTopic(self.names["assets"], partitions, 1),
+                NewTopic(self.names["tags"], 4, 1),
+                NewTopic(self.names["dlq"], 1, 1),
+            ]
         )
 
     def delete(self) -> None:
@@ -110,15 +111,25 @@ def run(args: argparse.Namespace, assets: list[Asset], fleet: Path) -> dict[str,
     topics = Topics(bootstrap, rid, args.partitions)
     group = f"bench-{rid}"
     LOGS.mkdir(parents=True, exist_ok=True)
-    figures: dict[str, Any] = {"mode": args.mode, "consumers": args.consumers,
-                               "events": len(assets), "partitions": args.partitions}
+    figures: dict[str, Any] = {
+        "mode": args.mode,
+        "consumers": args.consumers,
+        "events": len(assets),
+        "partitions": args.partitions,
+    }
     with database(env["TAGFLEET_TEST_PG_URL"], f"bench_{rid.replace('-', '_')}") as url:
         consumers = [
             ConsumerProcess(
-                LOGS / f"{rid}-{i}.log", {**env, "TAGFLEET_LOG_LEVEL": "WARNING"},
-                bootstrap_servers=bootstrap, topic=topics.names["assets"], group_id=group,
-                results_topic=topics.names["tags"], dlq_topic=topics.names["dlq"], store=url,
-                fleet=fleet, metrics_port=free_port(),
+                LOGS / f"{rid}-{i}.log",
+                {**env, "TAGFLEET_LOG_LEVEL": "WARNING"},
+                bootstrap_servers=bootstrap,
+                topic=topics.names["assets"],
+                group_id=group,
+                results_topic=topics.names["tags"],
+                dlq_topic=topics.names["dlq"],
+                store=url,
+                fleet=fleet,
+                metrics_port=free_port(),
             )
             for i in range(args.consumers)
         ]
@@ -137,22 +148,35 @@ def run(args: argparse.Namespace, assets: list[Asset], fleet: Path) -> dict[str,
             peaks = _peaks(peaks, consumers)
         finally:
             codes = [c.terminate() for c in consumers]
-        figures.update(seconds=elapsed, rate=len(assets) / elapsed, peak_rss_mb=peaks,
-                       exit_codes=codes, stored=stored_assets(url))
+        figures.update(
+            seconds=elapsed,
+            rate=len(assets) / elapsed,
+            peak_rss_mb=peaks,
+            exit_codes=codes,
+            stored=stored_assets(url),
+        )
         if args.mode == "latency":
             results = read_topic(bootstrap, topics.names["tags"], expected=len(assets))
             ages = sorted(r.timestamp / 1000 - sent[r.key] for r in results if r.key in sent)
-            figures.update(offered_rate=args.rate, results=len(ages), latency_s={
-                "p50": _pct(ages, 50), "p95": _pct(ages, 95), "p99": _pct(ages, 99),
-                "mean": statistics.fmean(ages)})
+            figures.update(
+                offered_rate=args.rate,
+                results=len(ages),
+                latency_s={
+                    "p50": _pct(ages, 50),
+                    "p95": _pct(ages, 95),
+                    "p99": _pct(ages, 99),
+                    "mean": statistics.fmean(ages),
+                },
+            )
     topics.delete()
     if figures["stored"] != len(assets):
         raise RuntimeError(f"stored {figures['stored']} assets of {len(assets)}")
     return figures
 
 
-def _produce(bootstrap: str, topic: str, args: argparse.Namespace, assets: list[Asset],
-             produce: Any) -> dict[bytes, float]:
+def _produce(
+    bootstrap: str, topic: str, args: argparse.Namespace, assets: list[Asset], produce: Any
+) -> dict[bytes, float]:
     """Produce one event per asset (paced at ``args.rate`` in latency mode); send times."""
     sent: dict[bytes, float] = {}
     if args.mode == "throughput":
@@ -188,17 +212,28 @@ def _pct(values: list[float], q: float) -> float:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = parser_for(__doc__)
     add_common_args(parser)
-    parser.add_argument("--mode", choices=("throughput", "latency"), default="throughput",
-                        help="what to measure (default throughput)")
-    parser.add_argument("--consumers", type=int, default=1,
-                        help="consumer processes in the group (default 1)")
-    parser.add_argument("--partitions", type=int, default=4,
-                        help="partitions of the input topic (default 4)")
-    parser.add_argument("--rate", type=float, default=None,
-                        help="latency mode: offered events/s (default: half of the last "
-                        "throughput result in --out)")
-    parser.add_argument("--name", default=None,
-                        help="results file name (default e2e-<mode>-<consumers>)")
+    parser.add_argument(
+        "--mode",
+        choices=("throughput", "latency"),
+        default="throughput",
+        help="what to measure (default throughput)",
+    )
+    parser.add_argument(
+        "--consumers", type=int, default=1, help="consumer processes in the group (default 1)"
+    )
+    parser.add_argument(
+        "--partitions", type=int, default=4, help="partitions of the input topic (default 4)"
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="latency mode: offered events/s (default: half of the last "
+        "throughput result in --out)",
+    )
+    parser.add_argument(
+        "--name", default=None, help="results file name (default e2e-<mode>-<consumers>)"
+    )
     args = parser.parse_args(argv)
     assets = assets_in_s3(args)
     fleet = bench_fleet(args.model, fleet_dir(args.model))
@@ -207,10 +242,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.rate = last["rate"] / 2
     runs = [run(args, assets, fleet) for _ in range(args.repeats)]
     rates = [r["rate"] for r in runs]
-    figures = {**runs[rates.index(statistics.median_low(rates))], "runs": rates,
-               "rate": statistics.median(rates)}
-    print(f"{args.mode} x{args.consumers}: {figures['rate']:.1f} events/s (runs {rates})"
-          + (f", latency {figures['latency_s']}" if "latency_s" in figures else ""))
+    figures = {
+        **runs[rates.index(statistics.median_low(rates))],
+        "runs": rates,
+        "rate": statistics.median(rates),
+    }
+    print(
+        f"{args.mode} x{args.consumers}: {figures['rate']:.1f} events/s (runs {rates})"
+        + (f", latency {figures['latency_s']}" if "latency_s" in figures else "")
+    )
     name = args.name or f"e2e-{args.mode}-{args.consumers}"
     write_results(Path(args.out), name, figures)
     return figures

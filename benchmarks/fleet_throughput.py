@@ -56,14 +56,21 @@ def throughput(fleet: Fleet, batch: int, seconds: float, warmup: int = 2) -> flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--models", nargs="+", default=["tiny-vit", "ViT-B-32"],
-                        help="open_clip model names or config paths (default: tiny-vit ViT-B-32)")
-    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32],
-                        help="batch sizes (default: 1 8 32)")
-    parser.add_argument("--seconds", type=float, default=5.0,
-                        help="measuring time per point (default: 5)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["tiny-vit", "ViT-B-32"],
+        help="open_clip model names or config paths (default: tiny-vit ViT-B-32)",
+    )
+    parser.add_argument(
+        "--batches", nargs="+", type=int, default=[1, 8, 32], help="batch sizes (default: 1 8 32)"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=5.0, help="measuring time per point (default: 5)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
     parser.add_argument("--device", default=None, help="device (default: auto)")
     args = parser.parse_args()
     if args.threads:

@@ -21,22 +21,35 @@ from fleet_throughput import build_fleet, throughput  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--models", nargs="+", default=["ViT-B-32", "ViT-L-14"],
-                        help="open_clip model names (default: ViT-B-32 ViT-L-14)")
-    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32, 128],
-                        help="batch sizes (default: 1 8 32 128)")
-    parser.add_argument("--seconds", type=float, default=10.0,
-                        help="measuring time per point (default: 10)")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the image tower (default: off)")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["ViT-B-32", "ViT-L-14"],
+        help="open_clip model names (default: ViT-B-32 ViT-L-14)",
+    )
+    parser.add_argument(
+        "--batches",
+        nargs="+",
+        type=int,
+        default=[1, 8, 32, 128],
+        help="batch sizes (default: 1 8 32 128)",
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="measuring time per point (default: 10)"
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the image tower (default: off)"
+    )
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("gpu_fleet.py needs a CUDA device")
     if args.compile:
         os.environ["TAGFLEET_COMPILE"] = "1"
     torch.backends.cuda.matmul.allow_tf32 = True
-    print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, bf16 autocast, "
-          f"compile={args.compile}")
+    print(
+        f"torch {torch.__version__}, {torch.cuda.get_device_name()}, bf16 autocast, "
+        f"compile={args.compile}"
+    )
     print(f"{'model':<10} {'batch':>5} {'images/s':>10} {'peak GiB':>9}")
     for model in args.models:
         fleet = build_fleet(model, "cuda")

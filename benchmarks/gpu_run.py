@@ -27,10 +27,15 @@ from benchmarks.common import REPO
 def main() -> None:
     import torch
 
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["ViT-B-32", "ViT-L-14"],
-                        help="open_clip models (default ViT-B-32 ViT-L-14)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["ViT-B-32", "ViT-L-14"],
+        help="open_clip models (default ViT-B-32 ViT-L-14)",
+    )
     parser.add_argument("--images", type=int, default=1000, help="asset set size (default 1000)")
     parser.add_argument("--batch", type=int, default=128, help="batch for M and E (default 128)")
     args = parser.parse_args()
@@ -39,18 +44,40 @@ def main() -> None:
     out = Path(os.environ.get("OUT") or REPO / "var" / "bench" / "gpu")
     out.mkdir(parents=True, exist_ok=True)
     stack_ok = subprocess.run([str(REPO / "infra" / "stack.sh"), "up"], cwd=REPO).returncode == 0
-    figures: dict[str, Any] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                               "date": time.strftime("%Y-%m-%d %H:%M"), "stack": stack_ok}
+    figures: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "stack": stack_ok,
+    }
     common = ["--images", str(args.images), "--out", str(out), "--repeats", "1"]
     for model in args.models:
         stages = ["M", "D", "D_thread", "F"] if stack_ok else ["M"]
-        figures[model] = {"stages": _step("stages", *common, "--model", model, "--stages",
-                                          *stages, "--per-kind", "200", "--model-images", "1024",
-                                          env={"TAGFLEET_BATCH_SIZE": str(args.batch)})}
+        figures[model] = {
+            "stages": _step(
+                "stages",
+                *common,
+                "--model",
+                model,
+                "--stages",
+                *stages,
+                "--per-kind",
+                "200",
+                "--model-images",
+                "1024",
+                env={"TAGFLEET_BATCH_SIZE": str(args.batch)},
+            )
+        }
         if stack_ok:
-            figures[model]["E"] = _step("end_to_end", *common, "--model", model,
-                                        "--name", f"e2e-{model}",
-                                        env={"TAGFLEET_BATCH_SIZE": str(args.batch)})
+            figures[model]["E"] = _step(
+                "end_to_end",
+                *common,
+                "--model",
+                model,
+                "--name",
+                f"e2e-{model}",
+                env={"TAGFLEET_BATCH_SIZE": str(args.batch)},
+            )
     (out / "gpu.json").write_text(json.dumps(figures, indent=2, default=str))
     (out / "gpu.md").write_text(_markdown(figures, args.models))
     print((out / "gpu.md").read_text())
@@ -59,15 +86,22 @@ def main() -> None:
 def _step(module: str, *argv: str, env: dict[str, str]) -> dict[str, Any]:
     out = Path(argv[argv.index("--out") + 1])
     name = argv[argv.index("--name") + 1] if "--name" in argv else module
-    subprocess.run([sys.executable, "-m", f"benchmarks.{module}", *argv], cwd=REPO, check=True,
-                   env={**os.environ, **env})
+    subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", *argv],
+        cwd=REPO,
+        check=True,
+        env={**os.environ, **env},
+    )
     return json.loads((out / f"{name}.json").read_text())
 
 
 def _markdown(figures: dict[str, Any], models: list[str]) -> str:
-    lines = [f"GPU: {figures['device']}, torch {figures['torch']}, {figures['date']}, bf16",
-             "", "| model | M | D | F | limit = min(M, D, F) | E | E/limit | D in threads |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"GPU: {figures['device']}, torch {figures['torch']}, {figures['date']}, bf16",
+        "",
+        "| model | M | D | F | limit = min(M, D, F) | E | E/limit | D in threads |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for model in models:
         st = figures[model]["stages"]
         vals = {k: st[k]["mix"] for k in ("M", "D", "F") if k in st}
@@ -75,9 +109,11 @@ def _markdown(figures: dict[str, Any], models: list[str]) -> str:
         e = figures[model].get("E", {}).get("rate")
         cells = [f"{vals[k]:.0f}" if k in vals else "-" for k in ("M", "D", "F")]
         threads = f"{st['D_thread']['mix']:.0f}" if "D_thread" in st else "-"
-        lines.append(f"| {model} | {' | '.join(cells)} | {limit:.0f} | "
-                     f"{f'{e:.0f}' if e else 'skipped'} | {f'{e / limit:.2f}' if e else '-'} | "
-                     f"{threads} |")
+        lines.append(
+            f"| {model} | {' | '.join(cells)} | {limit:.0f} | "
+            f"{f'{e:.0f}' if e else 'skipped'} | {f'{e / limit:.2f}' if e else '-'} | "
+            f"{threads} |"
+        )
     return "\n".join(lines) + "\n"
 
 

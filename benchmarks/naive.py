@@ -73,8 +73,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         store = TagStore(url)
         store.upgrade()
         consumer = KafkaConsumer(
-            topics.names["assets"], bootstrap_servers=bootstrap, group_id=f"bench-{rid}",
-            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=1,
+            topics.names["assets"],
+            bootstrap_servers=bootstrap,
+            group_id=f"bench-{rid}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=1,
         )
         producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
         while not consumer.assignment():
@@ -88,20 +92,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         store.close()
         stored = stored_assets(url)
     topics.delete()
-    return {"events": len(assets), "seconds": elapsed, "rate": len(assets) / elapsed,
-            "stored": stored, "peak_rss_mb": peak_rss_mb()}
+    return {
+        "events": len(assets),
+        "seconds": elapsed,
+        "rate": len(assets) / elapsed,
+        "stored": stored,
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = parser_for(__doc__)
     add_common_args(parser)
-    parser.add_argument("--limit", type=int, default=0,
-                        help="process only the first LIMIT assets; a multiple of 10 keeps the "
-                        "mix exact (default 0: all)")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=0,
+        help="process only the first LIMIT assets; a multiple of 10 keeps the "
+        "mix exact (default 0: all)",
+    )
     args = parser.parse_args(argv)
     figures = run(args)
-    print(f"naive: {figures['rate']:.2f} events/s ({figures['events']} in "
-          f"{figures['seconds']:.1f} s)")
+    print(
+        f"naive: {figures['rate']:.2f} events/s ({figures['events']} in {figures['seconds']:.1f} s)"
+    )
     write_results(Path(args.out), "naive", figures)
     return figures
 

@@ -41,10 +41,12 @@ def _cpu() -> str:
 def ratios(stages: dict[str, Any], e: float | None, n: float | None) -> dict[str, float]:
     m, d, f = (stages[k]["mix"] for k in ("M", "D", "F"))
     limit = 1 / (1 / m + 1 / d + 1 / f)
-    out = {"limit": limit,
-           "D/D_full (mix)": d / stages["D_full"]["mix"],
-           "D/D_full (12 MP JPEG)": stages["D"]["by_kind"]["jpeg12mp"]
-           / stages["D_full"]["by_kind"]["jpeg12mp"]}
+    out = {
+        "limit": limit,
+        "D/D_full (mix)": d / stages["D_full"]["mix"],
+        "D/D_full (12 MP JPEG)": stages["D"]["by_kind"]["jpeg12mp"]
+        / stages["D_full"]["by_kind"]["jpeg12mp"],
+    }
     if e:
         out["E/limit"] = e / limit
     if e and n:
@@ -52,8 +54,9 @@ def ratios(stages: dict[str, Any], e: float | None, n: float | None) -> dict[str
     return out
 
 
-def build(out: Path = RESULTS, command: str = "python -m benchmarks.run_all",
-          minutes: float | None = None) -> str:
+def build(
+    out: Path = RESULTS, command: str = "python -m benchmarks.run_all", minutes: float | None = None
+) -> str:
     stages = _load(out, "stages")
     e1, e2 = _load(out, "e2e-throughput-1"), _load(out, "e2e-throughput-2")
     naive, lat = _load(out, "naive"), _load(out, "e2e-latency-1")
@@ -70,26 +73,38 @@ def build(out: Path = RESULTS, command: str = "python -m benchmarks.run_all",
         "| figure | images/s | by kind (12 MP JPEG / 1080p JPEG / PNG) | runs | peak RSS MB |",
         "|---|---|---|---|---|",
     ]
-    for key, label in (("M", f"M, model only (batch {stages['M']['batch']})"),
-                       ("D", "D, pipeline decode (draft, decode processes), all cores"),
-                       ("D_thread", "D in threads (decode_mode=thread), all cores"),
-                       ("D_full", "D_full, full-size decode, all cores"),
-                       ("F", "F, fetch only (S3Fetcher)")):
+    for key, label in (
+        ("M", f"M, model only (batch {stages['M']['batch']})"),
+        ("D", "D, pipeline decode (draft, decode processes), all cores"),
+        ("D_thread", "D in threads (decode_mode=thread), all cores"),
+        ("D_full", "D_full, full-size decode, all cores"),
+        ("F", "F, fetch only (S3Fetcher)"),
+    ):
         if key not in stages:
             continue
         fig = stages[key]
         kinds = " / ".join(f"{v:.1f}" for v in fig.get("by_kind", {}).values()) or "-"
-        runs = fig["runs"] if isinstance(fig["runs"], list) else [
-            f"{v:.1f}" for vs in fig["runs"].values() for v in vs]
-        lines.append(f"| {label} | {fig['mix']:.1f} | {kinds} | {_fmt(runs)} | "
-                     f"{stages['peak_rss_mb']:.0f} (all stages, one process) |")
+        runs = (
+            fig["runs"]
+            if isinstance(fig["runs"], list)
+            else [f"{v:.1f}" for vs in fig["runs"].values() for v in vs]
+        )
+        lines.append(
+            f"| {label} | {fig['mix']:.1f} | {kinds} | {_fmt(runs)} | "
+            f"{stages['peak_rss_mb']:.0f} (all stages, one process) |"
+        )
     lines.append(f"| limit = 1/(1/M + 1/D + 1/F) | {r['limit']:.1f} | | | |")
-    for label, fig in (("E, end to end, 1 consumer", e1), ("E, end to end, 2 consumers", e2),
-                       ("N, naive consumer", naive)):
+    for label, fig in (
+        ("E, end to end, 1 consumer", e1),
+        ("E, end to end, 2 consumers", e2),
+        ("N, naive consumer", naive),
+    ):
         if fig:
-            lines.append(f"| {label} ({fig['events']} events) | {fig['rate']:.2f} | | "
-                         f"{_fmt(fig.get('runs', [fig['rate']]))} | "
-                         f"{_fmt(fig['peak_rss_mb'])} |")
+            lines.append(
+                f"| {label} ({fig['events']} events) | {fig['rate']:.2f} | | "
+                f"{_fmt(fig.get('runs', [fig['rate']]))} | "
+                f"{_fmt(fig['peak_rss_mb'])} |"
+            )
     lines += ["", "| ratio | value | must show |", "|---|---|---|"]
     targets = {"E/limit": ">= 0.85", "E/N": ">= 5", "D/D_full (12 MP JPEG)": ">= 4"}
     for key, value in r.items():
@@ -99,10 +114,13 @@ def build(out: Path = RESULTS, command: str = "python -m benchmarks.run_all",
         lines.append(f"| scaling, 2 consumers / 1 | {e2['rate'] / e1['rate']:.2f} | |")
     if lat:
         q = lat["latency_s"]
-        lines += ["", f"Latency at an offered load of {lat['offered_rate']:.1f} events/s "
-                  f"(half of E), {lat['results']} events: p50 {q['p50']:.2f} s, "
-                  f"p95 {q['p95']:.2f} s, p99 {q['p99']:.2f} s (event produced to result "
-                  f"event); consumer peak RSS {_fmt(lat['peak_rss_mb'])} MB."]
+        lines += [
+            "",
+            f"Latency at an offered load of {lat['offered_rate']:.1f} events/s "
+            f"(half of E), {lat['results']} events: p50 {q['p50']:.2f} s, "
+            f"p95 {q['p95']:.2f} s, p99 {q['p99']:.2f} s (event produced to result "
+            f"event); consumer peak RSS {_fmt(lat['peak_rss_mb'])} MB.",
+        ]
     return "\n".join(lines) + "\n"
 
 

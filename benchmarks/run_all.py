@@ -29,17 +29,36 @@ def step(module: str, *args: str) -> None:
 def main() -> None:
     parser = parser_for(__doc__)
     add_common_args(parser)
-    parser.add_argument("--naive-limit", type=int, default=300,
-                        help="assets the naive consumer processes (default 300: the same mix)")
-    parser.add_argument("--e-repeats", type=int, default=2,
-                        help="runs of each end-to-end measurement (default 2)")
-    parser.add_argument("--keep-bucket", action="store_true",
-                        help="keep the asset bucket in S3 for later runs (default: delete)")
-    parser.add_argument("--doc", default=str(report.DOC),
-                        help=f"report file (default {report.DOC.relative_to(REPO)})")
+    parser.add_argument(
+        "--naive-limit",
+        type=int,
+        default=300,
+        help="assets the naive consumer processes (default 300: the same mix)",
+    )
+    parser.add_argument(
+        "--e-repeats", type=int, default=2, help="runs of each end-to-end measurement (default 2)"
+    )
+    parser.add_argument(
+        "--keep-bucket",
+        action="store_true",
+        help="keep the asset bucket in S3 for later runs (default: delete)",
+    )
+    parser.add_argument(
+        "--doc",
+        default=str(report.DOC),
+        help=f"report file (default {report.DOC.relative_to(REPO)})",
+    )
     args = parser.parse_args()
-    common = ["--images", str(args.images), "--model", args.model, "--bucket", args.bucket,
-              "--out", str(args.out)]
+    common = [
+        "--images",
+        str(args.images),
+        "--model",
+        args.model,
+        "--bucket",
+        args.bucket,
+        "--out",
+        str(args.out),
+    ]
     e_runs = ["--repeats", str(args.e_repeats)]
     started = time.time()
     try:
@@ -55,8 +74,9 @@ def main() -> None:
 
             delete_bucket(s3_client(), args.bucket)
     minutes = (time.time() - started) / 60
-    text = report.build(args.out, command=" ".join(["python -m benchmarks.run_all", *sys.argv[1:]]),
-                        minutes=minutes)
+    text = report.build(
+        args.out, command=" ".join(["python -m benchmarks.run_all", *sys.argv[1:]]), minutes=minutes
+    )
     print(text)
     report.write(text, args.doc)
 

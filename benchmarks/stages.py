@@ -60,8 +60,9 @@ def decode_rate(blobs: list[bytes], target: int, draft: bool, processes: bool = 
                 DecodeProcesses(workers, target, limits, draft=draft)
             )
         else:
-            decode = partial(decode_image if draft else decode_image_full, target=target,
-                             limits=limits)
+            decode = partial(
+                decode_image if draft else decode_image_full, target=target, limits=limits
+            )
         threads = stack.enter_context(ThreadPoolExecutor(workers))
         started = time.perf_counter()
         list(threads.map(decode, blobs))
@@ -123,7 +124,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     target = fleet.input_size
     blobs = {a.key: a.path.read_bytes() for group in groups.values() for a in group}
     figures: dict[str, Any] = {
-        "cpus": available_cpus(), "per_kind": args.per_kind, "model": args.model
+        "cpus": available_cpus(),
+        "per_kind": args.per_kind,
+        "model": args.model,
     }
     for stage in args.stages:
         if stage == "M":
@@ -144,9 +147,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             figures["F"] = per_kind_figure(
                 lambda group: fetch_rate(group, args.bucket), groups, args.repeats
             )
-        print(f"{stage:<7} {figures[stage]['mix']:8.1f} images/s  "
-              + "  ".join(f"{k} {v:.1f}" for k, v in figures[stage].get("by_kind", {}).items()),
-              flush=True)
+        print(
+            f"{stage:<7} {figures[stage]['mix']:8.1f} images/s  "
+            + "  ".join(f"{k} {v:.1f}" for k, v in figures[stage].get("by_kind", {}).items()),
+            flush=True,
+        )
     figures["peak_rss_mb"] = peak_rss_mb()
     return figures
 
@@ -154,12 +159,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = parser_for(__doc__)
     add_common_args(parser)
-    parser.add_argument("--stages", nargs="+", choices=ALL, default=list(ALL),
-                        help="stages to measure (default: all)")
-    parser.add_argument("--per-kind", type=int, default=100,
-                        help="images of each kind for D, D_full and F (default 100)")
-    parser.add_argument("--model-images", type=int, default=256,
-                        help="images through the model for M (default 256)")
+    parser.add_argument(
+        "--stages",
+        nargs="+",
+        choices=ALL,
+        default=list(ALL),
+        help="stages to measure (default: all)",
+    )
+    parser.add_argument(
+        "--per-kind",
+        type=int,
+        default=100,
+        help="images of each kind for D, D_full and F (default 100)",
+    )
+    parser.add_argument(
+        "--model-images", type=int, default=256, help="images through the model for M (default 256)"
+    )
     args = parser.parse_args(argv)
     figures = run(args)
     write_results(Path(args.out), "stages", figures)

@@ -24,8 +24,9 @@ def _env(flag: str, default: Any) -> Any:
 def _add(parser: argparse.ArgumentParser, flag: str, default: Any, help: str, **kw: Any) -> None:
     """A flag whose default comes from its environment variable, stated in its help."""
     env = ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
-    parser.add_argument(flag, default=_env(flag, default), help=f"{help} (default: {default}; "
-                        f"env {env})", **kw)
+    parser.add_argument(
+        flag, default=_env(flag, default), help=f"{help} (default: {default}; env {env})", **kw
+    )
 
 
 def _add_train(sub: Any) -> None:
@@ -35,23 +36,36 @@ def _add_train(sub: Any) -> None:
     _add(p, "--name", None, "function name")
     _add(p, "--out", None, "artifact directory or s3:// prefix")
     _add(p, "--backbone", "ViT-B-32", "open_clip model name or model-config JSON path")
-    _add(p, "--weights", None, "pretrained tag, weights file or s3:// object (none: seeded "
-         "random init)")
+    _add(
+        p,
+        "--weights",
+        None,
+        "pretrained tag, weights file or s3:// object (none: seeded random init)",
+    )
     _add(p, "--mode", "probe", "probe (frozen backbone) or finetune", choices=["probe", "finetune"])
-    _add(p, "--epochs", None, "probe: full-batch steps, finetune: epochs (None: 300 / 30)",
-         type=int)
+    _add(
+        p, "--epochs", None, "probe: full-batch steps, finetune: epochs (None: 300 / 30)", type=int
+    )
     _add(p, "--lr", None, "head learning rate (None: 1e-2 probe, 1e-3 finetune)", type=float)
     _add(p, "--backbone-lr", 1e-5, "backbone learning rate in finetune mode", type=float)
     _add(p, "--unfreeze-blocks", None, "finetune only the last N blocks (None: all)", type=int)
     _add(p, "--batch-size", 32, "finetune batch size", type=int)
     _add(p, "--val-fraction", 0.2, "held-out fraction, stratified", type=float)
     _add(p, "--seed", 0, "random seed (split, init, order)", type=int)
-    _add(p, "--target-precision", None, "tags: thresholds for this precision instead of best F1",
-         type=float)
-    p.add_argument("--zero-shot-init", action="store_true",
-                   default=_env("--zero-shot-init", "") == "1",
-                   help="start from the zero-shot head of the label names (default: off; env "
-                   "TAGFLEET_ZERO_SHOT_INIT=1)")
+    _add(
+        p,
+        "--target-precision",
+        None,
+        "tags: thresholds for this precision instead of best F1",
+        type=float,
+    )
+    p.add_argument(
+        "--zero-shot-init",
+        action="store_true",
+        default=_env("--zero-shot-init", "") == "1",
+        help="start from the zero-shot head of the label names (default: off; env "
+        "TAGFLEET_ZERO_SHOT_INIT=1)",
+    )
     _add(p, "--previous", None, "earlier version to compare against (default: the one at --out)")
     p.set_defaults(handler=cmd_train)
 
@@ -68,8 +82,11 @@ def _add_eval(sub: Any) -> None:
 def _add_fleet(sub: Any) -> None:
     p = sub.add_parser("fleet", help="list, add or remove functions of fleet.yaml")
     fsub = p.add_subparsers(dest="fleet_command", required=True)
-    for name, helptext in (("add", "add or replace a function"), ("list", "list the functions"),
-                           ("remove", "remove a function")):
+    for name, helptext in (
+        ("add", "add or replace a function"),
+        ("list", "list the functions"),
+        ("remove", "remove a function"),
+    ):
         q = fsub.add_parser(name, help=helptext)
         if name == "add":
             q.add_argument("artifact", help="artifact directory or s3:// prefix")
@@ -77,8 +94,9 @@ def _add_fleet(sub: Any) -> None:
         if name == "remove":
             q.add_argument("name", help="function name")
         _add(q, "--fleet", "fleet.yaml", "fleet file")
-        q.set_defaults(handler={"add": cmd_fleet_add, "list": cmd_fleet_list,
-                                "remove": cmd_fleet_remove}[name])
+        q.set_defaults(
+            handler={"add": cmd_fleet_add, "list": cmd_fleet_list, "remove": cmd_fleet_remove}[name]
+        )
 
 
 def register(subparsers: Any) -> None:
@@ -106,10 +124,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             return 2
         return int(trainer(args))
     spec = TrainSpec(
-        type=args.type, name=args.name, backbone=args.backbone, weights=args.weights,
-        mode=args.mode, epochs=args.epochs, lr=args.lr, backbone_lr=args.backbone_lr,
-        unfreeze_blocks=args.unfreeze_blocks, batch_size=args.batch_size,
-        val_fraction=args.val_fraction, seed=args.seed, target_precision=args.target_precision,
+        type=args.type,
+        name=args.name,
+        backbone=args.backbone,
+        weights=args.weights,
+        mode=args.mode,
+        epochs=args.epochs,
+        lr=args.lr,
+        backbone_lr=args.backbone_lr,
+        unfreeze_blocks=args.unfreeze_blocks,
+        batch_size=args.batch_size,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        target_precision=args.target_precision,
         zero_shot_init=args.zero_shot_init,
     )
     previous_uri = args.previous or (
@@ -117,8 +144,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     previous = load_artifact(previous_uri) if previous_uri else None
     artifact = save_artifact(train(args.dataset, spec, previous=previous), args.out)
-    print(json.dumps({"name": artifact.manifest.name, "version": artifact.manifest.version,
-                      "metrics": artifact.manifest.metrics, "out": args.out}))
+    print(
+        json.dumps(
+            {
+                "name": artifact.manifest.name,
+                "version": artifact.manifest.version,
+                "metrics": artifact.manifest.metrics,
+                "out": args.out,
+            }
+        )
+    )
     return 0
 
 
@@ -130,8 +165,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.out:
         for name, data in files.items():
             storage.write_bytes(storage.join(args.out, name), data)
-    print(json.dumps({"version": report["version"], "metrics": {
-        k: v for k, v in report["metrics"].items() if not isinstance(v, dict | list)}}))
+    print(
+        json.dumps(
+            {
+                "version": report["version"],
+                "metrics": {
+                    k: v for k, v in report["metrics"].items() if not isinstance(v, dict | list)
+                },
+            }
+        )
+    )
     return 0
 
 

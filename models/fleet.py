@@ -145,9 +145,7 @@ class Fleet:
                     out[rows[j]][name] = result
         return out
 
-    def _wanted(
-        self, n: int, functions: Sequence[Collection[str] | None] | None
-    ) -> list[set[str]]:
+    def _wanted(self, n: int, functions: Sequence[Collection[str] | None] | None) -> list[set[str]]:
         every = set(self._functions)
         if functions is None:
             return [every] * n

@@ -76,7 +76,9 @@ def pr_curve(truth: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def choose_threshold(
-    truth: np.ndarray, scores: np.ndarray, target_precision: float | None = None,
+    truth: np.ndarray,
+    scores: np.ndarray,
+    target_precision: float | None = None,
     default: float = 0.5,
 ) -> float:
     """A threshold for one label: best F1, or the lowest reaching ``target_precision``.
@@ -100,6 +102,7 @@ def choose_threshold(
 
 def fit_temperature(logits: np.ndarray, y_true: np.ndarray) -> float:
     """Temperature minimising the validation NLL of ``softmax(logits / T)`` (grid + refine)."""
+
     def nll(t: float) -> float:
         z = logits / t
         z = z - z.max(axis=1, keepdims=True)

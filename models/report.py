@@ -83,14 +83,20 @@ def _markdown(report: dict[str, Any]) -> str:
         lines.append(row)
     per_label = report["metrics"]["per_label"]
     ap = any("ap50" in m for m in per_label.values())  # detect: AP per label as well
-    lines += ["", "| label | precision | recall | F1 | support |" + (" AP50 | AP50:95 |" * ap),
-              "|---|---|---|---|---|" + ("---|---|" * ap)]
+    lines += [
+        "",
+        "| label | precision | recall | F1 | support |" + (" AP50 | AP50:95 |" * ap),
+        "|---|---|---|---|---|" + ("---|---|" * ap),
+    ]
     for label, m in per_label.items():
-        row = (f"| {label} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | "
-               f"{m['support']} |")
+        row = (
+            f"| {label} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | "
+            f"{m['support']} |"
+        )
         if ap:
-            row += "".join(f" {'-' if m[k] is None else format(m[k], '.3f')} |"
-                           for k in ("ap50", "ap50_95"))
+            row += "".join(
+                f" {'-' if m[k] is None else format(m[k], '.3f')} |" for k in ("ap50", "ap50_95")
+            )
         lines.append(row)
     lines += ["", *[f"![{name}]({name})" for name in report["plots"]], ""]
     return "\n".join(lines)
@@ -109,8 +115,9 @@ def build_report(
     files: dict[str, bytes] = {}
     if "confusion" in current.metrics:
         files["confusion.png"] = confusion_png(current.metrics["confusion"], m.labels)
-    files.update(current.plots or {"pr_curves.png": pr_png(current.targets, current.scores,
-                                                           m.labels)})
+    files.update(
+        current.plots or {"pr_curves.png": pr_png(current.targets, current.scores, m.labels)}
+    )
     report: dict[str, Any] = {
         "name": m.name,
         "type": m.type.value,

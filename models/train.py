@@ -80,13 +80,21 @@ def _augment(pixels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def _embed(backbone: Backbone, images: np.ndarray, batch: int = 64) -> np.ndarray:
-    out = [backbone.encode(images[i : i + batch]).pooled.cpu().numpy()
-           for i in range(0, len(images), batch)]
+    out = [
+        backbone.encode(images[i : i + batch]).pooled.cpu().numpy()
+        for i in range(0, len(images), batch)
+    ]
     return np.concatenate(out)
 
 
-def _fit_probe(head: torch.nn.Module, kind: FunctionType, emb: np.ndarray, y: np.ndarray,
-               spec: TrainSpec, device: torch.device) -> None:
+def _fit_probe(
+    head: torch.nn.Module,
+    kind: FunctionType,
+    emb: np.ndarray,
+    y: np.ndarray,
+    spec: TrainSpec,
+    device: torch.device,
+) -> None:
     x = Features(torch.as_tensor(emb, device=device), None, None)
     target = torch.as_tensor(y, device=device)
     opt = torch.optim.AdamW(head.parameters(), lr=spec.lr or 1e-2, weight_decay=spec.weight_decay)
@@ -113,12 +121,20 @@ def _trainable_blocks(backbone: Backbone, unfreeze: int | None) -> list[torch.nn
     return params
 
 
-def _fit_finetune(head: torch.nn.Module, backbone: Backbone, kind: FunctionType,
-                  images: np.ndarray, y: np.ndarray, spec: TrainSpec) -> None:
+def _fit_finetune(
+    head: torch.nn.Module,
+    backbone: Backbone,
+    kind: FunctionType,
+    images: np.ndarray,
+    y: np.ndarray,
+    spec: TrainSpec,
+) -> None:
     params = _trainable_blocks(backbone, spec.unfreeze_blocks)
     opt = torch.optim.AdamW(
-        [{"params": head.parameters(), "lr": spec.lr or 1e-3},
-         {"params": params, "lr": spec.backbone_lr}],
+        [
+            {"params": head.parameters(), "lr": spec.lr or 1e-3},
+            {"params": params, "lr": spec.backbone_lr},
+        ],
         weight_decay=spec.weight_decay,
     )
     epochs = spec.epochs or 30
@@ -146,24 +162,36 @@ def _fit_finetune(head: torch.nn.Module, backbone: Backbone, kind: FunctionType,
 
 
 @torch.inference_mode()
-def _logits(head: torch.nn.Module, backbone: Backbone, images: np.ndarray,
-            emb: np.ndarray | None) -> np.ndarray:
+def _logits(
+    head: torch.nn.Module, backbone: Backbone, images: np.ndarray, emb: np.ndarray | None
+) -> np.ndarray:
     if emb is not None:
         x = Features(torch.as_tensor(emb, device=backbone.device), None, None)
         return head(x).float().cpu().numpy()
-    return np.concatenate([head(backbone.encode(images[i : i + 64])).float().cpu().numpy()
-                           for i in range(0, len(images), 64)])
+    return np.concatenate(
+        [
+            head(backbone.encode(images[i : i + 64])).float().cpu().numpy()
+            for i in range(0, len(images), 64)
+        ]
+    )
 
 
-def _calibrate(kind: FunctionType, logits: np.ndarray, y: np.ndarray, labels: list[str],
-               target_precision: float | None) -> dict[str, Any]:
+def _calibrate(
+    kind: FunctionType,
+    logits: np.ndarray,
+    y: np.ndarray,
+    labels: list[str],
+    target_precision: float | None,
+) -> dict[str, Any]:
     if kind == FunctionType.CLASSIFY:
         return {"temperature": fit_temperature(logits, y)}
     scores = 1 / (1 + np.exp(-logits))
-    return {"thresholds": {
-        label: choose_threshold(y[:, i], scores[:, i], target_precision)
-        for i, label in enumerate(labels)
-    }}
+    return {
+        "thresholds": {
+            label: choose_threshold(y[:, i], scores[:, i], target_precision)
+            for i, label in enumerate(labels)
+        }
+    }
 
 
 def train(
@@ -190,9 +218,14 @@ def train(
     images, hashes = read_images(dataset, backbone.input_size)
     y = dataset.targets()
     tr, va = stratified_split(y, spec.val_fraction, spec.seed)
-    manifest = Manifest(name=spec.name, type=spec.type, labels=dataset.labels, backbone=ref,
-                        mode=Mode.FINETUNE if spec.mode == Mode.FINETUNE else Mode.PROBE,
-                        training_data_hash=data_hash(dataset, hashes))
+    manifest = Manifest(
+        name=spec.name,
+        type=spec.type,
+        labels=dataset.labels,
+        backbone=ref,
+        mode=Mode.FINETUNE if spec.mode == Mode.FINETUNE else Mode.PROBE,
+        training_data_hash=data_hash(dataset, hashes),
+    )
     head = build_head(manifest, backbone)
     if spec.zero_shot_init:
         head.load_state_dict(zero_shot_head_state(backbone, spec.type, dataset.labels))
@@ -213,8 +246,15 @@ def train(
     return _finish(manifest, head, backbone, images[va], y[va], previous, extra)
 
 
-def _finish(manifest: Manifest, head: torch.nn.Module, backbone: Backbone, images: np.ndarray,
-            y: np.ndarray, previous: Artifact | None, extra: dict[str, Any]) -> Artifact:
+def _finish(
+    manifest: Manifest,
+    head: torch.nn.Module,
+    backbone: Backbone,
+    images: np.ndarray,
+    y: np.ndarray,
+    previous: Artifact | None,
+    extra: dict[str, Any],
+) -> Artifact:
     """Evaluate on the held-out split through the serving path and attach the report."""
     own = backbone.model.state_dict() if manifest.mode == Mode.FINETUNE else None
     head_state = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}

@@ -63,7 +63,8 @@ def _load_json(uri: str) -> dict[str, Any]:
         isinstance(data.get(k), list) for k in ("images", "annotations", "categories")
     ):
         raise DatasetError(
-            f"{uri}: a COCO file needs 'images', 'annotations' and 'categories' lists")
+            f"{uri}: a COCO file needs 'images', 'annotations' and 'categories' lists"
+        )
     return data
 
 
@@ -104,8 +105,11 @@ def _samples(uri: str, data: dict[str, Any], cats: dict[int, str]) -> list[Detec
     base = _parent(uri)
     images = {}
     for img in data["images"]:
-        if not isinstance(img, dict) or "id" not in img or not isinstance(
-                img.get("file_name"), str):
+        if (
+            not isinstance(img, dict)
+            or "id" not in img
+            or not isinstance(img.get("file_name"), str)
+        ):
             raise DatasetError(f"{uri}: image {img!r} needs an 'id' and a 'file_name'")
         images[img["id"]] = img
     objects: dict[Any, list[tuple[str, Box]]] = {k: [] for k in images}
@@ -116,23 +120,28 @@ def _samples(uri: str, data: dict[str, Any], cats: dict[int, str]) -> list[Detec
         if ann.get("image_id") not in images:
             raise DatasetError(f"{where}: unknown image_id {ann.get('image_id')!r}")
         if ann.get("category_id") not in cats:
-            raise DatasetError(f"{where}: unknown category_id {ann.get('category_id')!r} "
-                               f"(known: {sorted(cats)})")
+            raise DatasetError(
+                f"{where}: unknown category_id {ann.get('category_id')!r} (known: {sorted(cats)})"
+            )
         img = images[ann["image_id"]]
         box = _xyxy(uri, ann)
         if img.get("width") and img.get("height"):
             check_box(f"{where} ({img['file_name']})", box, (img["width"], img["height"]))
         objects[ann["image_id"]].append((cats[ann["category_id"]], box))
     return [
-        DetectSample(_relative(base, img["file_name"]), tuple(o[0] for o in objects[k]),
-                     tuple(o[1] for o in objects[k]),
-                     (int(img["width"]), int(img["height"])) if img.get("width") else None)
+        DetectSample(
+            _relative(base, img["file_name"]),
+            tuple(o[0] for o in objects[k]),
+            tuple(o[1] for o in objects[k]),
+            (int(img["width"]), int(img["height"])) if img.get("width") else None,
+        )
         for k, img in images.items()
     ]
 
 
-def _check_counts(uri: str, samples: list[DetectSample], labels: Sequence[str],
-                  min_per_label: int) -> None:
+def _check_counts(
+    uri: str, samples: list[DetectSample], labels: Sequence[str], min_per_label: int
+) -> None:
     images_with = Counter(label for s in samples for label in set(s.labels))
     for label in labels:
         if images_with[label] == 0:
@@ -140,7 +149,8 @@ def _check_counts(uri: str, samples: list[DetectSample], labels: Sequence[str],
         if images_with[label] < min_per_label:
             raise DatasetError(
                 f"{uri}: category '{label}' appears in {images_with[label]} image(s); at least "
-                f"{min_per_label} are needed (some are held out for evaluation)")
+                f"{min_per_label} are needed (some are held out for evaluation)"
+            )
 
 
 def load_coco(
@@ -160,8 +170,10 @@ def load_coco(
     if labels is not None:
         unknown = [c for c in found if c not in labels]
         if unknown:
-            raise DatasetError(f"{source}: unknown category '{unknown[0]}'; the function's "
-                               f"labels are {list(labels)}")
+            raise DatasetError(
+                f"{source}: unknown category '{unknown[0]}'; the function's "
+                f"labels are {list(labels)}"
+            )
         present = {label for s in samples for label in s.labels}
         found = list(labels)
         _check_counts(source, samples, sorted(present), min_per_label)
@@ -189,8 +201,10 @@ def read_detect_image(sample: DetectSample, size: int) -> tuple[np.ndarray, str,
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DatasetError(f"unreadable image {uri}: {exc}") from exc
     if sample.size is not None and tuple(sample.size) != orig:
-        raise DatasetError(f"image {uri} is {orig[0]}x{orig[1]} but the COCO file says "
-                           f"{sample.size[0]}x{sample.size[1]}")
+        raise DatasetError(
+            f"image {uri} is {orig[0]}x{orig[1]} but the COCO file says "
+            f"{sample.size[0]}x{sample.size[1]}"
+        )
     for box in sample.boxes:
         check_box(f"image {uri}", box, orig)
     return array, hashlib.sha256(data).hexdigest(), orig

@@ -32,9 +32,13 @@ EVAL_FLOOR = 0.01
 def truth_boxes(dataset: DetectDataset) -> list[ImageBoxes]:
     """Ground truth of every image in original pixels, labels as indices."""
     index = {label: i for i, label in enumerate(dataset.labels)}
-    return [ImageBoxes(np.asarray(s.boxes, dtype=np.float64).reshape(-1, 4),  # type: ignore[attr-defined]
-                       np.array([index[label] for label in s.labels], dtype=np.int64))
-            for s in dataset.samples]
+    return [
+        ImageBoxes(
+            np.asarray(s.boxes, dtype=np.float64).reshape(-1, 4),  # type: ignore[attr-defined]
+            np.array([index[label] for label in s.labels], dtype=np.int64),
+        )
+        for s in dataset.samples
+    ]
 
 
 def predict_boxes(
@@ -55,9 +59,13 @@ def predict_boxes(
         chunk = list(images[start : start + batch_size])
         for result in fleet.predict(chunk, orig_sizes[start : start + len(chunk)]):
             objs = result["f"]["objects"]
-            out.append(ImageBoxes(np.array([o["box"] for o in objs]).reshape(-1, 4),
-                                  np.array([index[o["label"]] for o in objs], dtype=np.int64),
-                                  np.array([o["score"] for o in objs])))
+            out.append(
+                ImageBoxes(
+                    np.array([o["box"] for o in objs]).reshape(-1, 4),
+                    np.array([index[o["label"]] for o in objs], dtype=np.int64),
+                    np.array([o["score"] for o in objs]),
+                )
+            )
     return out
 
 
@@ -86,8 +94,9 @@ def detections_evaluation(
     plot per label. ``scores`` and ``targets`` of the evaluation are empty (classify/tags only).
     """
     max_dets = int(manifest.head.get("max_detections", DEFAULT_MAX_DETECTIONS))
-    metrics: dict[str, Any] = detection_metrics(truth, dets, manifest.labels,
-                                                label_thresholds(manifest), max_dets)
+    metrics: dict[str, Any] = detection_metrics(
+        truth, dets, manifest.labels, label_thresholds(manifest), max_dets
+    )
     curves = metrics.pop("pr_curves")
     return Evaluation(np.zeros(0), np.zeros(0), metrics, plots=pr_plots(curves))
 
@@ -113,6 +122,5 @@ def evaluate_detect(
     images, _, sizes = read_detect_images(dataset, size)
     truth = truth_boxes(dataset)
     current = evaluate_detections(artifact, images, sizes, truth, shared)
-    before = (evaluate_detections(previous, images, sizes, truth)
-              if previous is not None else None)
+    before = evaluate_detections(previous, images, sizes, truth) if previous is not None else None
     return build_report(artifact, current, previous, before, split=f"all of {dataset.source}")

@@ -34,22 +34,31 @@ def _coco(images: Sequence[ImageBoxes], num_labels: int) -> COCO:
     for i, im in enumerate(images):
         for k, (box, label) in enumerate(zip(im.boxes.reshape(-1, 4), im.labels, strict=True)):
             x1, y1, x2, y2 = (float(v) for v in box)
-            ann = {"id": len(anns) + 1, "image_id": i, "category_id": int(label),
-                   "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
-                   "iscrowd": 0}
+            ann = {
+                "id": len(anns) + 1,
+                "image_id": i,
+                "category_id": int(label),
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "area": (x2 - x1) * (y2 - y1),
+                "iscrowd": 0,
+            }
             if im.scores is not None:
                 ann["score"] = float(im.scores[k])
             anns.append(ann)
     coco = COCO()
-    coco.dataset = {"images": [{"id": i} for i in range(len(images))],
-                    "categories": [{"id": k} for k in range(num_labels)], "annotations": anns}
+    coco.dataset = {
+        "images": [{"id": i} for i in range(len(images))],
+        "categories": [{"id": k} for k in range(num_labels)],
+        "annotations": anns,
+    }
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
 
 
-def _run(truth: Sequence[ImageBoxes], dets: Sequence[ImageBoxes], num_labels: int,
-         max_dets: int) -> COCOeval:
+def _run(
+    truth: Sequence[ImageBoxes], dets: Sequence[ImageBoxes], num_labels: int, max_dets: int
+) -> COCOeval:
     ev = COCOeval(_coco(truth, num_labels), _coco(dets, num_labels), "bbox")
     ev.params.maxDets = [1, 10, max_dets]
     with contextlib.redirect_stdout(io.StringIO()):
@@ -74,8 +83,9 @@ def _matches(ev: COCOeval, k: int) -> tuple[np.ndarray, np.ndarray, int]:
     return np.concatenate(scores), np.concatenate(matched), positives
 
 
-def _prf(scores: np.ndarray, matched: np.ndarray, positives: int,
-         threshold: float) -> dict[str, float]:
+def _prf(
+    scores: np.ndarray, matched: np.ndarray, positives: int, threshold: float
+) -> dict[str, float]:
     kept = scores >= threshold
     tp, fp = float((matched & kept).sum()), float((~matched & kept).sum())
     p = tp / (tp + fp) if tp + fp else 0.0
@@ -83,8 +93,13 @@ def _prf(scores: np.ndarray, matched: np.ndarray, positives: int,
     return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}
 
 
-def best_threshold(scores: np.ndarray, matched: np.ndarray, positives: int,
-                   target_precision: float | None = None, default: float = 0.3) -> float:
+def best_threshold(
+    scores: np.ndarray,
+    matched: np.ndarray,
+    positives: int,
+    target_precision: float | None = None,
+    default: float = 0.3,
+) -> float:
     """A score threshold: best F1 at IoU 0.5, or the lowest reaching ``target_precision``.
 
     Halfway between the chosen detection's score and the next lower one; ``default`` when
@@ -131,8 +146,12 @@ def detection_metrics(
             ap50s.append(ap50)
             aps.append(ap)
             curves[label] = (ev.params.recThrs.tolist(), p[0].tolist())
-        per_label[label] = {"ap50": ap50, "ap50_95": ap, "support": positives,
-                            **_prf(scores, matched, positives, thresholds[k])}
+        per_label[label] = {
+            "ap50": ap50,
+            "ap50_95": ap,
+            "support": positives,
+            **_prf(scores, matched, positives, thresholds[k]),
+        }
     return {
         "map50": float(np.mean(ap50s)) if ap50s else 0.0,
         "map50_95": float(np.mean(aps)) if aps else 0.0,

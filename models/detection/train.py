@@ -38,13 +38,21 @@ from models.manifest import FunctionType, Manifest, Mode
 from models.report import HEADLINE, build_report
 from models.train import TrainSpec, _trainable_blocks
 
-HEAD_DEFAULTS = {"hidden": 128, "depth": 2, "nms_iou": DEFAULT_NMS_IOU,
-                 "max_detections": DEFAULT_MAX_DETECTIONS}
+HEAD_DEFAULTS = {
+    "hidden": 128,
+    "depth": 2,
+    "nms_iou": DEFAULT_NMS_IOU,
+    "max_detections": DEFAULT_MAX_DETECTIONS,
+}
 
 
-def _batch(images: np.ndarray, boxes: Sequence[np.ndarray], labels: Sequence[np.ndarray],
-           idx: np.ndarray, transform: Any) -> tuple[np.ndarray, list[torch.Tensor],
-                                                     list[torch.Tensor]]:
+def _batch(
+    images: np.ndarray,
+    boxes: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    idx: np.ndarray,
+    transform: Any,
+) -> tuple[np.ndarray, list[torch.Tensor], list[torch.Tensor]]:
     """Images (augmented when ``transform``), boxes normalised to the input, label tensors."""
     size = images.shape[1]
     out_img, out_box, out_lab = [], [], []
@@ -58,20 +66,27 @@ def _batch(images: np.ndarray, boxes: Sequence[np.ndarray], labels: Sequence[np.
     return np.stack(out_img), out_box, out_lab
 
 
-def fit_detect(head: DetectHead, backbone: Backbone, images: np.ndarray,
-               boxes: Sequence[np.ndarray], labels: Sequence[np.ndarray],
-               spec: TrainSpec) -> None:
+def fit_detect(
+    head: DetectHead,
+    backbone: Backbone,
+    images: np.ndarray,
+    boxes: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    spec: TrainSpec,
+) -> None:
     """Train ``head`` (and in finetune mode the image tower) on input-pixel boxes."""
     finetune = spec.mode == Mode.FINETUNE
     groups = [{"params": list(head.parameters()), "lr": spec.lr or 1e-3}]
     if finetune:
-        groups.append({"params": _trainable_blocks(backbone, spec.unfreeze_blocks),
-                       "lr": spec.backbone_lr})
+        groups.append(
+            {"params": _trainable_blocks(backbone, spec.unfreeze_blocks), "lr": spec.backbone_lr}
+        )
     opt = torch.optim.AdamW(groups, weight_decay=spec.weight_decay)
     epochs = spec.epochs or 30
     steps = epochs * -(-len(images) // spec.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=[g["lr"] for g in groups], total_steps=steps, pct_start=0.1)
+        opt, max_lr=[g["lr"] for g in groups], total_steps=steps, pct_start=0.1
+    )
     gen = torch.Generator().manual_seed(spec.seed)
     transform = detect_augmentation() if spec.augment else None
     backbone.visual.train(finetune)
@@ -84,8 +99,13 @@ def fit_detect(head: DetectHead, backbone: Backbone, images: np.ndarray,
                 features = backbone.forward_pixels(pixels)
             raw = head(features)
             points = head.points(features.grid, pixels.device)  # type: ignore[arg-type]
-            loss = detection_loss(raw, points, head.stride, [x.to(pixels.device) for x in b],
-                                  [x.to(pixels.device) for x in lab])
+            loss = detection_loss(
+                raw,
+                points,
+                head.stride,
+                [x.to(pixels.device) for x in b],
+                [x.to(pixels.device) for x in lab],
+            )
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -95,10 +115,16 @@ def fit_detect(head: DetectHead, backbone: Backbone, images: np.ndarray,
     backbone.model.requires_grad_(False)
 
 
-def _thresholds(truth: Sequence[ImageBoxes], dets: Sequence[ImageBoxes], labels: list[str],
-                target_precision: float | None) -> dict[str, float]:
-    return {label: best_threshold(*m, target_precision=target_precision)
-            for label, m in zip(labels, label_matches(truth, dets, len(labels)), strict=True)}
+def _thresholds(
+    truth: Sequence[ImageBoxes],
+    dets: Sequence[ImageBoxes],
+    labels: list[str],
+    target_precision: float | None,
+) -> dict[str, float]:
+    return {
+        label: best_threshold(*m, target_precision=target_precision)
+        for label, m in zip(labels, label_matches(truth, dets, len(labels)), strict=True)
+    }
 
 
 def train_detect(
@@ -126,21 +152,36 @@ def train_detect(
     labels = [np.array([index[x] for x in s.labels], dtype=np.int64) for s in dataset.samples]
     tr, va = stratified_split(dataset.targets(), spec.val_fraction, spec.seed)
     mode = Mode.FINETUNE if spec.mode == Mode.FINETUNE else Mode.PROBE
-    manifest = Manifest(name=spec.name, type=FunctionType.DETECT, labels=dataset.labels,
-                        backbone=ref, mode=mode, head=dict(HEAD_DEFAULTS),
-                        training_data_hash=detect_data_hash(dataset, hashes))
+    manifest = Manifest(
+        name=spec.name,
+        type=FunctionType.DETECT,
+        labels=dataset.labels,
+        backbone=ref,
+        mode=mode,
+        head=dict(HEAD_DEFAULTS),
+        training_data_hash=detect_data_hash(dataset, hashes),
+    )
     head = build_head(manifest, backbone)
     assert isinstance(head, DetectHead)
     fit_detect(head, backbone, images[tr], [boxes[i] for i in tr], [labels[i] for i in tr], spec)
     truth = [truth_boxes(dataset)[i] for i in va]
     extra = {"mode": mode.value, "train_samples": len(tr), "augment": spec.augment}
-    return _finish(manifest, head, backbone, images[va], [sizes[i] for i in va], truth, spec,
-                   previous, extra)
+    return _finish(
+        manifest, head, backbone, images[va], [sizes[i] for i in va], truth, spec, previous, extra
+    )
 
 
-def _finish(manifest: Manifest, head: torch.nn.Module, backbone: Backbone, images: np.ndarray,
-            sizes: list[tuple[int, int]], truth: list[ImageBoxes], spec: TrainSpec,
-            previous: Artifact | None, extra: dict[str, Any]) -> Artifact:
+def _finish(
+    manifest: Manifest,
+    head: torch.nn.Module,
+    backbone: Backbone,
+    images: np.ndarray,
+    sizes: list[tuple[int, int]],
+    truth: list[ImageBoxes],
+    spec: TrainSpec,
+    previous: Artifact | None,
+    extra: dict[str, Any],
+) -> Artifact:
     """Thresholds and evaluation on the held-out split through the serving path; the report."""
     own = backbone.model.state_dict() if manifest.mode == Mode.FINETUNE else None
     head_state = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
@@ -154,7 +195,8 @@ def _finish(manifest: Manifest, head: torch.nn.Module, backbone: Backbone, image
     artifact = Artifact(manifest, head_state, own).with_version()
     before = None
     if previous is not None:
-        before = detections_evaluation(previous.manifest, truth,
-                                       predict_boxes(previous, images, sizes))
+        before = detections_evaluation(
+            previous.manifest, truth, predict_boxes(previous, images, sizes)
+        )
     _, artifact.files = build_report(artifact, current, previous, before, extra=extra)
     return artifact

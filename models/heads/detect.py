@@ -32,15 +32,21 @@ PRIOR_PROB = 0.01  # focal-loss prior: initial class probability of every cell
 
 
 def _block(cin: int, cout: int) -> list[torch.nn.Module]:
-    return [torch.nn.Conv2d(cin, cout, 3, padding=1), torch.nn.GroupNorm(8, cout),
-            torch.nn.GELU()]
+    return [torch.nn.Conv2d(cin, cout, 3, padding=1), torch.nn.GroupNorm(8, cout), torch.nn.GELU()]
 
 
 class DetectHead(torch.nn.Module):
     """A small conv tower on the token grid with class, centre-ness and box outputs."""
 
-    def __init__(self, token_dim: int, num_labels: int, patch_size: int, input_size: int,
-                 hidden: int = 128, depth: int = 2) -> None:
+    def __init__(
+        self,
+        token_dim: int,
+        num_labels: int,
+        patch_size: int,
+        input_size: int,
+        hidden: int = 128,
+        depth: int = 2,
+    ) -> None:
         super().__init__()
         layers: list[torch.nn.Module] = []
         for i in range(depth):
@@ -49,8 +55,9 @@ class DetectHead(torch.nn.Module):
         self.cls = torch.nn.Conv2d(hidden, num_labels, 3, padding=1)
         self.ctr = torch.nn.Conv2d(hidden, 1, 3, padding=1)
         self.box = torch.nn.Conv2d(hidden, 4, 3, padding=1)
-        torch.nn.init.constant_(self.cls.bias, -float(torch.log(torch.tensor(
-            (1 - PRIOR_PROB) / PRIOR_PROB))))
+        torch.nn.init.constant_(
+            self.cls.bias, -float(torch.log(torch.tensor((1 - PRIOR_PROB) / PRIOR_PROB)))
+        )
         self.stride = patch_size / input_size  # one cell, in normalised input units
 
     def points(self, grid: tuple[int, int], device: torch.device) -> torch.Tensor:
@@ -78,9 +85,14 @@ def build(manifest: Manifest, dims: HeadDims) -> torch.nn.Module:
     """A fresh detect head; ``manifest.head`` may set ``hidden`` and ``depth``."""
     if dims.token_dim is None or dims.patch_size is None:
         raise ValueError("detect needs a ViT backbone with patch tokens")
-    return DetectHead(dims.token_dim, len(manifest.labels), dims.patch_size, dims.input_size,
-                      hidden=int(manifest.head.get("hidden", 128)),
-                      depth=int(manifest.head.get("depth", 2)))
+    return DetectHead(
+        dims.token_dim,
+        len(manifest.labels),
+        dims.patch_size,
+        dims.input_size,
+        hidden=int(manifest.head.get("hidden", 128)),
+        depth=int(manifest.head.get("depth", 2)),
+    )
 
 
 def scores(raw: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -95,8 +107,9 @@ def label_thresholds(manifest: Manifest) -> list[float]:
     return [manifest.thresholds.get(label, default) for label in manifest.labels]
 
 
-def _detect_one(boxes: torch.Tensor, score: torch.Tensor, limits: torch.Tensor,
-                manifest: Manifest) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _detect_one(
+    boxes: torch.Tensor, score: torch.Tensor, limits: torch.Tensor, manifest: Manifest
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(boxes (K, 4) normalised, scores (K,), label indices (K,)) of one image after NMS."""
     cell, label = torch.nonzero(score >= limits[None, :], as_tuple=True)
     s = score[cell, label]
@@ -126,8 +139,9 @@ def results(
         boxes = clip_boxes_to_image(boxes * scale, (height, width))
         objects = [
             {"label": manifest.labels[int(k)], "score": float(v), "box": [float(c) for c in box]}
-            for box, v, k in zip(boxes.cpu().tolist(), s.cpu().tolist(), label.cpu().tolist(),
-                                 strict=True)
+            for box, v, k in zip(
+                boxes.cpu().tolist(), s.cpu().tolist(), label.cpu().tolist(), strict=True
+            )
         ]
         out.append({"type": "detect", "version": manifest.version, "objects": objects})
     return out

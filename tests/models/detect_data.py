@@ -31,8 +31,9 @@ def _boxes(rng: np.random.Generator, k: int, width: int, height: int) -> list[tu
     return placed
 
 
-def detect_scene(rng: np.random.Generator, width: int, height: int,
-                 classes: tuple[str, ...] = DETECT_CLASSES) -> tuple[object, list[Obj]]:
+def detect_scene(
+    rng: np.random.Generator, width: int, height: int, classes: tuple[str, ...] = DETECT_CLASSES
+) -> tuple[object, list[Obj]]:
     """A ``width x height`` scene with 1 to 4 shapes; ``classes`` are colours or shapes."""
     img = background(rng, max(width, height)).crop((0, 0, width, height))
     objs = []
@@ -47,8 +48,14 @@ def detect_scene(rng: np.random.Generator, width: int, height: int,
     return img, objs
 
 
-def coco_scenes(root: Path, n: int, seed: int, width: int = 64, height: int = 64,
-                classes: tuple[str, ...] = DETECT_CLASSES) -> Path:
+def coco_scenes(
+    root: Path,
+    n: int,
+    seed: int,
+    width: int = 64,
+    height: int = 64,
+    classes: tuple[str, ...] = DETECT_CLASSES,
+) -> Path:
     """Write ``n`` scenes as ``root/img/<i>.png`` and ``root/coco.json``; return the JSON path."""
     rng = np.random.default_rng(seed)
     (root / "img").mkdir(parents=True, exist_ok=True)
@@ -61,9 +68,19 @@ def coco_scenes(root: Path, n: int, seed: int, width: int = 64, height: int = 64
         for o in objs:
             x1, y1, x2, y2 = o.box
             label = o.colour if o.colour in cat_id else o.shape
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": cat_id[label],
-                         "bbox": [x1, y1, x2 - x1, y2 - y1], "iscrowd": 0})
-    coco = {"images": images, "annotations": anns,
-            "categories": [{"id": v, "name": k} for k, v in cat_id.items()]}
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": cat_id[label],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "iscrowd": 0,
+                }
+            )
+    coco = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": v, "name": k} for k, v in cat_id.items()],
+    }
     (root / "coco.json").write_text(json.dumps(coco))
     return root / "coco.json"

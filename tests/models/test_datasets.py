@@ -27,12 +27,14 @@ def test_jsonl_and_csv_manifests(tmp_path: Path) -> None:
     assert ds.targets().shape == (20, len(ds.labels))
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
     csv = tmp_path / "m.csv"
-    csv.write_text("image,labels\n" + "".join(f"{r['image']},{';'.join(r['labels'])}\n"
-                                              for r in rows))
+    csv.write_text(
+        "image,labels\n" + "".join(f"{r['image']},{';'.join(r['labels'])}\n" for r in rows)
+    )
     assert load_dataset(str(csv), "tags").samples == ds.samples
     classify_csv = tmp_path / "c.csv"
-    classify_csv.write_text("image,label\n" + "".join(f"{r['image']},{r['labels'][0]}\n"
-                                                      for r in rows))
+    classify_csv.write_text(
+        "image,label\n" + "".join(f"{r['image']},{r['labels'][0]}\n" for r in rows)
+    )
     assert load_dataset(str(classify_csv), "classify", min_per_label=1).kind == "classify"
 
 

@@ -15,8 +15,9 @@ TAGFLEET = str(Path(sys.executable).parent / "tagfleet")
 
 def _run(*args: str) -> dict:
     env = {**os.environ, "TAGFLEET_THREADS": "2"}
-    done = subprocess.run([TAGFLEET, *args], capture_output=True, text=True, env=env,
-                          timeout=600, check=False)
+    done = subprocess.run(
+        [TAGFLEET, *args], capture_output=True, text=True, env=env, timeout=600, check=False
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -24,12 +25,36 @@ def _run(*args: str) -> dict:
 def test_train_and_eval_detect_from_the_command_line(tiny_config: str, tmp_path: Path) -> None:
     data = str(coco_scenes(tmp_path / "data", 16, seed=0, width=96, height=72))
     out = tmp_path / "logos"
-    trained = _run("train", data, "--type", "detect", "--name", "logos", "--out", str(out),
-                   "--backbone", tiny_config, "--mode", "finetune", "--epochs", "2",
-                   "--batch-size", "8", "--backbone-lr", "1e-3")
+    trained = _run(
+        "train",
+        data,
+        "--type",
+        "detect",
+        "--name",
+        "logos",
+        "--out",
+        str(out),
+        "--backbone",
+        tiny_config,
+        "--mode",
+        "finetune",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--backbone-lr",
+        "1e-3",
+    )
     assert set(trained["metrics"]) == {"map50", "map50_95"}
-    for name in ("manifest.json", "head.safetensors", "backbone.safetensors", "report.json",
-                 "report.md", "pr_red.png", "pr_blue.png"):
+    for name in (
+        "manifest.json",
+        "head.safetensors",
+        "backbone.safetensors",
+        "report.json",
+        "report.md",
+        "pr_red.png",
+        "pr_blue.png",
+    ):
         assert (out / name).exists(), name
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["type"] == "detect" and set(manifest["thresholds"]) == {"red", "blue"}

@@ -42,19 +42,30 @@ def _blue_in_one_image(anns: list[dict]) -> list[dict]:
     return [a for a in anns if a["category_id"] != 2 or a["image_id"] == first]
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    (lambda d: d["annotations"][0].update(category_id=9),
-     r"coco.json: annotation 1: unknown category_id 9"),
-    (lambda d: d["annotations"][0].update(bbox=[90, 10, 20, 20]),
-     r"coco.json: annotation 1 \(img/0.png\): box \[90.0, 10.0, 110.0, 30.0\] is outside"),
-    (lambda d: d["annotations"][0].update(bbox=[10, 10, 0, 20]), r"annotation 1: .* no area"),
-    (lambda d: d["categories"].append({"id": 7, "name": "green"}),
-     r"coco.json: category 'green' has no annotations"),
-    (lambda d: d.update(annotations=_blue_in_one_image(d["annotations"])),
-     r"coco.json: category 'blue' appears in 1 image\(s\); at least 2"),
-    (lambda d: d.pop("categories"), r"coco.json: a COCO file needs"),
-    (lambda d: d["annotations"][0].update(image_id=99), r"annotation 1: unknown image_id 99"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda d: d["annotations"][0].update(category_id=9),
+            r"coco.json: annotation 1: unknown category_id 9",
+        ),
+        (
+            lambda d: d["annotations"][0].update(bbox=[90, 10, 20, 20]),
+            r"coco.json: annotation 1 \(img/0.png\): box \[90.0, 10.0, 110.0, 30.0\] is outside",
+        ),
+        (lambda d: d["annotations"][0].update(bbox=[10, 10, 0, 20]), r"annotation 1: .* no area"),
+        (
+            lambda d: d["categories"].append({"id": 7, "name": "green"}),
+            r"coco.json: category 'green' has no annotations",
+        ),
+        (
+            lambda d: d.update(annotations=_blue_in_one_image(d["annotations"])),
+            r"coco.json: category 'blue' appears in 1 image\(s\); at least 2",
+        ),
+        (lambda d: d.pop("categories"), r"coco.json: a COCO file needs"),
+        (lambda d: d["annotations"][0].update(image_id=99), r"annotation 1: unknown image_id 99"),
+    ],
+)
 def test_bad_coco_files_name_the_file_and_the_problem(coco: Path, change, message: str) -> None:  # noqa: ANN001
     with pytest.raises(DatasetError, match=message):
         load_dataset(_edit(coco, change), "detect")

@@ -19,9 +19,15 @@ GRID = 4  # cells in the crafted raw outputs
 
 
 def _manifest(thresholds: dict[str, float] | None = None, tiny: str = "tiny-vit") -> Manifest:
-    return Manifest(name="logo", type="detect", labels=["logo", "text"],
-                    backbone=resolve_ref(tiny), thresholds=thresholds or {"*": 0.5},
-                    head={"nms_iou": 0.5, "max_detections": 10}, version="v1")
+    return Manifest(
+        name="logo",
+        type="detect",
+        labels=["logo", "text"],
+        backbone=resolve_ref(tiny),
+        thresholds=thresholds or {"*": 0.5},
+        head={"nms_iou": 0.5, "max_detections": 10},
+        version="v1",
+    )
 
 
 def _raw(cells: list[tuple[int, int, float, list[float]]]) -> dict[str, torch.Tensor]:
@@ -55,11 +61,20 @@ def test_coco_boxes_scale_into_the_model_input_and_back() -> None:
 
 def test_nms_removes_duplicates_of_one_label_only() -> None:
     box = [0.1, 0.1, 0.5, 0.5]
-    raw = _raw([(0, 0, 0.9, box), (1, 0, 0.8, [0.11, 0.1, 0.5, 0.52]), (2, 1, 0.7, box),
-                (3, 0, 0.6, [0.6, 0.6, 0.9, 0.9])])
+    raw = _raw(
+        [
+            (0, 0, 0.9, box),
+            (1, 0, 0.8, [0.11, 0.1, 0.5, 0.52]),
+            (2, 1, 0.7, box),
+            (3, 0, 0.6, [0.6, 0.6, 0.9, 0.9]),
+        ]
+    )
     [out] = results(raw, _manifest(), [(100, 100)])
     assert [(o["label"], round(o["score"], 2)) for o in out["objects"]] == [
-        ("logo", 0.9), ("text", 0.7), ("logo", 0.6)]
+        ("logo", 0.9),
+        ("text", 0.7),
+        ("logo", 0.6),
+    ]
 
 
 def test_thresholds_per_label_then_global() -> None:
@@ -70,8 +85,13 @@ def test_thresholds_per_label_then_global() -> None:
 
 def _random_detect(tiny_config: str, seed: int = 0) -> Artifact:
     """An untrained detect artifact on the tiny backbone that reports every candidate."""
-    manifest = Manifest(name="things", type="detect", labels=["a", "b"],
-                        backbone=resolve_ref(tiny_config), thresholds={"*": 0.0})
+    manifest = Manifest(
+        name="things",
+        type="detect",
+        labels=["a", "b"],
+        backbone=resolve_ref(tiny_config),
+        thresholds={"*": 0.0},
+    )
     from models.backbones import load_backbone
     from models.function import build_head
 
@@ -90,18 +110,22 @@ def test_artifact_round_trip_gives_identical_detections(
     assert before == after
     objects = before[0]["things"]["objects"]
     assert 0 < len(objects) <= 100
-    assert all(0 <= o["box"][0] <= o["box"][2] <= 640 and 0 <= o["box"][1] <= o["box"][3] <= 480
-               for o in objects)
+    assert all(
+        0 <= o["box"][0] <= o["box"][2] <= 640 and 0 <= o["box"][1] <= o["box"][3] <= 480
+        for o in objects
+    )
 
 
 def test_classify_tags_and_detect_on_one_backbone_run_it_once_per_batch(
     tiny_config: str, images: list[np.ndarray]
 ) -> None:
-    fleet = Fleet.from_artifacts([
-        zero_shot("shape", "classify", ["circle", "square"], tiny_config),
-        zero_shot("colours", "tags", ["red", "blue"], tiny_config),
-        _random_detect(tiny_config),
-    ])
+    fleet = Fleet.from_artifacts(
+        [
+            zero_shot("shape", "classify", ["circle", "square"], tiny_config),
+            zero_shot("colours", "tags", ["red", "blue"], tiny_config),
+            _random_detect(tiny_config),
+        ]
+    )
     assert len(fleet.backbones) == 1
     backbone = next(iter(fleet.backbones.values()))
     for _ in range(3):

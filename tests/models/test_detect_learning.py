@@ -19,8 +19,17 @@ from models.train import TrainSpec
 @pytest.mark.slow
 def test_detect_finetune_reaches_050_map50_held_out(tiny_config: str, tmp_path: Path) -> None:
     data = coco_scenes(tmp_path / "train", 100, seed=11)
-    spec = TrainSpec(type="detect", name="shapes", backbone=tiny_config, mode="finetune",
-                     epochs=12, lr=3e-3, backbone_lr=1e-3, seed=11, progress=False)
+    spec = TrainSpec(
+        type="detect",
+        name="shapes",
+        backbone=tiny_config,
+        mode="finetune",
+        epochs=12,
+        lr=3e-3,
+        backbone_lr=1e-3,
+        seed=11,
+        progress=False,
+    )
     save_artifact(train(str(data), spec), str(tmp_path / "artifact"))
     artifact = load_artifact(str(tmp_path / "artifact"))
     report, files = evaluate(artifact, str(coco_scenes(tmp_path / "test", 50, seed=111)))

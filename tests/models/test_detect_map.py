@@ -14,10 +14,14 @@ def _truth(*boxes: list[int], labels: list[int] | None = None) -> ImageBoxes:
     return ImageBoxes(np.array(boxes, dtype=float), np.array(labels or [0] * len(boxes)))
 
 
-def _dets(boxes: list[list[float]], scores: list[float], labels: list[int] | None = None
-          ) -> ImageBoxes:
-    return ImageBoxes(np.array(boxes, dtype=float).reshape(-1, 4),
-                      np.array(labels or [0] * len(boxes)), np.array(scores))
+def _dets(
+    boxes: list[list[float]], scores: list[float], labels: list[int] | None = None
+) -> ImageBoxes:
+    return ImageBoxes(
+        np.array(boxes, dtype=float).reshape(-1, 4),
+        np.array(labels or [0] * len(boxes)),
+        np.array(scores),
+    )
 
 
 def test_perfect_detections_score_one() -> None:
@@ -26,7 +30,8 @@ def test_perfect_detections_score_one() -> None:
     m = detection_metrics(truth, dets, ["a", "b"], [0.5, 0.5])
     assert m["map50"] == pytest.approx(1.0) and m["map50_95"] == pytest.approx(1.0)
     assert m["per_label"]["b"] == pytest.approx(
-        {"ap50": 1.0, "ap50_95": 1.0, "support": 2, "precision": 1.0, "recall": 1.0, "f1": 1.0})
+        {"ap50": 1.0, "ap50_95": 1.0, "support": 2, "precision": 1.0, "recall": 1.0, "f1": 1.0}
+    )
 
 
 def test_one_missed_box_halves_recall() -> None:
@@ -51,8 +56,9 @@ def test_map50_95_averages_ten_iou_thresholds() -> None:
 
 
 def test_wrong_label_and_no_detections_score_zero_and_absent_labels_are_skipped() -> None:
-    m = detection_metrics([_truth(A), _truth(B)], [_dets([A], [0.9], [1]), _dets([], [])],
-                          ["a", "b", "c"], [0.5] * 3)
+    m = detection_metrics(
+        [_truth(A), _truth(B)], [_dets([A], [0.9], [1]), _dets([], [])], ["a", "b", "c"], [0.5] * 3
+    )
     assert m["per_label"]["a"]["ap50"] == 0.0
     assert m["per_label"]["b"]["ap50"] is None  # no ground truth: not part of the mean
     assert m["map50"] == 0.0 and m["per_label"]["c"]["support"] == 0

@@ -43,7 +43,12 @@ def test_per_image_function_selection(three_on_one: Path, images: list[np.ndarra
     wanted = [{"shape"}, None, {"mood", "not-in-fleet"}, set(), {"colours"}, {"shape"}]
     results = fleet.predict(images, [(64, 64)] * 6, functions=wanted)
     assert [set(r) for r in results] == [
-        {"shape"}, {"shape", "colours", "mood"}, {"mood"}, set(), {"colours"}, {"shape"}
+        {"shape"},
+        {"shape", "colours", "mood"},
+        {"mood"},
+        set(),
+        {"colours"},
+        {"shape"},
     ]
     full = fleet.predict(images, [(64, 64)] * 6)
     assert results[0]["shape"] == full[0]["shape"]
@@ -63,8 +68,12 @@ def test_only_backbones_of_requested_functions_run(
 
 def test_disabled_functions_are_not_loaded(three_on_one: Path) -> None:
     config = FleetConfig.model_validate(
-        {"functions": [{"name": "shape", "artifact": "shape", "enabled": False},
-                       {"name": "mood", "artifact": "mood"}]}
+        {
+            "functions": [
+                {"name": "shape", "artifact": "shape", "enabled": False},
+                {"name": "mood", "artifact": "mood"},
+            ]
+        }
     )
     write_fleet_config(three_on_one, config)
     assert set(load_fleet(three_on_one).functions) == {"mood"}

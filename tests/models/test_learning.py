@@ -65,8 +65,11 @@ def test_tags_reach_090_micro_f1_with_stored_thresholds(seed: int, tmp_path: Pat
     assert set(thresholds) == set(artifact.manifest.labels)
     assert any(abs(t - 0.5) > 0.01 for t in thresholds.values())  # chosen, not the default
 
-    test_set = load_dataset(str(colours_jsonl(tmp_path / "test", 100, seed=seed + 100)), "tags",
-                            labels=artifact.manifest.labels)
+    test_set = load_dataset(
+        str(colours_jsonl(tmp_path / "test", 100, seed=seed + 100)),
+        "tags",
+        labels=artifact.manifest.labels,
+    )
     report, _ = evaluate(artifact, test_set)
     assert report["metrics"]["micro_f1"] >= 0.9, report["metrics"]
     images, _ = read_images(test_set, 64)
@@ -92,8 +95,15 @@ def test_probe_trains_on_cached_embeddings_and_reuses_them(
 ) -> None:
     data = str(colour_folder(tmp_path / "train", 15, seed=7))
     backbone = load_backbone(resolve_ref(tiny_config))
-    spec = TrainSpec(type="classify", name="colour", backbone=tiny_config, mode="probe",
-                     seed=7, cache_dir=str(tmp_path / "cache"), progress=False)
+    spec = TrainSpec(
+        type="classify",
+        name="colour",
+        backbone=tiny_config,
+        mode="probe",
+        seed=7,
+        cache_dir=str(tmp_path / "cache"),
+        progress=False,
+    )
     first = train(data, spec, backbone=backbone)
     first_calls = backbone.forward_calls
     second = train(data, spec, backbone=backbone)

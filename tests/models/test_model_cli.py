@@ -24,12 +24,30 @@ def test_train_eval_and_fleet_commands(
 ) -> None:
     data = str(colour_folder(tmp_path / "data", 10, seed=0))
     out = tmp_path / "colour"
-    args = ["train", data, "--type", "classify", "--name", "colour", "--out", str(out),
-            "--backbone", tiny_config, "--mode", "probe"]
+    args = [
+        "train",
+        data,
+        "--type",
+        "classify",
+        "--name",
+        "colour",
+        "--out",
+        str(out),
+        "--backbone",
+        tiny_config,
+        "--mode",
+        "probe",
+    ]
     assert main(args) == 0
     first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    for name in ("manifest.json", "head.safetensors", "report.json", "report.md",
-                 "confusion.png", "pr_curves.png"):
+    for name in (
+        "manifest.json",
+        "head.safetensors",
+        "report.json",
+        "report.md",
+        "confusion.png",
+        "pr_curves.png",
+    ):
         assert (out / name).exists(), name
     report = json.loads((out / "report.json").read_text())
     assert {"accuracy", "macro_f1"} <= set(report["metrics"])
