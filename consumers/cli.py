@@ -11,8 +11,11 @@ import sys
 import typing
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
-from consumers.settings import Settings
+from pydantic import SecretStr
+
+from consumers.settings import SECRET_SETTINGS, Settings
 
 _DESCRIPTION = """\
 tagfleet tags every image of an asset library with your own labels: it reads asset events
@@ -53,6 +56,8 @@ def _add_consume(commands: Any) -> None:
         "bad input. Stops cleanly on SIGTERM (drain, commit, leave the group).",
     )
     for name, field in Settings.model_fields.items():
+        if name in SECRET_SETTINGS and name != "store":
+            continue  # a flag would show the secret in the process list
         flag = "--" + name.replace("_", "-")
         help_text = (
             f"{field.description} (default: {_show(field.default)}; env TAGFLEET_{name.upper()})"
@@ -193,6 +198,8 @@ def apply_env_defaults(parser: argparse.ArgumentParser, prefix: str = "TAGFLEET_
 
 
 def _show(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
     return ",".join(value) if isinstance(value, tuple) else str(value)
 
 
@@ -211,13 +218,30 @@ def _base_type(annotation: Any) -> type:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    """Settings from defaults < environment < the flags given on the command line."""
+    """Settings from defaults < environment < the flags given on the command line.
+
+    A ``--store`` URL with a password is refused (the process list shows flags to every user
+    of the host): it must come from ``TAGFLEET_STORE`` or ``TAGFLEET_STORE_FILE``.
+    """
     given = {
         name: getattr(args, name)
         for name in Settings.model_fields
         if getattr(args, name, None) is not None
     }
+    store = given.get("store")
+    if store is not None and store != os.environ.get("TAGFLEET_STORE") and _has_password(store):
+        raise SystemExit(
+            "tagfleet: error: --store holds a password, which the process list shows to every"
+            " user of this host; set TAGFLEET_STORE or TAGFLEET_STORE_FILE instead"
+        )
     return Settings(**given)
+
+
+def _has_password(url: str) -> bool:
+    try:
+        return bool(urlsplit(url).password)
+    except ValueError:
+        return False
 
 
 def _run_consume(args: argparse.Namespace) -> int:

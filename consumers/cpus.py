@@ -50,3 +50,33 @@ def cap_torch_threads(cpus: int) -> int:
     if torch.get_num_threads() > cpus:
         torch.set_num_threads(cpus)
     return torch.get_num_threads()
+
+
+CGROUP_MEMORY_MAX = Path("/sys/fs/cgroup/memory.max")
+# Decode processes get at most this share of the pod's memory: the service process keeps the
+# fleet, the fetched bytes and the batches in the rest.
+DECODE_MEMORY_SHARE = 0.5
+
+
+def cgroup_memory_limit(memory_max: Path = CGROUP_MEMORY_MAX) -> int | None:
+    """Bytes allowed by a cgroup v2 ``memory.max``; None when unlimited or unreadable."""
+    try:
+        text = memory_max.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+def decode_process_count(
+    cpus: int,
+    per_process_bytes: int,
+    memory_limit: int | None = None,
+    memory_max: Path = CGROUP_MEMORY_MAX,
+) -> int:
+    """How many decode processes fit: one per CPU, no more than half of the pod's memory
+    (``memory_limit``, else the cgroup's ``memory.max``) divided by each one's address-space
+    limit, and at least one. A 16 GiB pod on a 64-core node gets 5 processes of 1.5 GB, not 64."""
+    limit = memory_limit or cgroup_memory_limit(memory_max)
+    if limit is None:
+        return max(1, cpus)
+    return max(1, min(cpus, int(limit * DECODE_MEMORY_SHARE) // per_process_bytes))

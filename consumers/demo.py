@@ -70,7 +70,7 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     watcher.start()
     code = serve(settings, metrics, Readiness(), stop)
-    _print_tags(settings.store, assets, metrics)
+    _print_tags(settings.store_url(), assets, metrics)
     return code
 
 

@@ -30,6 +30,13 @@ class Reason(StrEnum):
     IMAGE_TOO_LARGE = "image_too_large"
     IMAGE_DECODE_FAILED = "image_decode_failed"
     INFERENCE_FAILED = "inference_failed"
+    TOO_MANY_RECORDS = "too_many_records"
+    OBJECT_UNAVAILABLE = "object_unavailable"
+    FETCH_REJECTED = "fetch_rejected"
+    STORE_REJECTED = "store_rejected"
+    PUBLISH_REJECTED = "publish_rejected"
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    MULTIPLE = "multiple"
 
 
 class PermanentError(Exception):

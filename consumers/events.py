@@ -13,14 +13,39 @@ import re
 import socket
 import sys
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import unquote_plus
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
 
 from consumers.domain import AssetRemoval, AssetRequest, PermanentError, Reason
+from consumers.safe_text import MAX_ID_BYTES, MAX_SHORT_BYTES, key_problem, text_problem
 
-NonEmpty = Annotated[str, Field(min_length=1, max_length=2048)]
+
+def _limited(max_bytes: int) -> AfterValidator:
+    def check(value: str) -> str:
+        problem = text_problem(value, max_bytes)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    return AfterValidator(check)
+
+
+# max_length (characters) is for the published schema; the byte limit is the one enforced.
+NonEmpty = Annotated[str, Field(min_length=1, max_length=MAX_ID_BYTES), _limited(MAX_ID_BYTES)]
+Short = Annotated[str, Field(min_length=1, max_length=MAX_SHORT_BYTES), _limited(MAX_SHORT_BYTES)]
+OptionalShort = Annotated[str, Field(max_length=MAX_SHORT_BYTES), _limited(MAX_SHORT_BYTES)]
+# URL-encoded keys may be three times their decoded size; the decoded key is checked after.
+EncodedKey = Annotated[str, Field(min_length=1, max_length=4 * MAX_ID_BYTES)]
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.\-_]{1,61}[a-z0-9]")
 _LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
 _M = TypeVar("_M", bound=BaseModel)
@@ -35,6 +60,8 @@ class EventPolicy:
     max_event_bytes: int = 1024 * 1024
     allowed_schemes: frozenset[str] = frozenset({"s3"})
     allowed_buckets: frozenset[str] | None = None
+    max_records: int = 100
+    asset_id_binding: Literal["uri", "any"] = "uri"
 
     def __post_init__(self) -> None:
         unknown = set(self.allowed_schemes) - {"s3"}
@@ -53,12 +80,12 @@ class NativeEvent(_Strict):
 
     asset_id: NonEmpty = Field(description="Stable id of the asset; the message key when keyed.")
     uri: NonEmpty = Field(description="s3://bucket/key (the key literally, not URL-encoded).")
-    functions: list[NonEmpty] | None = Field(
+    functions: list[Short] | None = Field(
         default=None, min_length=1, description="Function names to run; default: every one."
     )
-    tenant: str | None = None
-    etag: str | None = None
-    content_type: str | None = None
+    tenant: OptionalShort | None = None
+    etag: OptionalShort | None = None
+    content_type: OptionalShort | None = None
     event_time: AwareDatetime | None = Field(default=None, description="RFC 3339 with offset.")
     attributes: dict[str, Any] = Field(
         default_factory=dict, description="Passed through unchanged to the result event."
@@ -66,14 +93,14 @@ class NativeEvent(_Strict):
 
 
 class S3Bucket(_Strict):
-    name: NonEmpty
+    name: Short
 
 
 class S3Object(_Strict):
-    key: NonEmpty = Field(description="URL-encoded object key ('+' for space).")
+    key: EncodedKey = Field(description="URL-encoded object key ('+' for space).")
     size: int | None = Field(default=None, ge=0)
-    eTag: str | None = None
-    contentType: str | None = None
+    eTag: OptionalShort | None = None
+    contentType: OptionalShort | None = None
 
 
 class S3Entity(_Strict):
@@ -82,7 +109,7 @@ class S3Entity(_Strict):
 
 
 class S3Record(_Strict):
-    eventName: NonEmpty = Field(
+    eventName: Short = Field(
         description="e.g. ObjectCreated:Put (AWS) or s3:ObjectCreated:Put (MinIO)."
     )
     eventTime: AwareDatetime | None = None
@@ -95,7 +122,7 @@ class S3Notification(_Strict):
     model_config = ConfigDict(title="S3Notification")
 
     Records: list[S3Record] = Field(min_length=1)
-    EventName: str | None = None
+    EventName: OptionalShort | None = None
     Key: str | None = None
 
 
@@ -115,9 +142,16 @@ def parse_event(
     on a native event it must equal ``asset_id``; a notification's key is not checked (MinIO keys
     by ``bucket/key``).
 
+    Every text field is checked for what S3 and the store would refuse (control characters,
+    lone surrogates, UTF-8 byte lengths: :mod:`consumers.safe_text`), so such an event is one
+    dead letter here rather than an error in a later stage. With ``policy.asset_id_binding``
+    ``"uri"`` a native event's ``asset_id`` must be its ``uri``: a producer cannot write tags
+    onto another object's asset.
+
     Raises :class:`PermanentError` with ``event_too_large`` (over ``policy.max_event_bytes``,
-    before parsing), ``invalid_json`` (not UTF-8 JSON), ``invalid_event`` (tombstone, schema
-    violation, key mismatch), ``unsupported_uri`` or ``bucket_not_allowed``.
+    before parsing), ``invalid_json`` (not UTF-8 JSON), ``too_many_records`` (a notification
+    over ``policy.max_records``), ``invalid_event`` (tombstone, schema violation, text limits,
+    key mismatch, unbound asset id), ``unsupported_uri`` or ``bucket_not_allowed``.
     """
     if value is None:
         raise PermanentError(Reason.INVALID_EVENT, "message has no value (tombstone)")
@@ -130,6 +164,13 @@ def parse_event(
     if not isinstance(document, dict):
         raise PermanentError(Reason.INVALID_EVENT, "event must be a JSON object")
     if "Records" in document:
+        records = document["Records"]
+        if isinstance(records, list) and len(records) > policy.max_records:
+            raise PermanentError(
+                Reason.TOO_MANY_RECORDS,
+                f"notification has {len(records)} records, over the limit of"
+                f" {policy.max_records} (TAGFLEET_MAX_RECORDS_PER_EVENT)",
+            )
         return _from_notification(_validate(_NOTIFICATION, value), policy)
     if document.get("Event") == "s3:TestEvent":
         return []
@@ -177,6 +218,12 @@ def _from_native(event: NativeEvent, key: bytes | None, policy: EventPolicy) -> 
     if key is not None and key.decode("utf-8", errors="replace") != event.asset_id:
         raise PermanentError(Reason.INVALID_EVENT, "asset_id: does not match the message key")
     bucket, object_key = split_s3_uri(event.uri, policy)
+    if policy.asset_id_binding == "uri" and event.asset_id != event.uri:
+        raise PermanentError(
+            Reason.INVALID_EVENT,
+            "asset_id: must equal uri (ids are bound to their object; an operator whose"
+            " producers are trusted may set TAGFLEET_ASSET_ID_BINDING=any)",
+        )
     return AssetRequest(
         asset_id=event.asset_id,
         uri=event.uri,
@@ -230,7 +277,9 @@ def split_s3_uri(uri: str, policy: EventPolicy) -> tuple[str, str]:
 
     Raises :class:`PermanentError`: ``unsupported_uri`` for another scheme, a missing key, a
     bucket that is not a valid S3 bucket name or looks like a host address (IP literals in any
-    notation, ``localhost``), ``bucket_not_allowed`` when an allow-list is set and lacks it.
+    notation, ``localhost``), a key S3 would refuse or a proxy would resolve (control
+    characters, over 1,024 UTF-8 bytes, ``.``/``..`` segments: :func:`key_problem`),
+    ``bucket_not_allowed`` when an allow-list is set and lacks it.
     """
     scheme, sep, rest = uri.partition("://")
     if not sep or scheme.lower() not in policy.allowed_schemes:
@@ -240,6 +289,9 @@ def split_s3_uri(uri: str, policy: EventPolicy) -> tuple[str, str]:
         raise PermanentError(Reason.UNSUPPORTED_URI, f"no object key in {uri!r}")
     if not _BUCKET.fullmatch(bucket) or _looks_like_host(bucket):
         raise PermanentError(Reason.UNSUPPORTED_URI, f"not an S3 bucket name: {bucket!r}")
+    problem = key_problem(key)
+    if problem:
+        raise PermanentError(Reason.UNSUPPORTED_URI, f"object key {problem}")
     if policy.allowed_buckets is not None and bucket not in policy.allowed_buckets:
         raise PermanentError(Reason.BUCKET_NOT_ALLOWED, f"bucket {bucket!r} is not allowed")
     return bucket, key

@@ -80,6 +80,8 @@ class Pipeline:
         self._policy = EventPolicy(
             max_event_bytes=settings.max_event_bytes,
             allowed_buckets=frozenset(settings.allowed_buckets) or None,
+            max_records=settings.max_records_per_event,
+            asset_id_binding=settings.asset_id_binding,
         )
         workers = settings.decode_parallelism()
         ready: queue.Queue[WorkItem] = queue.Queue()

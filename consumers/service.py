@@ -60,7 +60,7 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
     from consumers.store import TagStore
     from models import load_fleet
 
-    store = TagStore(settings.store)
+    store = TagStore(settings.store_url())
     if settings.migrate_on_start:
         store.upgrade()
     readiness.store = store

@@ -8,19 +8,66 @@ endpoint, region and credentials come from boto3's own chain (``AWS_ENDPOINT_URL
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
-from consumers.cpus import available_cpus
+from consumers.cpus import available_cpus, decode_process_count
+
+# Settings that hold secrets: SecretStr (never in repr or logs), no command-line flag (a flag
+# shows in the process list), and readable from a file named by TAGFLEET_<NAME>_FILE.
+SECRET_SETTINGS = ("store", "sasl_plain_password")
+# The file formats people upload to an asset library (see docs/configuration.md).
+DEFAULT_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
+
+
+class SecretFilesSource(PydanticBaseSettingsSource):
+    """``TAGFLEET_<NAME>_FILE=/path`` sets secret setting NAME to the file's content (one
+    trailing newline stripped), as Kubernetes and Docker mount secrets. A variable or a flag
+    that sets NAME itself wins."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name in SECRET_SETTINGS:
+            path = os.environ.get(f"TAGFLEET_{name.upper()}_FILE")
+            if path:
+                try:
+                    values[name] = Path(path).read_text().removesuffix("\n")
+                except OSError as exc:
+                    raise ValueError(
+                        f"TAGFLEET_{name.upper()}_FILE={path}: cannot read it ({exc.strerror})"
+                    ) from None
+        return values
 
 
 class Settings(BaseSettings):
     """tagfleet service configuration (``TAGFLEET_<NAME>`` or ``--<name>``)."""
 
     model_config = SettingsConfigDict(env_prefix="TAGFLEET_", frozen=True, extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, SecretFilesSource(settings_cls))
 
     # Kafka
     bootstrap_servers: str = Field(
@@ -48,14 +95,22 @@ class Settings(BaseSettings):
         None, description="SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)."
     )
     sasl_plain_username: str | None = Field(None, description="SASL username.")
-    sasl_plain_password: SecretStr | None = Field(None, description="SASL password (never logged).")
+    sasl_plain_password: SecretStr | None = Field(
+        None,
+        description="SASL password (never logged; environment or TAGFLEET_SASL_PLAIN_PASSWORD_FILE"
+        " only, no flag).",
+    )
     ssl_cafile: str | None = Field(None, description="CA bundle for SSL.")
     ssl_certfile: str | None = Field(None, description="Client certificate for SSL.")
     ssl_keyfile: str | None = Field(None, description="Client key for SSL.")
 
     # Fleet and store
     fleet: str = Field("fleet.yaml", description="Path or s3:// URI of fleet.yaml.")
-    store: str = Field("sqlite:///tags.db", description="SQLAlchemy URL of the metadata store.")
+    store: SecretStr = Field(
+        SecretStr("sqlite:///tags.db"),
+        description="SQLAlchemy URL of the metadata store (never logged; a URL with a password"
+        " only from the environment or TAGFLEET_STORE_FILE, not the --store flag).",
+    )
     migrate_on_start: bool = Field(True, description="Run store migrations at start-up.")
 
     # Pipeline
@@ -78,6 +133,24 @@ class Settings(BaseSettings):
     decode_timeout_s: float = Field(
         60.0, gt=0, description="Process mode: longest decode of one image before it is killed."
     )
+    decode_memory_bytes: int = Field(
+        1_500_000_000,
+        ge=200_000_000,
+        description="Process mode: address-space limit (RLIMIT_AS) of each decode process; an"
+        " image that needs more is dead-lettered (image_too_large) and costs that image only.",
+    )
+    memory_limit_bytes: int = Field(
+        0,
+        ge=0,
+        description="Memory this pod may use (the chart sets it from limits.memory; 0 = the"
+        " cgroup's memory.max). Decode processes get at most half of it.",
+    )
+    cpu_limit_millicores: int = Field(
+        0,
+        ge=0,
+        description="CPUs this pod may use, in millicores (the chart sets it from limits.cpu;"
+        " 0 = the affinity mask and the cgroup's cpu.max).",
+    )
     max_in_flight: int = Field(
         512, ge=1, description="Messages between poll and commit before partitions pause."
     )
@@ -96,18 +169,57 @@ class Settings(BaseSettings):
     max_inference_failures: int = Field(
         8, ge=1, description="Consecutive failed images after which the service stops (bad deploy)."
     )
+    retry_max_attempts: int = Field(
+        12,
+        ge=1,
+        description="Attempts of one image's fetch or decode after transient faults; past it and"
+        " retry_budget_s it is dead-lettered (retries_exhausted), unless nothing at all succeeded"
+        " meanwhile (an outage, retried until it passes).",
+    )
+    retry_budget_s: float = Field(
+        600.0, gt=0, description="Shortest time one image is retried before retries_exhausted."
+    )
+    max_raw_bytes_in_flight: int = Field(
+        256_000_000,
+        ge=1,
+        description="Fetched object bytes held in memory awaiting decode; fetches wait beyond it.",
+    )
 
     # Limits and safety
     max_event_bytes: int = Field(1_000_000, ge=1, description="Largest event value accepted.")
+    max_records_per_event: int = Field(
+        100,
+        ge=1,
+        description="Records of one S3 notification; more is one dead letter (too_many_records).",
+    )
+    asset_id_binding: Literal["uri", "any"] = Field(
+        "uri",
+        description="'uri': a native event's asset_id must be its uri, so no producer can write"
+        " tags onto another object's asset; 'any': any id (producers trusted, e.g. a DAM's ids).",
+    )
+    dlq_reveal_missing: bool = Field(
+        False,
+        description="Dead-letter missing and forbidden objects as object_not_found and"
+        " access_denied; off: both are object_unavailable, so a sender cannot probe which"
+        " objects exist (the service's log always has the precise cause).",
+    )
     max_object_bytes: int = Field(50_000_000, ge=1, description="Largest object fetched.")
     max_pixels: int = Field(
         100_000_000, ge=1, description="Largest decoded image (width x height)."
     )
+    max_decode_bytes: int = Field(
+        512_000_000,
+        ge=1,
+        description="Largest decoded pixel buffer (width x height x bytes per pixel of the"
+        " decoded mode, after JPEG draft scaling), checked from the header before decoding.",
+    )
     allowed_buckets: Annotated[tuple[str, ...], NoDecode] = Field(
-        (), description="Bucket allow-list (empty: any bucket)."
+        (), description="Bucket allow-list (empty: any bucket the role can read)."
     )
     image_formats: Annotated[tuple[str, ...], NoDecode] = Field(
-        ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP"), description="Pillow formats accepted."
+        DEFAULT_FORMATS,
+        description="Pillow formats accepted; TIFF and BMP are off unless added here"
+        " (docs/configuration.md says why).",
     )
 
     # Service
@@ -125,9 +237,34 @@ class Settings(BaseSettings):
             return tuple(v.strip() for v in value.split(",") if v.strip())
         return value
 
+    @field_validator("store", mode="after")
+    @classmethod
+    def _store_url(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("the store URL is empty")
+        return value
+
+    def store_url(self) -> str:
+        """The store's SQLAlchemy URL, password included (never log it)."""
+        return self.store.get_secret_value()
+
+    def cpus(self) -> int:
+        """CPUs this process may use: :func:`available_cpus`, capped by ``cpu_limit_millicores``."""
+        cpus = available_cpus()
+        if self.cpu_limit_millicores:
+            cpus = min(cpus, max(1, -(-self.cpu_limit_millicores // 1000)))
+        return cpus
+
     def decode_parallelism(self) -> int:
-        """``decode_workers``, or the CPUs this process may use when it is 0."""
-        return self.decode_workers or available_cpus()
+        """``decode_workers``, or as many decode processes as the CPUs and the memory this pod
+        may use allow (:func:`decode_process_count`) when it is 0."""
+        if self.decode_workers:
+            return self.decode_workers
+        if self.decode_mode == "thread":
+            return self.cpus()
+        return decode_process_count(
+            self.cpus(), self.decode_memory_bytes, self.memory_limit_bytes or None
+        )
 
     def kafka_common(self) -> dict[str, Any]:
         """kafka-python keyword arguments shared by consumers, producers and admin clients."""
@@ -163,7 +300,13 @@ def reference_markdown() -> str:
         default = field.default
         if isinstance(default, tuple):
             default = ",".join(default)
+        if isinstance(default, SecretStr):
+            default = default.get_secret_value()
         flag = "--" + name.replace("_", "-")
+        if name in SECRET_SETTINGS:
+            flag = (flag + "` (no password) or `" if name == "store" else "") + (
+                f"TAGFLEET_{name.upper()}_FILE"
+            )
         lines.append(
             f"| `TAGFLEET_{name.upper()}` | `{flag}` | `{default}` | {field.description or ''} |"
         )

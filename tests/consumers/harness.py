@@ -164,6 +164,9 @@ class ConsumerProcess:
     def __init__(self, log_path: Path, env: dict[str, str], **flags: Any) -> None:
         self.log_path = log_path
         args = [sys.executable, "-m", "consumers.cli", "consume"]
+        env = dict(env)
+        if "store" in flags:  # a URL with a password is refused as a flag
+            env["TAGFLEET_STORE"] = str(flags.pop("store"))
         for name, value in flags.items():
             args += [f"--{name.replace('_', '-')}", str(value)]
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in wait()

@@ -48,3 +48,34 @@ def test_torch_threads_are_capped_never_raised() -> None:
         assert cap_torch_threads(4) == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_decode_processes_fit_half_the_pod_memory(tmp_path: Path) -> None:
+    from consumers.cpus import cgroup_memory_limit, decode_process_count
+
+    gib = 1 << 30
+    memory_max = tmp_path / "memory.max"
+    memory_max.write_text("max\n")
+    assert cgroup_memory_limit(memory_max) is None
+    assert decode_process_count(64, int(1.5 * gib), None, memory_max) == 64
+    memory_max.write_text(f"{16 * gib}\n")
+    assert cgroup_memory_limit(memory_max) == 16 * gib
+    # 64 node CPUs under a 16 GiB limit: 5 processes of 1.5 GiB (half the memory), not 64
+    assert decode_process_count(64, int(1.5 * gib), None, memory_max) == 5
+    assert decode_process_count(64, int(1.5 * gib), 4 * gib, memory_max) == 1  # the chart's value
+    assert decode_process_count(2, int(1.5 * gib), None, memory_max) == 2  # CPUs bound first
+    assert decode_process_count(8, 4 * gib, gib, memory_max) == 1  # never zero
+
+
+def test_settings_size_decode_processes_from_the_pod_limits() -> None:
+    from consumers.settings import Settings
+
+    gib = 1 << 30
+    settings = Settings(
+        cpu_limit_millicores=1500, memory_limit_bytes=8 * gib, decode_memory_bytes=gib
+    )
+    assert settings.cpus() == min(2, available_cpus())
+    assert settings.decode_parallelism() == min(2, available_cpus())
+    small = Settings(memory_limit_bytes=2 * gib, decode_memory_bytes=gib)
+    assert small.decode_parallelism() == 1
+    assert Settings(decode_workers=3, memory_limit_bytes=gib).decode_parallelism() == 3

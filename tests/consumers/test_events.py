@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from consumers.domain import AssetRemoval, AssetRequest, PermanentError, Reason
 from consumers.events import EventPolicy, event_json_schema, parse_event
 
-POLICY = EventPolicy()
+POLICY = EventPolicy(asset_id_binding="any")
+BOUND = EventPolicy()  # the default: a native asset_id must be its uri
 SCHEMA_FILE = Path(__file__).parents[2] / "docs" / "event.schema.json"
 
 
@@ -197,7 +198,7 @@ def test_key_with_bad_percent_encoding() -> None:
 
 
 def test_event_too_large_is_checked_before_parsing() -> None:
-    policy = EventPolicy(max_event_bytes=100)
+    policy = EventPolicy(max_event_bytes=100, asset_id_binding="any")
     assert reason_of(b"x" * 101, policy=policy) is Reason.EVENT_TOO_LARGE
     assert reason_of(b"x" * 100, policy=policy) is Reason.INVALID_JSON
 
@@ -239,7 +240,7 @@ def test_notification_to_an_address_bucket_is_unsupported() -> None:
 
 
 def test_bucket_allow_list() -> None:
-    policy = EventPolicy(allowed_buckets=frozenset({"photos"}))
+    policy = EventPolicy(allowed_buckets=frozenset({"photos"}), asset_id_binding="any")
     assert len(parse_event(native(), None, policy)) == 1
     assert reason_of(native(uri="s3://other/a.jpg"), policy=policy) is Reason.BUCKET_NOT_ALLOWED
     value = dumps({"Records": [record("ObjectCreated:Put", "a.jpg", bucket="other")]})
@@ -303,3 +304,69 @@ def test_fuzz_only_typed_errors(value: bytes, key: bytes | None) -> None:
         assert exc.reason in {Reason.INVALID_JSON, Reason.INVALID_EVENT, Reason.UNSUPPORTED_URI}
     else:
         assert all(isinstance(item, AssetRequest | AssetRemoval) for item in result)
+
+
+# -- hostile input: what the store or S3 would refuse is refused here, as one dead letter ----
+
+
+def notification(*records: dict[str, Any]) -> bytes:
+    return dumps({"Records": list(records)})
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        # the 107-byte poison pill: a removal whose key decodes to a NUL
+        (
+            b'{"Records":[{"eventName":"ObjectRemoved:Delete","s3":{"bucket":{"name":'
+            b'"photos"},"object":{"key":"%00"}}}]}',
+            Reason.UNSUPPORTED_URI,
+        ),
+        (notification(record("ObjectCreated:Put", "a\x01b.jpg")), Reason.UNSUPPORTED_URI),
+        (notification(record("ObjectCreated:Put", "a/\x85.jpg")), Reason.UNSUPPORTED_URI),
+        (notification(record("ObjectCreated:Put", "a/../x")), Reason.UNSUPPORTED_URI),
+        (notification(record("ObjectCreated:Put", "./x")), Reason.UNSUPPORTED_URI),
+        (notification(record("ObjectCreated:Put", "k" * 1025)), Reason.UNSUPPORTED_URI),
+        (notification(record("ObjectCreated:Put", "é" * 513)), Reason.UNSUPPORTED_URI),
+        (native(uri="s3://photos/../x", asset_id="s3://photos/../x"), Reason.UNSUPPORTED_URI),
+        (native(asset_id="\U0001f600" * 2040), Reason.INVALID_EVENT),
+        (native(asset_id="a\x00b"), Reason.INVALID_EVENT),
+        (native(asset_id="a\tb"), Reason.INVALID_EVENT),
+        (native(etag="e" * 257), Reason.INVALID_EVENT),
+        (native(tenant="t\x00"), Reason.INVALID_EVENT),
+        (native(functions=["f\x00"]), Reason.INVALID_EVENT),
+        (b'{"asset_id": "a\\ud800", "uri": "s3://photos/a.jpg"}', Reason.INVALID_EVENT),
+    ],
+    ids=lambda v: v if isinstance(v, Reason) else None,
+)
+def test_text_the_store_or_s3_would_refuse_is_refused(value: bytes, reason: Reason) -> None:
+    assert reason_of(value) == reason
+
+
+def test_lone_surrogate_in_a_notification_key() -> None:
+    value = notification(record("ObjectCreated:Put", "x"))
+    value = value.replace(b'"key": "x"', b'"key": "%ED%A0%80"')
+    assert reason_of(value) == Reason.INVALID_EVENT
+
+
+def test_byte_limits_count_bytes_not_characters() -> None:
+    [ok] = parse_event(notification(record("ObjectCreated:Put", "é" * 512)), None, POLICY)
+    assert isinstance(ok, AssetRequest) and len(ok.key.encode()) == 1024
+    longest = "s3://photos/" + "k" * 1024
+    [request] = parse_event(native(asset_id=longest, uri=longest), None, BOUND)
+    assert request.asset_id == longest
+
+
+def test_records_per_notification_are_capped() -> None:
+    many = notification(*[record("ObjectCreated:Put", f"k{i}") for i in range(101)])
+    assert reason_of(many) == Reason.TOO_MANY_RECORDS
+    assert len(parse_event(many, None, EventPolicy(asset_id_binding="any", max_records=101))) == 101
+
+
+def test_asset_id_is_bound_to_its_uri_by_default() -> None:
+    assert reason_of(native(), policy=BOUND) == Reason.INVALID_EVENT
+    uri = "s3://photos/a/b.jpg"
+    [request] = parse_event(native(asset_id=uri, uri=uri), None, BOUND)
+    assert request.asset_id == uri
+    with pytest.raises(PermanentError, match="TAGFLEET_ASSET_ID_BINDING"):
+        parse_event(native(), None, BOUND)

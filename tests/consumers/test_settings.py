@@ -54,3 +54,36 @@ def test_configuration_reference_is_up_to_date():
     assert (REPO / "docs" / "configuration.md").read_text() == reference_markdown(), (
         "regenerate: python -m consumers.settings > docs/configuration.md"
     )
+
+
+def test_secrets_are_hidden_and_read_from_files(tmp_path, monkeypatch) -> None:
+    url = "postgresql+psycopg://u:s3cret@db/tags"
+    (tmp_path / "store").write_text(url + "\n")
+    (tmp_path / "sasl").write_text("hunter2")
+    monkeypatch.setenv("TAGFLEET_STORE_FILE", str(tmp_path / "store"))
+    monkeypatch.setenv("TAGFLEET_SASL_PLAIN_PASSWORD_FILE", str(tmp_path / "sasl"))
+    settings = Settings(sasl_mechanism="PLAIN", sasl_plain_username="u")
+    assert settings.store_url() == url
+    assert settings.kafka_common()["sasl_plain_password"] == "hunter2"
+    assert "s3cret" not in repr(settings) and "hunter2" not in repr(settings)
+    monkeypatch.setenv("TAGFLEET_STORE", "sqlite:///env.db")
+    assert Settings().store_url() == "sqlite:///env.db"  # the variable itself wins
+
+
+def test_unreadable_secret_file_names_the_variable(monkeypatch) -> None:
+    monkeypatch.setenv("TAGFLEET_STORE_FILE", "/nonexistent/store-url")
+    with pytest.raises(ValueError, match="TAGFLEET_STORE_FILE"):
+        Settings()
+
+
+def test_secrets_have_no_flags_and_a_store_password_flag_is_refused(capsys) -> None:
+    from consumers.cli import build_parser, settings_from_args
+
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["consume", "--sasl-plain-password", "x"])
+    args = parser.parse_args(["consume", "--store", "postgresql+psycopg://u:pw@db/t"])
+    with pytest.raises(SystemExit, match="TAGFLEET_STORE_FILE"):
+        settings_from_args(args)
+    args = parser.parse_args(["consume", "--store", "postgresql+psycopg://u@db/t"])
+    assert settings_from_args(args).store_url() == "postgresql+psycopg://u@db/t"
