@@ -26,6 +26,16 @@ app.kubernetes.io/name: {{ include "tagfleet.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/*
+The consumer pods: what the Deployment, Service, PodDisruptionBudget, NetworkPolicy and (through
+the Service) ServiceMonitor select. The component keeps the migration Job's and the helm test's
+pods out of them.
+*/}}
+{{- define "tagfleet.consumerSelectorLabels" -}}
+{{ include "tagfleet.selectorLabels" . }}
+app.kubernetes.io/component: consumer
+{{- end }}
+
 {{- define "tagfleet.labels" -}}
 helm.sh/chart: {{ include "tagfleet.chart" . }}
 {{ include "tagfleet.selectorLabels" . }}
@@ -42,10 +52,66 @@ app.kubernetes.io/part-of: tagfleet
 {{- end }}
 {{- end }}
 
-{{/* Image reference: repository:tag-variant (tag defaults to appVersion). */}}
+{{/*
+Image reference: repository:tag-variant (tag defaults to appVersion), then @digest when set, so
+that the tag stays readable and the digest decides what is pulled. Called with a dict: root
+(the chart context), variant, digest.
+*/}}
+{{- define "tagfleet.imageRef" -}}
+{{- $v := .root.Values.image }}
+{{- $tag := default .root.Chart.AppVersion $v.tag }}
+{{- printf "%s:%s-%s" $v.repository $tag .variant }}
+{{- with .digest }}@{{ . }}{{ end }}
+{{- end }}
+
 {{- define "tagfleet.image" -}}
-{{- $tag := default .Chart.AppVersion .Values.image.tag }}
-{{- printf "%s:%s-%s" .Values.image.repository $tag .Values.image.variant }}
+{{- include "tagfleet.imageRef" (dict "root" . "variant" .Values.image.variant "digest" .Values.image.digest) }}
+{{- end }}
+
+{{/* The migration Job's and the helm test's image: the CPU variant unless told otherwise. */}}
+{{- define "tagfleet.jobImage" -}}
+{{- $m := .Values.migrations.image }}
+{{- $digest := $m.digest }}
+{{- if and (not $digest) (eq $m.variant .Values.image.variant) }}{{ $digest = .Values.image.digest }}{{ end }}
+{{- include "tagfleet.imageRef" (dict "root" . "variant" $m.variant "digest" $digest) }}
+{{- end }}
+
+{{/*
+What a first install must be told, checked before anything renders: one message that names
+every missing value. No image is published for you, the store holds the tags (a SQLite file
+under a read-only root cannot), and the bucket allow-list is the service's isolation.
+*/}}
+{{- define "tagfleet.validate" -}}
+{{- $v := .Values }}
+{{- $missing := list }}
+{{- if not $v.image.repository }}
+{{- $missing = append $missing "image.repository (where you pushed the image built from infra/Dockerfile; docs/deploy.md, \"Build and push the image\")" }}
+{{- end }}
+{{- if not (or $v.store.url $v.store.existingSecret $v.store.sqlite.enabled) }}
+{{- $missing = append $missing "store.existingSecret (a Secret holding the PostgreSQL URL) or store.url, or store.sqlite.enabled=true for a one-replica trial" }}
+{{- end }}
+{{- if not (or $v.security.allowedBuckets $v.security.allowAllBuckets) }}
+{{- $missing = append $missing "security.allowedBuckets (the buckets the service may read), or security.allowAllBuckets=true to read any bucket its role can" }}
+{{- end }}
+{{- if $missing }}
+{{- fail (printf "tagfleet: set %s" (join "; " $missing)) }}
+{{- end }}
+{{- if and $v.security.allowedBuckets $v.security.allowAllBuckets }}
+{{- fail "tagfleet: set security.allowedBuckets or security.allowAllBuckets, not both" }}
+{{- end }}
+{{- if $v.store.sqlite.enabled }}
+{{- if or $v.store.url $v.store.existingSecret }}
+{{- fail "tagfleet: store.sqlite.enabled is a trial store: unset store.url and store.existingSecret, or disable it" }}
+{{- end }}
+{{- if or $v.keda.enabled $v.hpa.enabled (gt (int $v.replicaCount) 1) }}
+{{- fail "tagfleet: store.sqlite.enabled keeps the tags in one pod's volume: set replicaCount=1 and disable keda and hpa, or use PostgreSQL (store.existingSecret)" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Whether this release migrates with the hook Job (else each consumer at start-up). */}}
+{{- define "tagfleet.migrationJob" -}}
+{{- if and .Values.migrations.enabled (not .Values.store.sqlite.enabled) }}true{{ end }}
 {{- end }}
 
 {{/* The TAGFLEET_FLEET value: the mounted ConfigMap or the s3:// URI (empty: neither). */}}
@@ -59,10 +125,14 @@ app.kubernetes.io/part-of: tagfleet
 
 {{/*
 Environment shared by the consumers and the migration Job: the store, S3 and Kafka security.
-The store URL comes from a Secret when one is named, else inline.
+The store URL comes from a Secret when one is named, else inline; the trial SQLite file lives on
+the pod's data volume.
 */}}
 {{- define "tagfleet.commonEnv" -}}
-{{- if .Values.store.existingSecret }}
+{{- if .Values.store.sqlite.enabled }}
+- name: TAGFLEET_STORE
+  value: "sqlite:////var/lib/tagfleet/data/tags.db"
+{{- else if .Values.store.existingSecret }}
 - name: TAGFLEET_STORE
   valueFrom:
     secretKeyRef:
