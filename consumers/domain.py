@@ -40,12 +40,19 @@ class Reason(StrEnum):
 
 
 class PermanentError(Exception):
-    """Input that will never succeed: dead-letter it once with ``reason``."""
+    """Input that will never succeed: dead-letter it once with ``reason``.
 
-    def __init__(self, reason: Reason, message: str) -> None:
+    ``headers`` are extra dead-letter headers (name, UTF-8 bytes), e.g. the per-record
+    reasons of a message dead-lettered once for several failed records.
+    """
+
+    def __init__(
+        self, reason: Reason, message: str, headers: list[tuple[str, bytes]] | None = None
+    ) -> None:
         super().__init__(f"{reason.value}: {message}")
         self.reason = reason
         self.message = message
+        self.headers = headers or []
 
 
 class TransientError(Exception):

@@ -4,11 +4,12 @@ Off unless the environment variable ``TAGFLEET_FAILPOINTS`` is set when this mod
 imported; :func:`hit` is then a no-op. The fault suite (``tests/faults``) sets it on the
 consumer processes it starts. Never set it in production.
 
-Syntax: comma-separated ``POINT=ACTION[:ARG][@FROM][xTIMES]``::
+Syntax: comma-separated ``POINT=ACTION[:ARG][@FROM][xTIMES][~MATCH]``::
 
     after_store=kill:0.3        SIGKILL the process with probability 0.3 at each hit
     predict=raise               raise FailpointError at every hit (a head that always fails)
     infer=sleep:40@2x1          sleep 40 s at the 2nd hit only
+    store=raise~poison          raise at hits whose asset ids include one containing "poison"
 
 ``FROM`` is the 1-based hit from which the action may trigger (default 1); ``TIMES`` is how
 many times it may trigger (default: unlimited); ``kill`` and ``raise`` take a probability
@@ -16,8 +17,9 @@ many times it may trigger (default: unlimited); ``kill`` and ``raise`` take a pr
 S3 GET), ``decode``, ``decode_process`` (in a decode child process before it decodes: a
 ``kill`` there kills that child only), ``predict`` (every call of the fleet, canary included),
 ``after_infer`` (predictions made, not yet handed to the store), ``after_store`` (store written
-and result published, offsets not yet committed). Every trigger is logged (``failpoint``)
-before it acts.
+and result published, offsets not yet committed), ``store`` (in the store's save and remove,
+with their asset ids; a ``raise`` there is a database error of an unknown kind). Every
+trigger is logged (``failpoint``) before it acts.
 """
 
 from __future__ import annotations
@@ -28,12 +30,15 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
 ENV = "TAGFLEET_FAILPOINTS"
-POINTS = frozenset({"fetch", "decode", "decode_process", "predict", "after_infer", "after_store"})
+POINTS = frozenset(
+    {"fetch", "decode", "decode_process", "predict", "after_infer", "after_store", "store"}
+)
 _ACTIONS = frozenset({"kill", "sleep", "raise"})
 
 
@@ -47,6 +52,7 @@ class Failpoint:
     arg: float
     start: int = 1
     times: int | None = None
+    match: str | None = None
     hits: int = 0
     triggered: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -69,6 +75,7 @@ def parse(spec: str) -> dict[str, Failpoint]:
         name, sep, rule = part.partition("=")
         if not sep or name not in POINTS:
             raise ValueError(f"{ENV}: unknown failpoint {name!r} (known: {sorted(POINTS)})")
+        rule, _, match = rule.partition("~")
         times = None
         if "x" in rule:
             rule, _, count = rule.rpartition("x")
@@ -82,7 +89,7 @@ def parse(spec: str) -> dict[str, Failpoint]:
             raise ValueError(f"{ENV}: unknown action {action!r} (known: {sorted(_ACTIONS)})")
         if action == "sleep" and not arg:
             raise ValueError(f"{ENV}: sleep needs seconds: {part!r}")
-        points[name] = Failpoint(action, float(arg or 1.0), start, times)
+        points[name] = Failpoint(action, float(arg or 1.0), start, times, match or None)
     return points
 
 
@@ -93,10 +100,18 @@ def enabled() -> bool:
     return bool(_ACTIVE)
 
 
-def hit(name: str) -> None:
-    """Act on failpoint ``name`` if it is configured; nothing (one dict lookup) otherwise."""
+def hit(name: str, subjects: Sequence[str] = ()) -> None:
+    """Act on failpoint ``name`` if it is configured; nothing (one dict lookup) otherwise.
+
+    A failpoint with a ``~MATCH`` acts only at hits whose ``subjects`` (asset ids) include
+    one containing MATCH.
+    """
     point = _ACTIVE.get(name) if _ACTIVE else None
-    if point is None or not point.should_trigger():
+    if point is None:
+        return
+    if point.match is not None and not any(point.match in s for s in subjects):
+        return
+    if not point.should_trigger():
         return
     log.warning("failpoint", extra={"point": name, "action": point.action, "hit": point.hits})
     if point.action == "kill":

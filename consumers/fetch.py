@@ -9,7 +9,12 @@ mode: connection errors, timeouts, 5xx and throttling, with its own jittered bac
 full-jitter backoff (``backoff_base_s * 2 ** (n - 1)``, capped at ``backoff_cap_s``) in between.
 With the defaults that is at most 3 x 3 = 9 requests and about 10 s of sleeping (plus the
 connect and read timeouts of the requests that hang) before :class:`TransientError` is raised.
-The caller retries that without limit (transient faults are never dead-lettered).
+The caller retries that within its own per-item budget (``consumers.stages.Preparer``).
+
+Errors are classified from the HTTP status: a 4xx is the request's fault and permanent, except
+the cases S3 documents as passing (expired or not yet valid credentials and other 401/403s
+caused by our configuration, 408 request timeout, 429 and 503 SlowDown throttling); 5xx,
+timeouts and connection errors are transient.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ _SERVICE_FAULTS = frozenset(
     }
 )
 _EMPTY_RANGE = frozenset({"InvalidRange", "416"})
+_TRANSIENT_STATUS = frozenset({408, 429})
+_THROTTLED = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,16 +88,19 @@ class S3Fetcher:
         self._pool = ThreadPoolExecutor(self.settings.workers, thread_name_prefix="s3-fetch")
         self._sleep = sleep
 
-    def fetch(self, request: AssetRequest) -> bytes:
+    def fetch(self, request: AssetRequest, reserve: Callable[[int], None] | None = None) -> bytes:
         """The bytes of ``request``'s object (``b""`` for a zero-byte object). Blocks.
 
-        One ranged GET: the size (from ``Content-Range``) is checked before the body is read.
+        One ranged GET: the size (from ``Content-Range``) is checked before the body is read,
+        and ``reserve(size)``, when given, is called then (it may block: that is how the
+        caller bounds the bytes it holds); each attempt that reaches the body calls it once.
         Raises :class:`PermanentError` ``object_too_large``, ``object_not_found`` (404,
-        NoSuchKey, NoSuchBucket), ``access_denied`` (403 AccessDenied), ``unsupported_uri``
-        (a bucket or key S3 cannot address), and :class:`TransientError` once the retry budget
-        is spent on 5xx, throttling, timeouts, connection or credential errors.
+        NoSuchKey, NoSuchBucket), ``access_denied`` (403 AccessDenied), ``fetch_rejected``
+        (any other 4xx: a key too long, a malformed request), ``unsupported_uri`` (a bucket or
+        key S3 cannot address), and :class:`TransientError` once the retry budget is spent on
+        5xx, throttling, timeouts, connection or credential errors.
         """
-        return self._retrying(lambda: self._get(request.bucket, request.key), request.uri)
+        return self._retrying(lambda: self._get(request.bucket, request.key, reserve), request.uri)
 
     def fetch_many(
         self, requests: Iterable[AssetRequest]
@@ -158,7 +168,7 @@ class S3Fetcher:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _get(self, bucket: str, key: str) -> bytes:
+    def _get(self, bucket: str, key: str, reserve: Callable[[int], None] | None = None) -> bytes:
         limit = self.settings.max_object_bytes
         try:
             response = self._client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{limit - 1}")
@@ -173,6 +183,12 @@ class S3Fetcher:
             raise PermanentError(
                 Reason.OBJECT_TOO_LARGE, f"object is {size} bytes, over the limit of {limit}"
             )
+        if reserve is not None:
+            try:
+                reserve(size)
+            except BaseException:
+                body.close()
+                raise
         return body.read()
 
     def _retrying(self, call: Callable[[], T], uri: str) -> T:
@@ -218,6 +234,10 @@ def classify_s3_error(exc: BaseException, uri: str) -> PermanentError | Transien
             return PermanentError(Reason.OBJECT_NOT_FOUND, message)
         if code in _DENIED or status == 403:
             return PermanentError(Reason.ACCESS_DENIED, message)
+        if code in _THROTTLED or status in _TRANSIENT_STATUS:
+            return TransientError(f"S3 throttling or timeout (HTTP {status}): {message}")
+        if isinstance(status, int) and 400 <= status < 500:
+            return PermanentError(Reason.FETCH_REJECTED, f"HTTP {status}: {message}")
         return TransientError(f"S3 error (HTTP {status}): {message}")
     if isinstance(exc, ParamValidationError):
         return PermanentError(Reason.UNSUPPORTED_URI, f"{uri}: {exc}")

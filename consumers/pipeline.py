@@ -21,6 +21,7 @@ from typing import Any
 
 from kafka import TopicPartition
 
+from consumers.budget import ByteBudget
 from consumers.domain import (
     AssetRemoval,
     AssetRequest,
@@ -31,9 +32,10 @@ from consumers.domain import (
 )
 from consumers.events import EventPolicy, parse_event
 from consumers.metrics import Metrics
+from consumers.results import aggregate_failures, public_error
 from consumers.settings import Settings
 from consumers.source import KafkaSource
-from consumers.stages import DeadLetterer, Inferencer, Preparer, Storer
+from consumers.stages import DeadLetterer, Inferencer, Preparer, RetryPolicy, Storer
 from consumers.watermark import Watermarks
 from consumers.work import KeyGate, Message, WorkItem
 
@@ -51,7 +53,7 @@ class Parts:
     fleet: Any
     store: Any
     producer: Any
-    fetch: Callable[[AssetRequest], bytes]
+    fetch: Callable[[AssetRequest, Callable[[int], None]], bytes]
     decode: Callable[[bytes], Any]
     new_source: Callable[[], Any] | None = None
 
@@ -83,8 +85,9 @@ class Pipeline:
             max_records=settings.max_records_per_event,
             asset_id_binding=settings.asset_id_binding,
         )
+        self._items = 0  # work items between dispatch and completion (backpressure counts them)
         workers = settings.decode_parallelism()
-        ready: queue.Queue[WorkItem] = queue.Queue()
+        ready: queue.Queue[WorkItem] = queue.Queue(maxsize=2 * settings.batch_size + workers)
         self._to_store: queue.Queue[tuple[WorkItem, AssetResult | None]] = queue.Queue()
         self._dlq = DeadLetterer(
             parts.producer, settings.dlq_topic, self._finish, metrics, self._abandon.is_set
@@ -93,18 +96,19 @@ class Pipeline:
             parts.fetch,
             parts.decode,
             ready,
-            self._dlq.put,
+            self._fail,
             self._finish,
             metrics,
-            settings.fetch_workers,
-            workers,
+            (settings.fetch_workers, workers),
             self.stopping,
+            RetryPolicy(settings.retry_max_attempts, settings.retry_budget_s),
+            ByteBudget(settings.max_raw_bytes_in_flight),
         )
         self._inferencer = Inferencer(
             parts.fleet,
             ready,
             self._to_store,
-            self._dlq.put,
+            self._fail,
             self._on_fatal,
             metrics,
             settings.batch_size,
@@ -117,14 +121,32 @@ class Pipeline:
             parts.producer,
             settings.results_topic,
             self._to_store,
+            self._fail,
             self._finish,
             metrics,
             self._abandon.is_set,
+            max_rejections=settings.max_inference_failures,
         )
 
     # -- worker callbacks (any thread) --------------------------------------------------
     def _finish(self, item: WorkItem, outcome: str) -> None:
         self._completions.put((item, outcome))
+
+    def _fail(self, item: WorkItem, error: PermanentError) -> None:
+        """Dead-letter ``item``: at once when its message carries only it, else once for the
+        whole message when its last item is done (one copy of the value, however many of its
+        records failed)."""
+        if error.reason in (Reason.OBJECT_NOT_FOUND, Reason.ACCESS_DENIED):
+            log.info(
+                "object unavailable", extra={"asset_id": item.asset_id, "detail": error.message}
+            )
+        error = public_error(error, self.settings.dlq_reveal_missing)
+        if item.message.items > 1:
+            item.message.failures.append((item.asset_id, error))
+            self.metrics.dlq.labels(error.reason.value).inc()
+            self._finish(item, "failed")
+        else:
+            self._dlq.put(item, error)
 
     def _on_fatal(self, reason: str) -> None:
         log.critical("stopping: %s", reason)
@@ -153,7 +175,9 @@ class Pipeline:
         self._rejoin_if_stuck()
         self._apply_completions()
         self._commit(force=False)
-        paused = self.stopping.is_set() or self.in_flight >= self.settings.max_in_flight
+        paused = self.stopping.is_set() or max(self.in_flight, self._items) >= (
+            self.settings.max_in_flight
+        )
         self._paused = paused
         self.metrics.paused_partitions.set(self.source.set_paused(paused))
         records = self.source.poll(poll_ms)
@@ -203,13 +227,15 @@ class Pipeline:
         try:
             requests = parse_event(record.value, record.key, self._policy)
         except PermanentError as exc:
-            message.pending = 1
+            message.pending = message.items = 1
+            self._items += 1
             self._dlq.put(WorkItem(message, None), exc)
             return
         if not requests:
             self._done_message(message)
             return
-        message.pending = len(requests)
+        message.pending = message.items = len(requests)
+        self._items += len(requests)
         for request in requests:
             item = WorkItem(message, request)
             if self._gate.admit(item) is not None:
@@ -223,7 +249,7 @@ class Pipeline:
         assert isinstance(request, AssetRequest)
         unknown = set(request.functions or ()) - set(self.parts.fleet.functions)
         if unknown:
-            self._dlq.put(
+            self._fail(
                 item,
                 PermanentError(
                     Reason.UNKNOWN_FUNCTION,
@@ -240,16 +266,30 @@ class Pipeline:
                 item, outcome = self._completions.get_nowait()
             except queue.Empty:
                 return
-            if item.request is not None:
+            self._items -= 1
+            if item.request is not None and not item.aggregate:
                 following = self._gate.release(item)
                 if following is not None:
                     self._start(following)
             if outcome == "abandoned":
                 continue
-            self.metrics.events.labels(outcome).inc()
-            item.message.pending -= 1
-            if item.message.pending == 0:
-                self._done_message(item.message)
+            if outcome == "failed":  # one of several records; dead-lettered with the message
+                outcome = "dead_lettered"
+            if not item.aggregate:
+                self.metrics.events.labels(outcome).inc()
+            message = item.message
+            message.pending -= 1
+            if message.pending == 0 and message.failures and not item.aggregate:
+                self._dead_letter_message(message)
+            elif message.pending == 0:
+                self._done_message(message)
+
+    def _dead_letter_message(self, message: Message) -> None:
+        """One dead letter for a message whose records failed, its reasons aggregated."""
+        item = WorkItem(message, None, aggregate=True)
+        message.pending = 1
+        self._items += 1
+        self._dlq.put(item, aggregate_failures(message.failures, message.items))
 
     def _done_message(self, message: Message) -> None:
         pos = message.position

@@ -3,10 +3,32 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from consumers.domain import AssetRemoval, AssetRequest, AssetResult, Reason, SourcePosition
+from consumers.domain import (
+    AssetRemoval,
+    AssetRequest,
+    AssetResult,
+    PermanentError,
+    Reason,
+    SourcePosition,
+)
+
+_UNAVAILABLE = frozenset({Reason.OBJECT_NOT_FOUND, Reason.ACCESS_DENIED})
+
+
+def public_error(error: PermanentError, reveal_missing: bool) -> PermanentError:
+    """What the dead-letter topic may say of ``error``: a missing and a forbidden object are
+    both ``object_unavailable`` unless ``reveal_missing``, so a sender who reads the DLQ
+    cannot probe which objects exist (the service's own log keeps the precise cause)."""
+    if reveal_missing or error.reason not in _UNAVAILABLE:
+        return error
+    return PermanentError(
+        Reason.OBJECT_UNAVAILABLE, "the object does not exist or the service may not read it"
+    )
 
 
 def rfc3339(moment: datetime) -> str:
@@ -82,3 +104,24 @@ def dlq_headers(
     if asset_id:
         headers.append(("tagfleet-asset-id", asset_id))
     return [(k, v.encode()) for k, v in headers]
+
+
+def aggregate_failures(
+    failures: Sequence[tuple[str | None, PermanentError]], records: int
+) -> PermanentError:
+    """The one dead letter of a message several of whose ``records`` failed.
+
+    Its reason is the failures' common reason, or ``multiple``; ``tagfleet-message`` counts
+    them per reason and names the first few; the header ``tagfleet-failed-records`` lists
+    every failed asset id with its reason as JSON (bounded by the records-per-message cap).
+    """
+    reasons = Counter(error.reason for _, error in failures)
+    reason = next(iter(reasons)) if len(reasons) == 1 else Reason.MULTIPLE
+    counts = ", ".join(f"{r.value} x{n}" for r, n in reasons.most_common())
+    first = "; ".join(f"{asset}: {error.message}" for asset, error in failures[:3])
+    listing = [{"asset_id": asset, "reason": error.reason.value} for asset, error in failures]
+    return PermanentError(
+        reason,
+        f"{len(failures)} of {records} records failed ({counts}); {first}",
+        [("tagfleet-failed-records", json.dumps(listing, ensure_ascii=False).encode())],
+    )

@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import (
+    InvalidRecordError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+)
 
 from consumers.domain import TransientError
 
@@ -24,6 +29,14 @@ class OutRecord:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]] | None = None
+
+
+# Errors that depend on the record itself: sending it again would fail the same way.
+_REFUSED = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidRecordError)
+
+
+class RecordRejected(Exception):
+    """The broker or the client refused a record for what it is (too large, invalid)."""
 
 
 class Producer:
@@ -43,7 +56,11 @@ class Producer:
         self._timeout_s = delivery_timeout_ms / 1000 + 5
 
     def send_all(self, records: Sequence[OutRecord]) -> None:
-        """Send ``records`` and wait until each one is acknowledged by all in-sync replicas."""
+        """Send ``records`` and wait until each one is acknowledged by all in-sync replicas.
+
+        Raises :class:`RecordRejected` when a record is refused for what it is (larger than
+        the broker or client accepts, invalid), :class:`TransientError` for anything else.
+        """
         try:
             futures = [
                 self._producer.send(r.topic, value=r.value, key=r.key, headers=r.headers or [])
@@ -51,6 +68,8 @@ class Producer:
             ]
             for future in futures:
                 future.get(timeout=self._timeout_s)
+        except _REFUSED as exc:
+            raise RecordRejected(f"Kafka refused a record: {exc!r}") from exc
         except KafkaError as exc:
             raise TransientError(f"Kafka did not acknowledge a record: {exc!r}") from exc
 

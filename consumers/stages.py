@@ -7,12 +7,14 @@ abandoned at shutdown). Transient faults are retried inside the stage, never dea
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +22,7 @@ import numpy as np
 
 from consumers import failpoints
 from consumers.batching import collect_batch
+from consumers.budget import BudgetClosed, ByteBudget
 from consumers.domain import (
     AssetRemoval,
     AssetRequest,
@@ -31,13 +34,33 @@ from consumers.domain import (
 from consumers.metrics import Metrics
 from consumers.results import build_result, dlq_headers, encode_event, removal_event, result_event
 from consumers.retry import GaveUp, backoff_s, retry_transient
-from consumers.sinks import OutRecord, Producer
+from consumers.scheduler import RetryScheduler
+from consumers.sinks import OutRecord, Producer, RecordRejected
+from consumers.store.errors import SchemaMissing
 from consumers.work import WorkItem
 
 log = logging.getLogger(__name__)
 
 Finish = Callable[[WorkItem, str], None]
 Fail = Callable[[WorkItem, PermanentError], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How long one item's fetch and decode are retried after transient faults.
+
+    An item is dead-lettered (``retries_exhausted``) once it has had ``max_attempts`` tries
+    over at least ``budget_s`` seconds *and* another item succeeded since its first failure:
+    the fault then belongs to this item (a key one server node cannot serve, a decoder that
+    cannot start for it). While nothing succeeds at all it is an outage, and outages are
+    waited out, never dead-lettered (DESIGN.md, delivery rules).
+    """
+
+    max_attempts: int = 12
+    budget_s: float = 600.0
+
+    def exhausted(self, attempts: int, failing_s: float, others_succeeded: bool) -> bool:
+        return attempts >= self.max_attempts and failing_s >= self.budget_s and others_succeeded
 
 
 class _Stage:
@@ -72,53 +95,72 @@ class _Stage:
 class Preparer:
     """Fetch (I/O threads) then decode (CPU threads) each item, then put it on ``ready``.
 
-    A semaphore bounds the fetched-but-undecoded bytes held in memory. Transient fetch faults
-    are retried after a backoff, forever, until shutdown abandons the item (not committed, so
-    it is redelivered).
+    ``raw_bytes`` bounds the fetched-but-undecoded bytes held in memory (a fetch reserves the
+    object's size once S3 has said it, before the body is read). Transient faults are retried
+    after a backoff on one scheduler thread, within ``retry`` (:class:`RetryPolicy`), or until
+    shutdown abandons the item (not committed, so it is redelivered). ``ready`` is bounded:
+    decode threads wait for room, so a slow model holds back decoding, not memory.
     """
 
     def __init__(
         self,
-        fetch: Callable[[AssetRequest], bytes],
+        fetch: Callable[[AssetRequest, Callable[[int], None]], bytes],
         decode: Callable[[bytes], Any],
         ready: queue.Queue[WorkItem],
         fail: Fail,
         finish: Finish,
         metrics: Metrics,
-        fetch_workers: int,
-        decode_workers: int,
+        workers: tuple[int, int],
         stopping: threading.Event,
+        retry: RetryPolicy,
+        raw_bytes: ByteBudget,
     ) -> None:
         self._fetch, self._decode, self._ready = fetch, decode, ready
         self._fail, self._finish, self._metrics = fail, finish, metrics
-        self._stopping = stopping
-        self._fetch_pool = ThreadPoolExecutor(fetch_workers, thread_name_prefix="fetch")
-        self._decode_pool = ThreadPoolExecutor(decode_workers, thread_name_prefix="decode")
-        self._raw_slots = threading.BoundedSemaphore(fetch_workers + 2 * decode_workers)
+        self._stopping, self._retry, self._raw_bytes = stopping, retry, raw_bytes
+        self._fetch_pool = ThreadPoolExecutor(workers[0], thread_name_prefix="fetch")
+        self._decode_pool = ThreadPoolExecutor(workers[1], thread_name_prefix="decode")
+        self._scheduler = RetryScheduler()
+        self._last_success = 0.0
+        self._closed = False
 
     def submit(self, item: WorkItem) -> None:
         self._fetch_pool.submit(self._fetch_one, item)
 
+    def _reserve(self, item: WorkItem, size: int) -> None:
+        self._raw_bytes.reserve(size)
+        item.reserved += size
+
+    def _release(self, item: WorkItem) -> None:
+        item.data = None
+        if item.reserved:
+            self._raw_bytes.release(item.reserved)
+            item.reserved = 0
+
     def _fetch_one(self, item: WorkItem) -> None:
         assert isinstance(item.request, AssetRequest)
-        self._raw_slots.acquire()
         started = time.perf_counter()
         try:
             failpoints.hit("fetch")
-            item.data = self._fetch(item.request)
+            item.data = self._fetch(item.request, lambda size: self._reserve(item, size))
         except PermanentError as exc:
-            self._raw_slots.release()
+            self._release(item)
             self._fail(item, exc)
             return
+        except BudgetClosed:
+            self._release(item)
+            self._finish(item, "abandoned")
+            return
         except TransientError as exc:
-            self._raw_slots.release()
+            self._release(item)
             self._retry_later(item, exc)
             return
         except Exception as exc:  # noqa: BLE001 - an unexpected fault must not lose the item
-            self._raw_slots.release()
+            self._release(item)
             log.exception("unexpected fetch error", extra={"asset_id": item.asset_id})
             self._retry_later(item, TransientError(repr(exc)))
             return
+        self._last_success = time.monotonic()
         self._metrics.stage_seconds.labels("fetch").observe(time.perf_counter() - started)
         self._decode_pool.submit(self._decode_one, item)
 
@@ -140,28 +182,50 @@ class Preparer:
             )
             return
         finally:
-            item.data = None
-            self._raw_slots.release()
+            self._release(item)
         self._metrics.stage_seconds.labels("decode").observe(time.perf_counter() - started)
-        self._ready.put(item)
+        while True:
+            try:
+                self._ready.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                if self._closed:
+                    self._finish(item, "abandoned")
+                    return
 
     def _retry_later(self, item: WorkItem, exc: TransientError, stage: str = "fetch") -> None:
-        """Fetch and decode ``item`` again after a backoff (the fetched bytes are not kept)."""
+        """Fetch and decode ``item`` again after a backoff (the fetched bytes are not kept),
+        or dead-letter it once its :class:`RetryPolicy` is spent."""
         self._metrics.transient_errors.labels(stage).inc()
         item.attempts += 1
+        now = time.monotonic()
+        if item.failing_since is None:
+            item.failing_since = now
         if self._stopping.is_set():
             self._finish(item, "abandoned")
+            return
+        failing_s = now - item.failing_since
+        if self._retry.exhausted(item.attempts, failing_s, self._last_success > item.failing_since):
+            self._fail(
+                item,
+                PermanentError(
+                    Reason.RETRIES_EXHAUSTED,
+                    f"{stage} failed {item.attempts} times over {failing_s:.0f} s while other"
+                    f" images succeeded; last error: {exc}",
+                ),
+            )
             return
         if item.attempts == 1 or item.attempts % 10 == 0:
             log.warning(
                 f"{stage} failed, will retry",
                 extra={"asset_id": item.asset_id, "attempt": item.attempts, "error": str(exc)},
             )
-        timer = threading.Timer(backoff_s(item.attempts), self.submit, args=(item,))
-        timer.daemon = True
-        timer.start()
+        self._scheduler.call_later(backoff_s(item.attempts), lambda: self.submit(item))
 
     def shutdown(self) -> None:
+        self._closed = True
+        self._scheduler.close()
+        self._raw_bytes.close()
         self._fetch_pool.shutdown(wait=False, cancel_futures=True)
         self._decode_pool.shutdown(wait=False, cancel_futures=True)
 
@@ -194,12 +258,16 @@ class Inferencer(_Stage):
         self._batch_size, self._batch_wait_s = batch_size, batch_wait_s
         self._max_failures, self._stopping = max_failures, stopping
         self._broken = 0
+        self._held: list[WorkItem] = []  # retried after a broken batch, before new ones
         self.busy_since: float | None = None
         self._spawn("infer")
 
     def _run(self) -> None:
         while not (self._stopping.is_set() and self._ready.empty()):
-            batch = collect_batch(self._ready, self._batch_size, self._batch_wait_s, 0.1)
+            if self._held:
+                batch, self._held = self._held[: self._batch_size], self._held[self._batch_size :]
+            else:
+                batch = collect_batch(self._ready, self._batch_size, self._batch_wait_s, 0.1)
             if batch:
                 self.busy_since = time.monotonic()
                 try:
@@ -249,7 +317,7 @@ class Inferencer(_Stage):
                         f" and on a canary image: {exc!r}"
                     )
                     return
-                self._ready.put(item)
+                self._held.append(item)
                 time.sleep(backoff_s(self._broken))
                 continue
             self._broken = 0
@@ -280,9 +348,26 @@ class Inferencer(_Stage):
             self._to_store.put((item, result))
 
 
+class _Rejected(Exception):
+    """A sink refused a group for a reason not known to be transient."""
+
+    def __init__(self, sink: str, error: Exception) -> None:
+        super().__init__(f"{sink}: {type(error).__name__}: {error}")
+        self.sink, self.error = sink, error
+
+
 class Storer(_Stage):
     """Writes results (and removals) to the store in one transaction per drained group, then
     publishes their result events and waits for the acks; only then are the items finished.
+
+    A group that a sink refuses with an error not known to be transient is split in halves
+    and each half written again, down to the item at fault, which is dead-lettered
+    (``store_rejected`` or ``publish_rejected``) while the rest of its group is stored: one
+    hostile event cannot stop the service. Two cases stay fatal, because no item is at fault:
+    the store is not at its schema (:class:`SchemaMissing`, checked before any dead letter),
+    and ``max_rejections`` items in a row refused with nothing stored in between (the sink
+    refuses everything: a revoked grant, a bug), which stops the service instead of
+    dead-lettering the topic.
     """
 
     def __init__(
@@ -291,14 +376,17 @@ class Storer(_Stage):
         producer: Producer | None,
         results_topic: str,
         inbox: queue.Queue[tuple[WorkItem, AssetResult | None]],
+        fail: Fail,
         finish: Finish,
         metrics: Metrics,
         give_up: Callable[[], bool],
+        max_rejections: int = 8,
         max_group: int = 512,
     ) -> None:
         self._store, self._producer, self._topic = store, producer, results_topic
-        self._inbox, self._finish, self._metrics = inbox, finish, metrics
+        self._inbox, self._fail, self._finish, self._metrics = inbox, fail, finish, metrics
         self._give_up, self._max_group = give_up, max_group
+        self._max_rejections, self._rejected_in_a_row = max_rejections, 0
         self._spawn("store")
 
     def _run(self) -> None:
@@ -307,29 +395,64 @@ class Storer(_Stage):
             if not group:
                 continue
             try:
-                self._write(group)
+                self._write_isolating(group)
             except GaveUp:
                 for item, _ in group:
                     self._finish(item, "abandoned")
                 return
+
+    def _write_isolating(self, group: list[tuple[WorkItem, AssetResult | None]]) -> None:
+        try:
+            self._write(group)
+        except _Rejected as exc:
+            if len(group) > 1:
+                log.warning(
+                    "a sink refused a group; splitting it to find the item at fault",
+                    extra={"size": len(group), "error": str(exc)},
+                )
+                half = len(group) // 2
+                self._write_isolating(group[:half])
+                self._write_isolating(group[half:])
+                return
+            self._reject(group[0][0], exc)
+            return
+        self._rejected_in_a_row = 0
+
+    def _reject(self, item: WorkItem, exc: _Rejected) -> None:
+        self._retry(self._store.verify_schema, "store")  # SchemaMissing: fatal, nothing lost
+        self._rejected_in_a_row += 1
+        if self._rejected_in_a_row >= self._max_rejections:
+            raise RuntimeError(
+                f"the sinks refused {self._rejected_in_a_row} items in a row with nothing"
+                f" stored in between; last: {exc}"
+            ) from exc.error
+        reason = Reason.STORE_REJECTED if exc.sink == "store" else Reason.PUBLISH_REJECTED
+        log.error("a sink refused one item", extra={"asset_id": item.asset_id, "error": str(exc)})
+        self._fail(item, PermanentError(reason, str(exc)[:2000]))
 
     def _write(self, group: list[tuple[WorkItem, AssetResult | None]]) -> None:
         results = [r for _, r in group if r is not None]
         removals = [item for item, r in group if r is None]
         now = datetime.now(UTC)
         started = time.perf_counter()
-        if results:
-            self._retry(lambda: self._store.save(results), "store")
-        for item in removals:
-            self._retry(
-                lambda item=item: self._store.remove([item.asset_id], item.message.position),
-                "store",
-            )
+        with _sink("store"):
+            if results:
+                self._retry(lambda: self._store.save(results), "store")
+            for item in removals:
+                assert isinstance(item.request, AssetRemoval)
+                uri = item.request.uri
+                self._retry(
+                    lambda item=item, uri=uri: self._store.remove(
+                        [item.asset_id], item.message.position, uri=uri
+                    ),
+                    "store",
+                )
         self._metrics.stage_seconds.labels("store").observe(time.perf_counter() - started)
         if self._producer is not None and self._topic:
             records = [self._record(item, result, now) for item, result in group]
             started = time.perf_counter()
-            self._retry(lambda: self._producer.send_all(records), "publish")  # type: ignore[union-attr]
+            with _sink("publish"):
+                self._retry(lambda: self._producer.send_all(records), "publish")  # type: ignore[union-attr]
             self._metrics.stage_seconds.labels("publish").observe(time.perf_counter() - started)
         failpoints.hit("after_store")
         for item, result in group:
@@ -356,8 +479,26 @@ class Storer(_Stage):
         )
 
 
+@contextlib.contextmanager
+def _sink(name: str) -> Iterator[None]:
+    """Errors of the block that are neither transient (retried inside) nor a shutdown are
+    the sink refusing what it was given: :class:`_Rejected`."""
+    try:
+        yield
+    except (GaveUp, SchemaMissing, _Rejected):
+        raise
+    except Exception as exc:  # noqa: BLE001 - attributed to the items by Storer
+        raise _Rejected(name, exc) from exc
+
+
 class DeadLetterer(_Stage):
-    """Sends dead-letter records (original key and value, reason headers) and waits for acks."""
+    """Sends dead-letter records (original key and value, reason headers) and waits for acks.
+
+    A record the broker refuses for its size has its value dropped (the headers say so) and
+    is sent again: a dead letter is never the reason a partition stops. An item marked
+    ``aggregate`` is the one record of a message whose several records failed; its reasons
+    were counted when each failed.
+    """
 
     def __init__(
         self,
@@ -382,18 +523,14 @@ class DeadLetterer(_Stage):
                 continue
             records = [self._record(item, error) for item, error in group]
             try:
-                retry_transient(
-                    lambda records=records: self._producer.send_all(records),
-                    "dlq",
-                    self._give_up,
-                    on_error=lambda s, _e: self._metrics.transient_errors.labels(s).inc(),
-                )
+                self._send(records)
             except GaveUp:
                 for item, _ in group:
                     self._finish(item, "abandoned")
                 return
             for item, error in group:
-                self._metrics.dlq.labels(error.reason.value).inc()
+                if not item.aggregate:
+                    self._metrics.dlq.labels(error.reason.value).inc()
                 log.info(
                     "dead-lettered",
                     extra={
@@ -406,7 +543,32 @@ class DeadLetterer(_Stage):
                 )
                 self._finish(item, "dead_lettered")
 
+    def _send(self, records: list[OutRecord]) -> None:
+        try:
+            self._send_retrying(records)
+        except RecordRejected:
+            for record in records:  # find the refused one(s); the rest are sent (again)
+                try:
+                    self._send_retrying([record])
+                except RecordRejected as exc:
+                    self._send_retrying([_without_value(record, str(exc))])
+
+    def _send_retrying(self, records: list[OutRecord]) -> None:
+        retry_transient(
+            lambda: self._producer.send_all(records),
+            "dlq",
+            self._give_up,
+            on_error=lambda s, _e: self._metrics.transient_errors.labels(s).inc(),
+        )
+
     def _record(self, item: WorkItem, error: PermanentError) -> OutRecord:
         message = item.message
         headers = dlq_headers(error.reason, error.message, message.position, item.asset_id)
+        headers += error.headers
         return OutRecord(self._topic, message.key, message.value, headers)
+
+
+def _without_value(record: OutRecord, why: str) -> OutRecord:
+    size = len(record.value or b"")
+    note = [("tagfleet-value-dropped", f"{size} bytes; {why}"[:500].encode())]
+    return OutRecord(record.topic, record.key, None, (record.headers or []) + note)

@@ -27,6 +27,8 @@ class Message:
     timestamp_ms: int | None = None
     polled_at: float = field(default_factory=time.monotonic)
     pending: int = 0
+    items: int = 0  # work items the message became (records of a notification)
+    failures: list[tuple[str | None, Any]] = field(default_factory=list)  # (asset id, error)
 
 
 @dataclass(eq=False, slots=True)
@@ -47,6 +49,9 @@ class WorkItem:
     request: AssetRequest | AssetRemoval | None
     id: int = field(default_factory=lambda: next(_ids))
     attempts: int = 0
+    failing_since: float | None = None  # monotonic time of the first transient failure
+    reserved: int = 0  # bytes of the raw-bytes budget this item holds
+    aggregate: bool = False  # the one dead letter of a message whose records failed
     data: bytes | None = None
     decoded: Any = None
 

@@ -30,6 +30,11 @@ _PG_TRANSIENT_CODES = frozenset(
 _SQLITE_TRANSIENT_CODES = frozenset({5, 6, 10, 13, 14, 15})
 
 
+class SchemaMissing(RuntimeError):
+    """The database is not at this code's schema (tables dropped, an old backup restored):
+    no item is at fault, so the service stops rather than dead-letter what it cannot store."""
+
+
 def is_transient(exc: BaseException) -> bool:
     """True when ``exc`` (a SQLAlchemy or DBAPI error) may succeed if tried again later."""
     if isinstance(exc, sa_exc.TimeoutError):  # the connection pool is exhausted

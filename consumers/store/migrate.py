@@ -52,6 +52,11 @@ def current(url: str) -> str | None:
         engine.dispose()
 
 
+def current_revision(conn: sa.Connection) -> str | None:
+    """The revision of the database behind ``conn``; None when unmigrated."""
+    return MigrationContext.configure(conn).get_current_revision()
+
+
 def head() -> str:
     """The newest revision shipped with this code."""
     revision = ScriptDirectory.from_config(alembic_config()).get_current_head()

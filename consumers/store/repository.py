@@ -16,10 +16,11 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from consumers import failpoints
 from consumers.domain import AssetResult, SourcePosition
 from consumers.store import migrate
 from consumers.store.engine import create_store_engine, writer
-from consumers.store.errors import translate_errors
+from consumers.store.errors import SchemaMissing, translate_errors
 from consumers.store.models import assets, function_results, tags
 from consumers.store.queries import assets_with_label_query, tags_for_asset_query
 from consumers.store.rows import (
@@ -79,6 +80,22 @@ class TagStore:
         with translate_errors("ping"), self.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
 
+    def verify_schema(self) -> None:
+        """Return when the database is at this code's migration head with its tables; raise
+        :class:`SchemaMissing` when it is not, ``TransientError`` when it cannot be asked."""
+        expected = migrate.head()
+        with translate_errors("verify_schema"), self.engine.connect() as conn:
+            revision = migrate.current_revision(conn)
+            inspector = sa.inspect(conn)
+            missing = [
+                t.name for t in (assets, function_results, tags) if not inspector.has_table(t.name)
+            ]
+        if missing or revision != expected:
+            raise SchemaMissing(
+                f"the store is at revision {revision!r} (expected {expected!r}) and lacks the"
+                f" tables {missing}; run `tagfleet db upgrade`"
+            )
+
     def save(self, results: Sequence[AssetResult]) -> SaveStats:
         """Store ``results`` in one transaction; return what changed.
 
@@ -92,6 +109,7 @@ class TagStore:
         latest_assets, latest = _collapse(results)
         if not latest_assets:
             return SaveStats()
+        _failpoint(sorted(latest_assets))
         keys = sorted(latest)
         new_rows = {key: tag_rows(key, *latest[key]) for key in keys}
         now = self._clock()
@@ -124,23 +142,29 @@ class TagStore:
             replaced_functions=len(written),
         )
 
-    def remove(self, asset_ids: Sequence[str], source: SourcePosition | None) -> int:
+    def remove(
+        self, asset_ids: Sequence[str], source: SourcePosition | None, *, uri: str | None = None
+    ) -> int:
         """Delete the assets' tags and results and mark them removed, recording ``source``.
 
-        Returns how many of them were present and not yet removed; unknown or already removed
-        ids are no-ops. A later :meth:`save` of the asset tags it again.
+        With ``uri``, only assets stored with that object URI are touched: a removal
+        notification for one bucket's object cannot remove an asset whose object lives
+        elsewhere. Returns how many of them were present and not yet removed; unknown or
+        already removed ids are no-ops. A later :meth:`save` of the asset tags it again.
         """
         ids = sorted(set(asset_ids))
+        _failpoint(ids)
         removed = 0
         with translate_errors("remove"), self._writer.begin() as conn:
-            for chunk in _chunks(ids):
+            for all_ids in _chunks(ids):
                 # Lock the asset rows first: the same order as save, so the two never deadlock.
-                conn.execute(
-                    sa.select(assets.c.asset_id)
-                    .where(assets.c.asset_id.in_(chunk))
+                locked = conn.execute(
+                    sa.select(assets.c.asset_id, assets.c.uri)
+                    .where(assets.c.asset_id.in_(all_ids))
                     .order_by(assets.c.asset_id)
                     .with_for_update()
-                )
+                ).all()
+                chunk = [a for a, stored in locked if uri is None or stored == uri]
                 removed += conn.execute(
                     sa.update(assets)
                     .where(assets.c.asset_id.in_(chunk), assets.c.removed.is_(False))
@@ -180,6 +204,14 @@ class TagStore:
                 for asset_id, function, version in conn.execute(query):
                     versions.setdefault(asset_id, {})[function] = version
         return versions
+
+
+def _failpoint(asset_ids: Sequence[str]) -> None:
+    """The ``store`` failpoint: a database error nobody anticipated, for the matching assets."""
+    try:
+        failpoints.hit("store", asset_ids)
+    except failpoints.FailpointError as exc:
+        raise sa.exc.DatabaseError("INSERT (failpoint)", None, exc) from exc
 
 
 def _insert(conn: sa.Connection, table: sa.Table) -> Any:

@@ -182,6 +182,16 @@ def test_transient_server_errors_are_retried(fetcher: S3Fetcher, bucket: str) ->
         ("SlowDown", 503, TransientError),
         ("InternalError", 500, TransientError),
         ("RequestTimeout", 400, TransientError),
+        ("Throttling", 400, TransientError),
+        ("TooManyRequests", 429, TransientError),
+        ("RequestTimeout", 408, TransientError),
+        ("ServiceUnavailable", 503, TransientError),
+        # every other 4xx is the request's fault: retrying it would never end
+        ("KeyTooLongError", 400, Reason.FETCH_REJECTED),
+        ("InvalidArgument", 400, Reason.FETCH_REJECTED),
+        ("BadRequest", 400, Reason.FETCH_REJECTED),
+        ("MethodNotAllowed", 405, Reason.FETCH_REJECTED),
+        ("UnknownTeapot", 418, Reason.FETCH_REJECTED),
     ],
 )
 def test_client_error_mapping(code: str, status: int, expected: Any) -> None:
@@ -190,6 +200,26 @@ def test_client_error_mapping(code: str, status: int, expected: Any) -> None:
         assert isinstance(error, PermanentError) and error.reason is expected
     else:
         assert isinstance(error, TransientError)
+
+
+def test_a_key_the_server_refuses_is_rejected_not_retried(fetcher: S3Fetcher, bucket: str) -> None:
+    """Through the parser's guard (a test of the fetcher alone): the real server's 4xx for a
+    key over S3's 1,024-byte limit ends at once as ``fetch_rejected`` or ``object_not_found``,
+    never as a transient error retried for ever."""
+    request = AssetRequest(asset_id="x", uri=f"s3://{bucket}/x", bucket=bucket, key="k" * 1500)
+    with pytest.raises(PermanentError) as info:
+        fetcher.fetch(request)
+    assert info.value.reason in (Reason.FETCH_REJECTED, Reason.OBJECT_NOT_FOUND)
+
+
+def test_reserve_is_called_with_the_size_before_the_body_is_read(
+    fetcher: S3Fetcher, s3: Any, bucket: str
+) -> None:
+    s3.put_object(Bucket=bucket, Key="sized", Body=b"z" * 234)
+    request = AssetRequest(asset_id="s", uri=f"s3://{bucket}/sized", bucket=bucket, key="sized")
+    sizes: list[int] = []
+    assert fetcher.fetch(request, sizes.append) == b"z" * 234
+    assert sizes == [234]
 
 
 def test_unknown_exceptions_are_not_classified() -> None:

@@ -158,7 +158,7 @@ def _pipeline(source: FakeSource, fetch: Any = None, **settings: Any) -> tuple[P
         fleet=FakeFleet(),
         store=store,
         producer=FakeProducer(),  # type: ignore[arg-type]
-        fetch=fetch or (lambda request: b"x"),
+        fetch=fetch or (lambda request, _reserve: b"x"),
         decode=lambda data: DecodedImage(np.zeros((8, 8, 3), np.uint8), 10, 10, "PNG"),
     )
     cfg = Settings(
@@ -194,7 +194,7 @@ def test_commits_reach_the_end_of_every_partition():
 def test_a_slow_message_holds_back_the_commit_of_its_partition_only():
     release = threading.Event()
 
-    def fetch(request: Any) -> bytes:
+    def fetch(request: Any, _reserve: Any) -> bytes:
         if request.asset_id == "s3://bkt/0-3":
             release.wait(10)
         return b"x"
@@ -222,7 +222,7 @@ def test_a_slow_message_holds_back_the_commit_of_its_partition_only():
 def test_partitions_revoked_and_reassigned_in_one_rebalance_keep_their_offsets():
     gate = threading.Event()
     source = FakeSource({TP0: _records(TP0, 8)})
-    pipeline, _ = _pipeline(source, fetch=lambda request: gate.wait(10) and b"x")
+    pipeline, _ = _pipeline(source, fetch=lambda request, _reserve: gate.wait(10) and b"x")
     thread = threading.Thread(target=pipeline.run)
     thread.start()
     try:
@@ -248,7 +248,7 @@ def test_partitions_revoked_and_reassigned_in_one_rebalance_keep_their_offsets()
 def test_a_partition_taken_by_another_member_is_no_longer_committed():
     gate = threading.Event()
     source = FakeSource({TP0: _records(TP0, 5), TP1: _records(TP1, 5)})
-    pipeline, _ = _pipeline(source, fetch=lambda request: gate.wait(10) and b"x")
+    pipeline, _ = _pipeline(source, fetch=lambda request, _reserve: gate.wait(10) and b"x")
     thread = threading.Thread(target=pipeline.run)
     thread.start()
     try:
@@ -278,7 +278,7 @@ def test_backpressure_pauses_partitions_instead_of_buffering(limit: int):
     gate = threading.Event()
     source = FakeSource({TP0: _records(TP0, 40)})
     pipeline, _ = _pipeline(
-        source, fetch=lambda request: gate.wait(10) and b"x", max_in_flight=limit
+        source, fetch=lambda request, _reserve: gate.wait(10) and b"x", max_in_flight=limit
     )
     thread = threading.Thread(target=pipeline.run)
     thread.start()
@@ -303,7 +303,7 @@ def test_partitions_assigned_while_saturated_do_not_go_past_the_bound():
     extra = [TopicPartition("assets", p) for p in range(2, 7)]
     source = FakeSource({TP0: _records(TP0, 20)})
     pipeline, store = _pipeline(
-        source, fetch=lambda request: gate.wait(10) and b"x", max_in_flight=3
+        source, fetch=lambda request, _reserve: gate.wait(10) and b"x", max_in_flight=3
     )
     thread = threading.Thread(target=pipeline.run)
     thread.start()

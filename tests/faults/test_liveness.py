@@ -47,7 +47,7 @@ class _Source:
 
 def _pipeline(source: _Source) -> Pipeline:
     fleet = SimpleNamespace(functions={}, input_size=8)
-    parts = Parts(source, fleet, None, None, lambda r: b"", lambda b: None)  # type: ignore[arg-type]
+    parts = Parts(source, fleet, None, None, lambda r, _: b"", lambda b: None)  # type: ignore[arg-type]
     return Pipeline(Settings(decode_workers=1, fetch_workers=1), parts, Metrics())
 
 
