@@ -23,6 +23,7 @@ RULES = REPO / "infra" / "prometheus" / "rules" / "tagfleet.rules.yml"
 RULES_TEST = REPO / "infra" / "prometheus" / "rules" / "tagfleet.rules.test.yml"
 DASHBOARD = REPO / "infra" / "grafana" / "dashboards" / "tagfleet.json"
 ARCHITECTURE = REPO / "docs" / "architecture.md"
+RUNBOOKS = REPO / "docs" / "runbooks.md"
 # A tool build (helm from the Go module proxy) may take minutes on a cold cache.
 TOOL_TIMEOUT_S = 900
 
@@ -126,8 +127,20 @@ def exported_series_names() -> frozenset[str]:
     return frozenset(names)
 
 
-# DCGM exporter metrics: optional dashboard panels; `up`: Prometheus' own per target.
-EXTERNAL_METRICS = frozenset({"DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "up"})
+# DCGM exporter metrics: optional dashboard panels; `up`: Prometheus' own per target;
+# kafka-exporter's broker-side lag (TagfleetBrokerLagHigh); kube-state-metrics' replica and
+# restart counts (dashboard panels, present wherever the Prometheus Operator stack runs).
+EXTERNAL_METRICS = frozenset(
+    {
+        "DCGM_FI_DEV_GPU_UTIL",
+        "DCGM_FI_DEV_FB_USED",
+        "up",
+        "kafka_consumergroup_lag",
+        "kube_deployment_status_replicas_available",
+        "kube_deployment_spec_replicas",
+        "kube_pod_container_status_restarts_total",
+    }
+)
 
 # ---- PromQL ----
 

@@ -1,9 +1,11 @@
 """The alert rules: promtool checks them and runs their unit tests; every alert has a test
 that makes it fire and one that keeps it quiet; every metric they read is one the service
-exports (docs/architecture.md)."""
+exports (docs/architecture.md) or a named exporter's; every alert links a runbook section that
+exists; aggregations keep `namespace`; the latency SLO has its burn-rate pairs."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from deploy_helpers import (
     REPO,
     RULES,
     RULES_TEST,
+    RUNBOOKS,
     exported_series_names,
     metric_names,
 )
@@ -26,6 +29,11 @@ REQUIRED_ALERTS = {
     "TagfleetInferenceFailures",
     "TagfleetNotReady",  # tagfleet_ready == 0
     "TagfleetTargetDown",
+    # issue 15
+    "TagfleetAbsent",  # nothing to scrape at all
+    "TagfleetBrokerLagHigh",  # lag from the broker, with no consumer running
+    "TagfleetLatencyBudgetBurnFast",  # burn-rate pair, page
+    "TagfleetLatencyBudgetBurnSlow",  # burn-rate pair, ticket
 }
 
 
@@ -82,3 +90,48 @@ def test_rules_read_only_exported_metrics() -> None:
     for rule in _rules():
         unknown = metric_names(rule["expr"]) - allowed
         assert not unknown, f"{rule['alert']} reads metrics the service does not export: {unknown}"
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    headings = re.findall(r"^#{1,6}\s+(.+?)\s*$", markdown, re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
+def test_every_alert_links_a_runbook_section_that_exists() -> None:
+    anchors = _anchors(RUNBOOKS.read_text())
+    for rule in _rules():
+        url = rule["annotations"].get("runbook_url", "")
+        path, _, anchor = url.partition("#")
+        assert path == "docs/runbooks.md" and anchor, f"{rule['alert']}: runbook_url {url!r}"
+        assert (REPO / path).is_file()
+        assert anchor in anchors, f"{rule['alert']}: no heading for #{anchor} in docs/runbooks.md"
+    text = RUNBOOKS.read_text()
+    for section in re.split(r"^## ", text, flags=re.M)[1:]:
+        for part in ("**Means.**", "**Confirm.**", "**Do.**", "**Roll back.**"):
+            assert part in section, f"runbook {section.splitlines()[0]}: no {part}"
+
+
+def test_aggregations_keep_the_namespace() -> None:
+    for rule in _rules():
+        for clause in re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", rule["expr"]):
+            assert "namespace" in clause, f"{rule['alert']}: by/on ({clause}) drops namespace"
+
+
+def test_latency_slo_has_both_burn_rate_pairs() -> None:
+    rules = {r["alert"]: r for r in _rules()}
+    for name, windows, factor, severity in (
+        ("TagfleetLatencyBudgetBurnFast", ("[1h]", "[5m]"), "14.4", "critical"),
+        ("TagfleetLatencyBudgetBurnSlow", ("[6h]", "[30m]"), "6", "warning"),
+    ):
+        expr = rules[name]["expr"]
+        assert all(w in expr for w in windows) and f"({factor} * 0.01)" in expr, name
+        assert "tagfleet_end_to_end_seconds_bucket" in expr and "\nand\n" in expr, name
+        assert rules[name]["labels"]["severity"] == severity
+
+
+def test_absence_and_failures_are_not_single_events() -> None:
+    rules = {r["alert"]: r for r in _rules()}
+    assert rules["TagfleetAbsent"]["expr"].startswith("absent(")
+    failures = rules["TagfleetInferenceFailures"]
+    assert "/" in failures["expr"] and failures.get("for"), "a ratio held for a while"
