@@ -1,8 +1,15 @@
-"""Image decoding with Pillow: accepted formats only, pixel limits, JPEG draft, EXIF orientation.
+"""Image decoding with Pillow: accepted formats only, pixel and byte limits, JPEG draft, EXIF
+orientation.
 
 Thread-safe: no Pillow global is changed. Pillow's own bomb check (``Image.MAX_IMAGE_PIXELS``,
 an error above twice its value) stays in force, so the effective limit is the lower of
 ``max_pixels`` and ``2 * Image.MAX_IMAGE_PIXELS``; ``ImageFile.LOAD_TRUNCATED_IMAGES`` stays off.
+
+Memory is budgeted from the header, before any pixel is decoded: the buffer Pillow will fill
+(width x height x its bytes per pixel for the decoded mode, after JPEG draft scaling) plus the
+8-bit RGB copy made from it must fit ``max_decode_bytes``. A 100 MP 32-bit TIFF of 690 KB
+asks for 800 MB and is refused; wide modes are narrowed to 8 bits in row blocks, never through
+a 64-bit copy of the whole image.
 """
 
 from __future__ import annotations
@@ -37,6 +44,10 @@ _TRANSPOSE = {
 }
 _ORIENTATION_TAG = 0x0112
 _ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
+# Bytes per pixel of Pillow's in-memory image for a mode: one-band 8-bit modes take 1, the
+# 16-bit ones 2, everything else (multi-band modes included) 4.
+_NARROW_MODES = frozenset({"1", "L", "P"})
+_ROW_BLOCK_BYTES = 8 << 20  # wide modes are narrowed to 8 bits this many source bytes at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +56,7 @@ class DecodeLimits:
 
     max_pixels: int = 100_000_000
     formats: tuple[str, ...] = ACCEPTED_FORMATS
+    max_decode_bytes: int = 512_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +79,9 @@ def decode_image(data: bytes, target: int, limits: DecodeLimits) -> DecodedImage
     (``load()``), so its cost and its errors belong to this call.
 
     Raises :class:`PermanentError`: ``empty_object`` (no bytes), ``unsupported_format`` (not
-    an image of ``limits.formats``), ``image_too_large`` (over ``limits.max_pixels``, checked
-    from the header before any pixel is decoded), ``image_decode_failed`` (truncated, corrupt).
+    an image of ``limits.formats``), ``image_too_large`` (over ``limits.max_pixels`` or
+    ``limits.max_decode_bytes``, checked from the header before any pixel is decoded, or out
+    of memory while decoding), ``image_decode_failed`` (truncated, corrupt).
     """
     return _decode(data, target, limits, draft=True)
 
@@ -91,6 +104,13 @@ def _decode(data: bytes, target: int, limits: DecodeLimits, *, draft: bool) -> D
             )
         if draft and image.format == "JPEG":
             image.draft("RGB", (target, target))
+        needed = decode_bytes(image.mode, *image.size)
+        if needed > limits.max_decode_bytes:
+            raise PermanentError(
+                Reason.IMAGE_TOO_LARGE,
+                f"{width}x{height} {image.mode} needs {needed} bytes to decode, over the limit"
+                f" of {limits.max_decode_bytes}",
+            )
         image.load()
         orientation = _orientation(image)
         rgb = _to_rgb(image)
@@ -100,6 +120,21 @@ def _decode(data: bytes, target: int, limits: DecodeLimits, *, draft: bool) -> D
                 width, height = height, width
         array = preprocess_image(rgb, target)
     return DecodedImage(array=array, width=width, height=height, format=str(image.format))
+
+
+def decode_bytes(mode: str, width: int, height: int) -> int:
+    """Bytes to decode a ``mode`` image of that size and hold its 8-bit RGB copy (4 bytes a
+    pixel in Pillow; an RGB image needs none). Wide modes (16/32-bit, float) also pass through
+    a numpy copy and an 8-bit grey image on the way."""
+    if mode in _NARROW_MODES:
+        per_pixel = 1
+    elif mode.startswith("I;16"):
+        per_pixel = 2
+    else:
+        per_pixel = 4
+    if mode.startswith("I") or mode == "F":
+        return width * height * (2 * per_pixel + 1 + 4)
+    return width * height * (per_pixel + (0 if mode == "RGB" else 4))
 
 
 def _open(data: bytes, limits: DecodeLimits) -> ImageFile.ImageFile:
@@ -147,11 +182,21 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _to_uint8(pixels: np.ndarray) -> np.ndarray:
-    """16-bit (and 32-bit integer) grey levels are read as 0..65535; floats as 0..255."""
-    if pixels.dtype.kind == "f":
-        return np.clip(np.nan_to_num(pixels), 0, 255).astype(np.uint8)
-    wide = np.clip(pixels.astype(np.int64), 0, 65535)
-    return ((wide * 255 + 32767) // 65535).astype(np.uint8)
+    """16-bit (and 32-bit integer) grey levels are read as 0..65535; floats as 0..255.
+
+    Narrowed a block of rows at a time into the 8-bit result, so the extra memory is one
+    block, not a 64-bit copy of the image (800 MB for 100 MP).
+    """
+    out = np.empty(pixels.shape, dtype=np.uint8)
+    rows = max(1, _ROW_BLOCK_BYTES // max(1, pixels[:1].nbytes))
+    for start in range(0, pixels.shape[0], rows):
+        block = pixels[start : start + rows]
+        if pixels.dtype.kind == "f":
+            out[start : start + rows] = np.clip(np.nan_to_num(block), 0, 255)
+        else:
+            wide = np.clip(block, 0, 65535).astype(np.uint32)
+            out[start : start + rows] = (wide * 255 + 32767) // 65535
+    return out
 
 
 @contextmanager

@@ -11,17 +11,25 @@ its stdin and answers on its stdout. The parent keeps a pool of idle children; a
 one, sends the bytes, waits for the answer and gives the child back.
 
 Frames: an 8-byte big-endian length, then the payload. Request payload: the image bytes.
-Answer payload: a pickled ``("ok", DecodedImage)`` or ``("error", reason, message)`` (the
-children are this module, started by the parent: the pickles are trusted).
+Answer payload: ``K`` + a fixed header (width, height, rows, columns, channels, format) + the
+array's bytes, or ``E`` + the reason code + a newline + the message. No pickle: a child that
+a hostile image took over cannot make the parent run code by what it answers; the parent
+checks the header against the payload's size.
+
+Isolation: each child starts with a minimal environment (no database URL, Kafka password or
+cloud keys of the parent: :func:`child_environment`) and under an address-space limit
+(``RLIMIT_AS``): an image that needs more fails with ``MemoryError`` in that child
+(``image_too_large``), instead of the kernel's OOM killer taking the service.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import os
-import pickle  # noqa: S403 - answers come from our own child processes
 import queue
+import resource
 import select
 import signal
 import struct
@@ -31,6 +39,8 @@ import threading
 import time
 from typing import BinaryIO
 
+import numpy as np
+
 from consumers import failpoints
 from consumers.decode import DecodedImage, DecodeLimits, decode_image, decode_image_full
 from consumers.domain import PermanentError, Reason, TransientError
@@ -38,6 +48,50 @@ from consumers.logs import configure_logging
 
 _LENGTH = struct.Struct("!Q")
 _READY = b"ready"
+_IMAGE = struct.Struct("!IIHHB16s")  # width, height, rows, columns, channels, format
+# What a child inherits: where to find Python and our code, the locale, the OpenBLAS settings
+# some processors need, and the test-only failpoints. Nothing else of the parent's.
+_INHERITED = ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+_TEST_ONLY = ("TAGFLEET_FAILPOINTS",)
+
+
+def child_environment(parent: dict[str, str]) -> dict[str, str]:
+    """The environment of a decode process: :data:`_INHERITED` from ``parent`` and one
+    thread per numeric library (the pool is the parallelism)."""
+    env = {k: parent[k] for k in (*_INHERITED, *_TEST_ONLY) if k in parent}
+    env.update({"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    return env
+
+
+def encode_answer(answer: DecodedImage | PermanentError) -> bytes:
+    """The answer frame's payload (see the module docstring)."""
+    if isinstance(answer, PermanentError):
+        return (
+            b"E" + answer.reason.value.encode() + b"\n" + answer.message.encode("utf-8", "replace")
+        )
+    array = np.ascontiguousarray(answer.array, dtype=np.uint8)
+    rows, columns, channels = array.shape
+    header = _IMAGE.pack(
+        answer.width, answer.height, rows, columns, channels, answer.format.encode()[:16]
+    )
+    return b"K" + header + array.tobytes()
+
+
+def decode_answer(payload: bytes) -> DecodedImage:
+    """The image of an answer payload; raises the :class:`PermanentError` it carries, or
+    ``ValueError`` for a payload that is not an answer."""
+    kind, body = payload[:1], payload[1:]
+    if kind == b"E":
+        reason, _, message = body.partition(b"\n")
+        raise PermanentError(Reason(reason.decode()), message.decode("utf-8", "replace"))
+    if kind != b"K" or len(body) < _IMAGE.size:
+        raise ValueError("not a decode answer")
+    width, height, rows, columns, channels, fmt = _IMAGE.unpack_from(body)
+    pixels = body[_IMAGE.size :]
+    if len(pixels) != rows * columns * channels:
+        raise ValueError("the answer's pixels do not match its header")
+    array = np.frombuffer(pixels, dtype=np.uint8).reshape(rows, columns, channels)
+    return DecodedImage(array=array, width=width, height=height, format=fmt.rstrip(b"\0").decode())
 
 
 class ChildDied(Exception):
@@ -52,7 +106,12 @@ class _Child:
     """One child process and the parent's ends of its pipes."""
 
     def __init__(
-        self, target: int, limits: DecodeLimits, draft: bool, log: tuple[str, str]
+        self,
+        target: int,
+        limits: DecodeLimits,
+        draft: bool,
+        log: tuple[str, str],
+        memory_bytes: int | None,
     ) -> None:
         argv = [
             sys.executable,
@@ -64,6 +123,8 @@ class _Child:
             str(limits.max_pixels),
             "--formats",
             ",".join(limits.formats),
+            "--max-decode-bytes",
+            str(limits.max_decode_bytes),
             "--log-level",
             log[0],
             "--log-format",
@@ -71,8 +132,14 @@ class _Child:
         ]
         if not draft:
             argv.append("--full")
+        if memory_bytes:
+            argv += ["--memory-bytes", str(memory_bytes)]
         self.proc = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
+            env=child_environment(dict(os.environ)),
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self._stdin: BinaryIO = self.proc.stdin
@@ -88,10 +155,10 @@ class _Child:
             self._stdin.write(data)
         except (BrokenPipeError, OSError) as exc:
             raise ChildDied(f"write failed: {exc}") from None
-        answer = pickle.loads(self._read_frame(timeout_s))  # noqa: S301 - see the module doc
-        if answer[0] == "ok":
-            return answer[1]
-        raise PermanentError(Reason(answer[1]), answer[2])
+        try:
+            return decode_answer(self._read_frame(timeout_s))
+        except ValueError as exc:
+            raise ChildDied(f"an answer the parent cannot read ({exc})") from None
 
     def _read_frame(self, timeout_s: float) -> bytes:
         deadline = time.monotonic() + timeout_s
@@ -127,6 +194,8 @@ class _Child:
 class DecodeProcesses:
     """A pool of ``size`` decode processes, callable as ``decode(data) -> DecodedImage``.
 
+    ``memory_bytes`` is each child's address-space limit (``RLIMIT_AS``; None: none).
+
     The children log (failpoints, Pillow's warnings) to the service's stderr at ``log`` =
     (level, format).
 
@@ -146,8 +215,9 @@ class DecodeProcesses:
         draft: bool = True,
         start_timeout_s: float = 60.0,
         log: tuple[str, str] = ("WARNING", "json"),
+        memory_bytes: int | None = None,
     ) -> None:
-        self._args = (target, limits, draft, log)
+        self._args = (target, limits, draft, log, memory_bytes)
         self._timeout_s = timeout_s
         self._idle: queue.Queue[_Child] = queue.Queue()
         self._lock = threading.Lock()
@@ -248,15 +318,29 @@ def _serve(
         header = stdin.read(_LENGTH.size)
         if len(header) < _LENGTH.size:
             return
-        data = stdin.read(_LENGTH.unpack(header)[0])
-        failpoints.hit("decode_process")
         try:
-            answer: tuple[object, ...] = ("ok", decode(data, target, limits))
+            data = stdin.read(_LENGTH.unpack(header)[0])
+        except MemoryError:
+            return  # no room even for the request: exit; the parent starts a fresh process
+        failpoints.hit("decode_process")
+        answer: DecodedImage | PermanentError
+        try:
+            answer = decode(data, target, limits)
         except PermanentError as exc:
-            answer = ("error", exc.reason.value, exc.message)
+            answer = exc
+        except MemoryError:
+            answer = PermanentError(
+                Reason.IMAGE_TOO_LARGE, "out of memory decoding it (the decode process's limit)"
+            )
+            gc.collect()
         except Exception as exc:  # noqa: BLE001 - decode_image maps Pillow's; this is a backstop
-            answer = ("error", Reason.IMAGE_DECODE_FAILED.value, f"{type(exc).__name__}: {exc}")
-        _write_frame(stdout, pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
+            answer = PermanentError(Reason.IMAGE_DECODE_FAILED, f"{type(exc).__name__}: {exc}")
+        del data
+        try:
+            payload = encode_answer(answer)
+        except MemoryError:
+            payload = encode_answer(PermanentError(Reason.IMAGE_TOO_LARGE, "out of memory"))
+        _write_frame(stdout, payload)
 
 
 def _write_frame(stream: BinaryIO, payload: bytes) -> None:
@@ -268,11 +352,13 @@ def _write_frame(stream: BinaryIO, payload: bytes) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description="A tagfleet decode process: started by the service, not by hand. Reads"
-        " length-framed image bytes on stdin, answers length-framed pickles on stdout."
+        " length-framed image bytes on stdin, answers length-framed images on stdout."
     )
     parser.add_argument("--target", type=int, required=True)
     parser.add_argument("--max-pixels", type=int, required=True)
     parser.add_argument("--formats", required=True)
+    parser.add_argument("--max-decode-bytes", type=int, default=DecodeLimits.max_decode_bytes)
+    parser.add_argument("--memory-bytes", type=int, default=0, help="RLIMIT_AS of this process")
     parser.add_argument("--full", action="store_true", help="no JPEG draft (benchmarks)")
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument("--log-format", choices=("json", "text"), default="json")
@@ -282,7 +368,13 @@ def main(argv: list[str] | None = None) -> None:
     # SIGTERM sent to the whole process group must not fail the images still being decoded.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    limits = DecodeLimits(max_pixels=args.max_pixels, formats=tuple(args.formats.split(",")))
+    if args.memory_bytes:
+        resource.setrlimit(resource.RLIMIT_AS, (args.memory_bytes, args.memory_bytes))
+    limits = DecodeLimits(
+        max_pixels=args.max_pixels,
+        formats=tuple(args.formats.split(",")),
+        max_decode_bytes=args.max_decode_bytes,
+    )
     with contextlib.suppress(BrokenPipeError):  # the parent is gone: nobody awaits the answer
         _serve(sys.stdin.buffer, sys.stdout.buffer, args.target, limits, draft=not args.full)
 

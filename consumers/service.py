@@ -11,7 +11,7 @@ from functools import partial
 from kafka.errors import KafkaError
 
 from consumers import shutdown
-from consumers.cpus import available_cpus, cap_torch_threads
+from consumers.cpus import cap_torch_threads
 from consumers.decode import DecodedImage, DecodeLimits, decode_image
 from consumers.decode_processes import DecodeProcesses
 from consumers.health import HealthServer
@@ -65,7 +65,7 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
         store.upgrade()
     readiness.store = store
     fleet = load_fleet(settings.fleet)
-    cap_torch_threads(available_cpus())
+    cap_torch_threads(settings.cpus())
     for name, info in fleet.functions.items():
         metrics.fleet_function.labels(name, info.type, info.version).set(1)
     readiness.fleet_loaded = True
@@ -75,7 +75,11 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
     fetcher = S3Fetcher(
         FetchSettings(max_object_bytes=settings.max_object_bytes, workers=settings.fetch_workers)
     )
-    limits = DecodeLimits(max_pixels=settings.max_pixels, formats=settings.image_formats)
+    limits = DecodeLimits(
+        max_pixels=settings.max_pixels,
+        formats=settings.image_formats,
+        max_decode_bytes=settings.max_decode_bytes,
+    )
     with ExitStack() as resources:
         resources.callback(store.close)
         try:
@@ -126,9 +130,17 @@ def decoder(
     size = settings.decode_parallelism()
     log_as = (settings.log_level, settings.log_format)
     with DecodeProcesses(
-        size, target, limits, timeout_s=settings.decode_timeout_s, log=log_as
+        size,
+        target,
+        limits,
+        timeout_s=settings.decode_timeout_s,
+        log=log_as,
+        memory_bytes=settings.decode_memory_bytes,
     ) as pool:
-        log.info("decode processes started", extra={"processes": size})
+        log.info(
+            "decode processes started",
+            extra={"processes": size, "memory_bytes_each": settings.decode_memory_bytes},
+        )
         yield pool
 
 
