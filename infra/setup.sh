@@ -6,7 +6,8 @@
 # 1. Debian packages the local stack needs, only when missing: postgresql,
 #    openjdk-17-jre-headless (Kafka 4 needs Java 17+), maven (resolves Kafka's jars).
 #    `apt-get update` runs once, before the first install.
-# 2. .venv (python3 -m venv) when missing, then `pip install -e '.[dev]'` when pyproject.toml
+# 2. .venv (python3 -m venv) when missing, then `pip install -c constraints.txt -e '.[dev]'`
+#    (the exact versions the image installs too) when pyproject.toml or constraints.txt
 #    changed since the last install (stamp in .venv/.tagfleet-installed). pip's cache is reused.
 # Environment: PYTHON (interpreter for the venv, default python3),
 # TAGFLEET_SETUP_FORCE=1 (reinstall the project even when the stamp matches).
@@ -65,14 +66,14 @@ python_env() {
         "$py" -m venv "$venv"
     fi
     stamp="$venv/.tagfleet-installed"
-    want="$(cksum <"$REPO_ROOT/pyproject.toml")"
+    want="$(cat "$REPO_ROOT/pyproject.toml" "$REPO_ROOT/constraints.txt" | cksum)"
     if [[ "${TAGFLEET_SETUP_FORCE:-0}" != 1 && -f "$stamp" && "$(<"$stamp")" == "$want" ]]; then
-        log "venv up to date (pyproject.toml unchanged since the last install)"
+        log "venv up to date (pyproject.toml and constraints.txt unchanged since the last install)"
         return 0
     fi
-    log "pip install -e '.[dev]' into $venv"
+    log "pip install -c constraints.txt -e '.[dev]' into $venv"
     "$venv/bin/python" -m pip install -q --upgrade pip >&2
-    (cd "$REPO_ROOT" && "$venv/bin/python" -m pip install -q -e '.[dev]' >&2)
+    (cd "$REPO_ROOT" && "$venv/bin/python" -m pip install -q -c constraints.txt -e '.[dev]' >&2)
     echo "$want" >"$stamp"
 }
 

@@ -1,11 +1,12 @@
 """infra/compose.yaml parses and refers only to what exists: the Dockerfile and its variant,
 files it mounts, TAGFLEET_* settings the service reads, subcommands and flags of the CLI, and
-hosts, ports and topics that other services of the same file actually serve."""
+hosts, ports and topics that other services of the same file actually serve; every port is
+bound to loopback; Grafana and Prometheus run without default credentials or admin APIs; Kafka
+keeps its data on its volume."""
 
 from __future__ import annotations
 
 import re
-import shlex
 from functools import cache
 from urllib.parse import urlsplit
 
@@ -38,8 +39,8 @@ def script(service: str) -> str:
 def test_compose_parses_with_named_volumes_and_known_dependencies() -> None:
     assert set(services()) >= {
         "kafka",
-        "minio",
-        "minio-init",
+        "s3",
+        "s3-init",
         "postgres",
         "tagfleet",
         "prometheus",
@@ -119,44 +120,39 @@ def test_kafka_address_and_topics_agree_across_services() -> None:
         _host_port(urlsplit(u).netloc) for u in kafka["KAFKA_ADVERTISED_LISTENERS"].split(",")
     }
     tf = env("tagfleet")
-    for address in (tf["TAGFLEET_BOOTSTRAP_SERVERS"], env("minio")["MINIO_NOTIFY_KAFKA_BROKERS"]):
+    for address in (tf["TAGFLEET_BOOTSTRAP_SERVERS"], env("s3")["VGW_EVENT_KAFKA_URL"]):
         assert _host_port(address) in advertised
     assert _host_port(tf["TAGFLEET_BOOTSTRAP_SERVERS"])[0] == "kafka"
     created = re.search(r"for topic in ([^;]+);", script("kafka-init")).group(1).split()
     for key in ("TAGFLEET_TOPIC", "TAGFLEET_RESULTS_TOPIC", "TAGFLEET_DLQ_TOPIC"):
         assert tf[key] in created, key
-    # MinIO publishes its bucket notifications to the topic tagfleet consumes.
-    assert env("minio")["MINIO_NOTIFY_KAFKA_TOPIC"] == tf["TAGFLEET_TOPIC"]
+    # The S3 server publishes its bucket notifications to the topic tagfleet consumes.
+    assert env("s3")["VGW_EVENT_KAFKA_TOPIC"] == tf["TAGFLEET_TOPIC"]
 
 
-def test_minio_notifies_kafka_on_put_and_delete_of_the_allowed_bucket() -> None:
-    minio = env("minio")
-    assert minio["MINIO_NOTIFY_KAFKA_ENABLE"] == "on"
-    lines = [shlex.split(line) for line in script("minio-init").splitlines() if line.strip()]
-    event = next(cmd for cmd in lines if cmd[:3] == ["mc", "event", "add"])
-    # Target id "_" because the MINIO_NOTIFY_KAFKA_* variables carry no _<ID> suffix.
-    assert not any(re.match(r"MINIO_NOTIFY_KAFKA_ENABLE_\w+", k) for k in minio)
-    assert event[4] == "arn:minio:sqs::_:kafka"
-    assert event[event.index("--event") + 1] == "put,delete"
-    bucket = event[3].split("/", 1)[1]
-    assert ["mc", "mb", "--ignore-existing", f"local/{bucket}"] in lines
-    assert env("tagfleet")["TAGFLEET_ALLOWED_BUCKETS"] == bucket
-    creds = env("minio-init")
-    assert (creds["MINIO_ROOT_USER"], creds["MINIO_ROOT_PASSWORD"]) == (
-        minio["MINIO_ROOT_USER"],
-        minio["MINIO_ROOT_PASSWORD"],
+def test_the_s3_server_notifies_kafka_and_init_creates_the_allowed_bucket() -> None:
+    s3 = env("s3")
+    assert s3["VGW_EVENT_KAFKA_URL"] and s3["VGW_EVENT_KAFKA_TOPIC"]
+    assert services()["s3"]["command"][-2:] == ["posix", "/data"]
+    assert any(m.endswith(":/data") for m in services()["s3"]["volumes"])
+    init = script("s3-init")
+    bucket = env("tagfleet")["TAGFLEET_ALLOWED_BUCKETS"]
+    assert f'create_bucket(Bucket="{bucket}")' in init
+    assert services()["tagfleet"]["depends_on"]["s3-init"]["condition"] == (
+        "service_completed_successfully"
     )
 
 
-def test_s3_endpoint_and_credentials_are_minios() -> None:
-    tf, minio = env("tagfleet"), env("minio")
+def test_s3_endpoint_and_credentials_are_the_s3_servers() -> None:
+    tf, s3 = env("tagfleet"), env("s3")
     endpoint = urlsplit(tf["AWS_ENDPOINT_URL_S3"])
-    assert endpoint.hostname == "minio"
-    assert f"{endpoint.port}:{endpoint.port}" in services()["minio"]["ports"]
+    assert endpoint.hostname == "s3"
+    assert services()["s3"]["command"][:2] == ["--port", f":{endpoint.port}"]
     assert (tf["AWS_ACCESS_KEY_ID"], tf["AWS_SECRET_ACCESS_KEY"]) == (
-        minio["MINIO_ROOT_USER"],
-        minio["MINIO_ROOT_PASSWORD"],
+        s3["ROOT_ACCESS_KEY"],
+        s3["ROOT_SECRET_KEY"],
     )
+    assert env("s3-init")["AWS_ENDPOINT_URL_S3"] == tf["AWS_ENDPOINT_URL_S3"]
 
 
 def test_store_url_is_the_postgres_service() -> None:
@@ -173,7 +169,7 @@ def test_metrics_port_is_published_and_scraped_by_prometheus() -> None:
     port = int(
         env("tagfleet").get("TAGFLEET_METRICS_PORT", settings_fields()["metrics_port"].default)
     )  # type: ignore[attr-defined]
-    assert f"{port}:{port}" in services()["tagfleet"]["ports"]
+    assert f"127.0.0.1:{port}:{port}" in services()["tagfleet"]["ports"]
     mounts = dict(m.split(":")[:2] for m in services()["prometheus"]["volumes"])
     assert mounts["./prometheus"] == "/etc/prometheus"
     config_dir = INFRA / "prometheus"
@@ -188,3 +184,37 @@ def test_stop_grace_period_covers_the_drain() -> None:
     grace = services()["tagfleet"]["stop_grace_period"]
     assert grace.endswith("s")
     assert int(grace[:-1]) >= float(env("tagfleet")["TAGFLEET_DRAIN_TIMEOUT_S"]) + 5
+
+
+def test_every_published_port_binds_to_loopback_only() -> None:
+    published = 0
+    for name, svc in services().items():
+        for port in svc.get("ports", []):
+            assert isinstance(port, str) and port.startswith("127.0.0.1:"), f"{name}: {port}"
+            assert port.count(":") == 2, f"{name}: {port} (host address, host port, container port)"
+            published += 1
+    assert published >= 4
+
+
+def test_grafana_has_no_default_credentials_or_anonymous_access() -> None:
+    grafana = env("grafana")
+    password = grafana["GF_SECURITY_ADMIN_PASSWORD"]
+    assert re.fullmatch(r"\$\{GRAFANA_ADMIN_PASSWORD:\?[^}]+\}", password), "required, no default"
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert grafana["GF_USERS_ALLOW_SIGN_UP"] == "false"
+
+
+def test_prometheus_runs_without_lifecycle_or_admin_api() -> None:
+    flags = services()["prometheus"]["command"]
+    assert not [
+        f for f in flags if f.startswith(("--web.enable-lifecycle", "--web.enable-admin-api"))
+    ]
+    assert all(m.endswith(":ro") for m in services()["prometheus"]["volumes"] if m.startswith("./"))
+
+
+def test_kafka_writes_its_log_dirs_on_its_volume() -> None:
+    kafka = env("kafka")
+    mount = next(m for m in services()["kafka"]["volumes"] if m.startswith("kafka-data:"))
+    assert kafka["KAFKA_LOG_DIRS"] == mount.split(":")[1]
+    # A fixed cluster id: the recreated broker accepts the data it formatted before.
+    assert re.fullmatch(r"[A-Za-z0-9_-]{22}", kafka["CLUSTER_ID"])

@@ -1,6 +1,7 @@
 """The Grafana dashboard and its provisioning: every query reads only metrics the service
 exports (docs/architecture.md; the DCGM GPU panels are marked optional), and the panels the
-issue asks for are there."""
+issues ask for are there (issue 15: namespace/pod variables, GPU panels of our pods only,
+time to drain, replicas, restarts, score drift against a baseline, shadow comparison)."""
 
 from __future__ import annotations
 
@@ -119,3 +120,34 @@ def test_grafana_provisioning_points_where_compose_mounts_the_dashboard() -> Non
         "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"
     ]
     assert home == f"{provider['options']['path']}/{DASHBOARD.name}"
+
+
+def test_namespace_and_pod_variables_filter_every_tagfleet_query() -> None:
+    dash = _dashboard()
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert {"namespace", "pod", "function", "shadow", "baseline"} <= set(variables)
+    assert 'namespace=~"$namespace"' in variables["pod"]["query"]["query"]
+    assert "instance" not in variables, "in Kubernetes an instance is a pod IP: use pod"
+    for panel in _panels(dash):
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            assert "$instance" not in expr, panel["title"]
+            if "tagfleet_" in expr or "DCGM_" in expr:
+                assert 'namespace=~"$namespace"' in expr and 'pod=~"$pod"' in expr, panel["title"]
+
+
+def test_issue_15_panels() -> None:
+    panels = {p["title"]: p for p in _panels(_dashboard())}
+    exprs = {
+        title: " ".join(t["expr"] for t in p.get("targets", [])) for title, p in panels.items()
+    }
+    assert "tagfleet_consumer_lag" in exprs["Time to drain"] and "rate(" in exprs["Time to drain"]
+    assert (
+        "up{" in exprs["Replicas"]
+        and "kube_deployment_status_replicas_available" in exprs["Replicas"]
+    )
+    assert "kube_pod_container_status_restarts_total" in exprs["Restarts (1h)"]
+    assert "offset $baseline" in exprs["Score drift against the baseline"]
+    assert "$shadow" in exprs["Shadow agreement: label shares"]
+    for title in ("GPU utilisation", "GPU memory used"):
+        assert 'pod=~"$pod"' in exprs[title], "GPU panels show our pods only"

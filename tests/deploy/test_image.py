@@ -92,4 +92,26 @@ def test_dockerignore_admits_only_what_the_build_copies() -> None:
     for name in admitted:
         assert (REPO / name).exists() or name in ("README.md", "LICENSE"), name
     copies = [rest for word, rest in instructions() if word == "COPY" and "--from" not in rest]
-    assert copies == [". /src"]
+    assert copies == ["constraints.txt /src/constraints.txt", ". /src"]
+
+
+def test_every_pip_install_uses_the_constraints_file_and_torch_is_exact() -> None:
+    installs = [rest for word, rest in instructions() if word == "RUN" and "pip install" in rest]
+    assert installs and all("-c /src/constraints.txt" in rest for rest in installs)
+    pins = dict(
+        line.split("==", 1)
+        for line in (REPO / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    for name in ("torch", "torchvision", "open_clip_torch"):
+        assert pins[name][0].isdigit(), name
+    setup = (REPO / "infra" / "setup.sh").read_text()
+    assert "-c constraints.txt" in setup or '-c "$REPO_ROOT/constraints.txt"' in setup
+
+
+def test_oci_labels_and_minimum_driver() -> None:
+    runtime = runtime_instructions()
+    for key in ("title", "version", "revision", "created", "source", "licenses", "base.name"):
+        assert f"org.opencontainers.image.{key}=" in runtime["LABEL"], key
+    cuda = dict(stages()["runtime-cuda"])
+    assert "NVIDIA_REQUIRE_CUDA" in cuda["ENV"] and "min-driver" in cuda["LABEL"]
