@@ -70,6 +70,7 @@ def main() -> int:
         store=store,
         fleet=build_test_fleet(work),
         metrics_port=free_port(),
+        asset_id_binding="any",  # unique ids over a shared pool of objects
     )
     started = time.monotonic()
     samples: list[tuple[int, float]] = []

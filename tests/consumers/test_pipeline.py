@@ -14,10 +14,12 @@ import pytest
 from kafka import TopicPartition
 
 from consumers.decode import DecodedImage
+from consumers.domain import PermanentError, Reason, TransientError
 from consumers.metrics import Metrics
 from consumers.pipeline import Parts, Pipeline
 from consumers.settings import Settings
 from consumers.source import RebalanceEvent
+from consumers.store.errors import SchemaMissing
 
 Record = namedtuple("Record", "topic partition offset key value timestamp")
 TP0, TP1 = TopicPartition("assets", 0), TopicPartition("assets", 1)
@@ -125,14 +127,21 @@ class FakeProducer:
 
 
 class FakeStore:
-    def __init__(self) -> None:
+    def __init__(self, refuse: str | None = None, schema_ok: bool = True) -> None:
         self.saved: list[str] = []
+        self.refuse, self.schema_ok = refuse, schema_ok
 
     def save(self, results: Any) -> None:
+        if self.refuse and any(self.refuse in r.asset_id for r in results):
+            raise ValueError("a value the database refuses")
         self.saved += [r.asset_id for r in results]
 
-    def remove(self, asset_ids: Any, source: Any) -> int:
+    def remove(self, asset_ids: Any, source: Any, *, uri: str | None = None) -> int:
         return 0
+
+    def verify_schema(self) -> None:
+        if not self.schema_ok:
+            raise SchemaMissing("no tables")
 
 
 def _records(tp: TopicPartition, n: int) -> list[Record]:
@@ -151,8 +160,10 @@ def _records(tp: TopicPartition, n: int) -> list[Record]:
     ]
 
 
-def _pipeline(source: FakeSource, fetch: Any = None, **settings: Any) -> tuple[Pipeline, FakeStore]:
-    store = FakeStore()
+def _pipeline(
+    source: FakeSource, fetch: Any = None, store: FakeStore | None = None, **settings: Any
+) -> tuple[Pipeline, FakeStore]:
+    store = store or FakeStore()
     parts = Parts(
         source=source,
         fleet=FakeFleet(),
@@ -346,7 +357,11 @@ def test_a_crashing_stage_stops_the_service_instead_of_stalling_it():
     def broken_save(results: Any) -> None:
         raise RuntimeError("integrity error nobody expected")
 
+    def broken_check() -> None:  # a bug on a path no item owns
+        raise AttributeError("no such column in our own query")
+
     store.save = broken_save  # type: ignore[method-assign]
+    store.verify_schema = broken_check  # type: ignore[method-assign]
     thread = threading.Thread(target=pipeline.run)
     thread.start()
     thread.join(30)
@@ -399,4 +414,134 @@ def test_a_join_the_broker_dropped_is_retried_after_one_session_not_rejoin_stuck
     # rejoin_stuck_s stays 120 s: only the broker's answer can end the join in time
     made, store = _run_until_replaced(lost, timeout_s=30, session_timeout_ms=1000)
     assert len(made) == 1
+    assert len(store.saved) == 6
+
+
+def _notification(tp: TopicPartition, offset: int, keys: list[str]) -> Record:
+    records = [
+        {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "bkt"}, "object": {"key": k}}}
+        for k in keys
+    ]
+    return Record(
+        tp.topic, tp.partition, offset, None, json.dumps({"Records": records}).encode(), 0
+    )
+
+
+def _dead_letters(pipeline: Pipeline) -> list[dict[str, str]]:
+    return [
+        {k: v.decode() for k, v in r.headers} for r in pipeline.parts.producer.sent if r.headers
+    ]
+
+
+def test_backpressure_counts_work_items_not_messages():
+    """Notifications of 50 records each: the loop pauses on the items they became, long
+    before max_in_flight messages are in flight."""
+    gate = threading.Event()
+    records = [_notification(TP0, i, [f"{i}-{j}" for j in range(50)]) for i in range(20)]
+    source = FakeSource({TP0: records})
+    pipeline, store = _pipeline(
+        source, fetch=lambda request, _reserve: gate.wait(10) and b"x", max_in_flight=10
+    )
+    thread = threading.Thread(target=pipeline.run)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        assert source.max_paused == 1
+        assert pipeline.in_flight <= 4  # one poll of 4 messages, 200 items, then paused
+    finally:
+        gate.set()
+        deadline = time.monotonic() + 30
+        while source.last_commit(TP0) != 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        pipeline.stopping.set()
+        thread.join(30)
+    assert source.last_commit(TP0) == 20 and len(store.saved) == 1000
+
+
+def test_an_item_the_store_refuses_is_dead_lettered_and_its_batch_stored():
+    source = FakeSource({TP0: _records(TP0, 40)})
+    pipeline, store = _pipeline(source, store=FakeStore(refuse="s3://bkt/0-17"), batch_size=16)
+    _run_until(pipeline, lambda: source.last_commit(TP0) == 40)
+    assert pipeline.fatal_reason is None
+    assert sorted(store.saved) == sorted(f"s3://bkt/0-{i}" for i in range(40) if i != 17)
+    [dead] = _dead_letters(pipeline)
+    assert dead["tagfleet-reason"] == "store_rejected"
+    assert dead["tagfleet-asset-id"] == "s3://bkt/0-17"
+    assert "ValueError" in dead["tagfleet-message"]
+
+
+def test_a_store_without_its_schema_stops_the_service_and_dead_letters_nothing():
+    source = FakeSource({TP0: _records(TP0, 5)})
+    pipeline, _ = _pipeline(source, store=FakeStore(refuse="s3://bkt/", schema_ok=False))
+    thread = threading.Thread(target=pipeline.run)
+    thread.start()
+    thread.join(20)
+    assert not thread.is_alive()
+    assert pipeline.fatal_reason and "SchemaMissing" in pipeline.fatal_reason
+    assert _dead_letters(pipeline) == []
+    assert all(c.get(TP0, 0) == 0 for c in source.commits)
+
+
+def test_a_store_that_refuses_everything_stops_after_a_few_dead_letters():
+    source = FakeSource({TP0: _records(TP0, 40)})
+    pipeline, _ = _pipeline(source, store=FakeStore(refuse="s3://bkt/"), max_inference_failures=3)
+    thread = threading.Thread(target=pipeline.run)
+    thread.start()
+    thread.join(20)
+    assert pipeline.fatal_reason and "refused 3 items in a row" in pipeline.fatal_reason
+    assert len(_dead_letters(pipeline)) == 2
+
+
+def test_a_message_whose_records_fail_is_dead_lettered_once_with_each_reason():
+    def fetch(request: Any, _reserve: Any) -> bytes:
+        if request.key.startswith("gone"):
+            raise PermanentError(Reason.OBJECT_NOT_FOUND, "404")
+        if request.key.startswith("secret"):
+            raise PermanentError(Reason.ACCESS_DENIED, "403")
+        return b"x"
+
+    keys = ["a", "gone1", "b", "secret", "c", "gone2"]
+    source = FakeSource({TP0: [_notification(TP0, 0, keys)]})
+    pipeline, store = _pipeline(source, fetch=fetch)
+    _run_until(pipeline, lambda: source.last_commit(TP0) == 1)
+    assert sorted(store.saved) == ["s3://bkt/a", "s3://bkt/b", "s3://bkt/c"]
+    [dead] = _dead_letters(pipeline)
+    assert dead["tagfleet-reason"] == "object_unavailable"  # missing and forbidden alike
+    assert "3 of 6 records failed" in dead["tagfleet-message"]
+    listed = json.loads(dead["tagfleet-failed-records"])
+    assert sorted(r["asset_id"] for r in listed) == [
+        "s3://bkt/gone1",
+        "s3://bkt/gone2",
+        "s3://bkt/secret",
+    ]
+    assert len(pipeline.parts.producer.sent) == 1  # one copy of the value, not three
+
+
+def test_an_item_that_keeps_failing_while_others_succeed_is_dead_lettered():
+    def fetch(request: Any, _reserve: Any) -> bytes:
+        if request.asset_id == "s3://bkt/0-2":
+            raise TransientError("HTTP 500 for this key only")
+        return b"x"
+
+    source = FakeSource({TP0: _records(TP0, 6)})
+    pipeline, store = _pipeline(source, fetch=fetch, retry_max_attempts=3, retry_budget_s=0.2)
+    _run_until(pipeline, lambda: source.last_commit(TP0) == 6)
+    [dead] = _dead_letters(pipeline)
+    assert dead["tagfleet-reason"] == "retries_exhausted"
+    assert "HTTP 500 for this key only" in dead["tagfleet-message"]
+    assert len(store.saved) == 5
+
+
+def test_an_outage_is_waited_out_not_dead_lettered():
+    outage_until = time.monotonic() + 1.5
+
+    def fetch(request: Any, _reserve: Any) -> bytes:
+        if time.monotonic() < outage_until:
+            raise TransientError("S3 is down")
+        return b"x"
+
+    source = FakeSource({TP0: _records(TP0, 6)})
+    pipeline, store = _pipeline(source, fetch=fetch, retry_max_attempts=2, retry_budget_s=0.1)
+    _run_until(pipeline, lambda: source.last_commit(TP0) == 6)
+    assert _dead_letters(pipeline) == []
     assert len(store.saved) == 6

@@ -99,8 +99,14 @@ def test_500_mixed_events_all_stored_once_and_lag_zero(
         assert name in metrics
 
 
-def _start(tmp_path: Path, stack: dict[str, str], name: str, **flags: Any) -> ConsumerProcess:
-    return ConsumerProcess(tmp_path / f"{name}.log", env_for(stack), **flags)
+def _start(
+    tmp_path: Path,
+    stack: dict[str, str],
+    name: str,
+    env: dict[str, str] | None = None,
+    **flags: Any,
+) -> ConsumerProcess:
+    return ConsumerProcess(tmp_path / f"{name}.log", {**env_for(stack), **(env or {})}, **flags)
 
 
 def _bad_inputs(
@@ -164,6 +170,7 @@ def test_every_bad_input_is_dead_lettered_once_and_good_ones_are_tagged(
         tmp_path,
         stack,
         "bad",
+        env={"TAGFLEET_DLQ_REVEAL_MISSING": "true"},  # object_not_found, not object_unavailable
         bootstrap_servers=kafka_bootstrap,
         topic=topic,
         group_id=group,
@@ -277,11 +284,15 @@ def _port_open(port: int) -> bool:
 def test_access_denied_is_dead_lettered_and_the_rest_tagged(
     stack, kafka_bootstrap, kafka_admin, new_topic, policed_s3, sqlite_url, fleet_path, tmp_path
 ):
+    """A forbidden and a missing object end in the DLQ alike (``object_unavailable``, the same
+    message): whoever reads the DLQ cannot tell which objects exist."""
     topic, results, dlq = new_topic(partitions=2), new_topic(partitions=1), new_topic(partitions=1)
     good = [native_event("policed", f"ok/{i}.png") for i in range(GOOD_UNDER_POLICY)]
-    produce(
-        kafka_bootstrap, topic, good[:3] + [native_event("policed", "denied/secret.png")] + good[3:]
+    denied, missing = (
+        native_event("policed", "denied/secret.png"),
+        native_event("policed", "ok/no.png"),
     )
+    produce(kafka_bootstrap, topic, good[:3] + [denied, missing] + good[3:])
     group = f"g-{topic}"
     consumer = ConsumerProcess(
         tmp_path / "denied.log",
@@ -301,8 +312,11 @@ def test_access_denied_is_dead_lettered_and_the_rest_tagged(
         )
     finally:
         assert consumer.terminate() == 0, consumer.logs()[-3000:]
-    dead = read_topic(kafka_bootstrap, dlq, expected=1)
-    assert [dict(r.headers)["tagfleet-reason"] for r in dead] == [b"access_denied"]
-    assert dict(dead[0].headers)["tagfleet-asset-id"] == b"s3://policed/denied/secret.png"
+    dead = read_topic(kafka_bootstrap, dlq, expected=2)
+    headers = {dict(r.headers)["tagfleet-asset-id"]: dict(r.headers) for r in dead}
+    assert set(headers) == {b"s3://policed/denied/secret.png", b"s3://policed/ok/no.png"}
+    assert {h["tagfleet-reason"] for h in headers.values()} == {b"object_unavailable"}
+    assert len({h["tagfleet-message"] for h in headers.values()}) == 1
+    assert b"AccessDenied" in (tmp_path / "denied.log").read_bytes()  # the operator's log knows
     tagged = read_topic(kafka_bootstrap, results, expected=GOOD_UNDER_POLICY)
     assert sorted(r.key.decode() for r in tagged) == sorted(k.decode() for k, _ in good)

@@ -54,6 +54,8 @@ class Scenario:
             fleet=fleet_path,
             batch_size=16,
             commit_interval_ms=200,
+            # the ledger gives each event its own asset id over a shared pool of objects
+            asset_id_binding="any",
         )
         self.logs: list[Path] = []
         self.consumers: list[ConsumerProcess] = []

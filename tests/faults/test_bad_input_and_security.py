@@ -86,7 +86,8 @@ def test_bad_input_is_dead_lettered_with_its_reason_and_good_input_flows(scenari
     ledger.produce([("big", big.encode())], "event_too_large")
     ledger.produce([("deep", b"[" * 40_000 + b"]" * 40_000)], "invalid_json")
     scenario.produce(100, prefix="good-b")
-    consumer = scenario.start(max_event_bytes=100_000)
+    # TIFF and BMP are off by default; their decoders are exercised here on purpose
+    consumer = scenario.start(max_event_bytes=100_000, image_formats="JPEG,PNG,WEBP,GIF,TIFF,BMP")
     scenario.wait_lag_zero(300)
     rss_mib = _rss_kib(consumer.proc.pid) // 1024
     assert consumer.alive(), scenario.tail()
