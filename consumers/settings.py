@@ -310,7 +310,31 @@ def reference_markdown() -> str:
         lines.append(
             f"| `TAGFLEET_{name.upper()}` | `{flag}` | `{default}` | {field.description or ''} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + _NOTES
+
+
+_NOTES = """
+## Choices behind some defaults
+
+- **Secrets** (`TAGFLEET_STORE`, `TAGFLEET_SASL_PLAIN_PASSWORD`) are never logged or shown in
+  `repr`. Each also reads a file named by `TAGFLEET_<NAME>_FILE` (a mounted Kubernetes or
+  Docker secret; the variable itself wins when both are set). There is no flag for the SASL
+  password, and `--store` refuses a URL with a password: flags show in the process list to
+  every user of the host.
+- **Image formats**: JPEG, PNG, WEBP and GIF, the formats people upload to an asset library
+  from phones, cameras (after export) and the web. TIFF and BMP are off by default: TIFF has
+  the widest decoder surface in Pillow (dozens of compressions, 16/32-bit and float modes: a
+  690 kB TIFF can ask for gigabytes) and BMP is rarely uploaded; a library of scans or print
+  masters adds them (`TAGFLEET_IMAGE_FORMATS=JPEG,PNG,WEBP,GIF,TIFF`). Either way each decode is
+  budgeted (`max_decode_bytes`) and runs in a memory-limited process (`decode_memory_bytes`).
+- **`asset_id_binding=uri`**: a native event's `asset_id` must be its `uri`, so a producer
+  cannot overwrite another asset's tags; `any` for trusted producers with their own ids.
+- **`dlq_reveal_missing=false`**: a missing and a forbidden object are both dead-lettered as
+  `object_unavailable`, so whoever reads the DLQ cannot probe which objects exist.
+- **Retries**: an image is dead-lettered (`retries_exhausted`) only after `retry_max_attempts`
+  attempts over at least `retry_budget_s` while other images succeed; an outage (nothing
+  succeeds) is waited out.
+"""
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ provenance, queries."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -11,6 +12,7 @@ from store_factories import T0, WriteProbe, classify, detect, make_result, table
 
 from consumers.domain import SourcePosition
 from consumers.store import SaveStats, TagStore
+from consumers.store.errors import SchemaMissing
 
 A = "s3://bucket/a.jpg"
 B = "s3://bucket/dir/b c.jpg"
@@ -123,6 +125,31 @@ def test_removal_deletes_tags_and_a_later_create_tags_again(
     assert stats.replaced_functions == 3 and stats.inserted_tags == 5
     assert {t.source for t in store.tags_for_asset(A)} == {SourcePosition("assets", 2, 60)}
     assert store.assets_with_label("honda", 0.5) == [A, B]
+
+
+def test_a_removal_touches_only_the_asset_of_its_own_object(store: TagStore) -> None:
+    """A removal notification names an object; an asset whose id looks like that object's
+    URI but whose object lives elsewhere (a native event under TAGFLEET_ASSET_ID_BINDING=any)
+    keeps its tags."""
+    elsewhere = replace(make_result(A), uri="s3://other-bucket/x.jpg")
+    store.save([elsewhere, make_result(B)])
+    position = SourcePosition("assets", 2, 90)
+
+    assert store.remove([A], position, uri=A) == 0
+    assert store.remove([B], position, uri=B) == 1
+
+    assert store.tags_for_asset(A) != [] and store.tags_for_asset(B) == []
+
+
+def test_verify_schema_names_the_command_to_run(store_url: str) -> None:
+    fresh = TagStore(store_url)
+    try:
+        with pytest.raises(SchemaMissing, match="tagfleet db upgrade"):
+            fresh.verify_schema()
+        fresh.upgrade()
+        fresh.verify_schema()
+    finally:
+        fresh.close()
 
 
 def test_label_query(store: TagStore) -> None:
