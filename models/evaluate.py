@@ -12,7 +12,9 @@ import numpy as np
 
 from models.artifacts import Artifact, load_artifact
 from models.backbones import Backbone
-from models.datasets import Dataset, load_dataset, read_images
+from models.data.labelled import read_images
+from models.data.load import load_dataset
+from models.data.samples import Dataset
 from models.fleet import Fleet
 from models.manifest import FunctionType
 from models.metrics import classify_metrics, tags_metrics

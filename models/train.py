@@ -26,7 +26,9 @@ from tqdm.auto import tqdm
 
 from models.artifacts import Artifact
 from models.backbones import Backbone, Features, load_backbone, resolve_ref
-from models.datasets import Dataset, data_hash, load_dataset, read_images, stratified_split
+from models.data.labelled import data_hash, read_images
+from models.data.load import load_dataset
+from models.data.samples import Dataset, stratified_split
 from models.embcache import EmbeddingCache
 from models.evaluate import evaluate_arrays
 from models.function import build_head

@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 
 from models.artifacts import Artifact  # noqa: E402
 from models.backbones import Backbone  # noqa: E402
-from models.detection.coco import DetectDataset, read_detect_images  # noqa: E402
+from models.data.coco import DetectDataset, read_detect_images  # noqa: E402
 from models.detection.metrics import ImageBoxes, detection_metrics  # noqa: E402
 from models.evaluate import Evaluation  # noqa: E402
 from models.fleet import Fleet  # noqa: E402

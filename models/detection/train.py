@@ -20,15 +20,15 @@ from tqdm.auto import tqdm
 
 from models.artifacts import Artifact
 from models.backbones import Backbone, load_backbone, resolve_ref
-from models.datasets import stratified_split
-from models.detection.augment import augment_sample, detect_augmentation
-from models.detection.coco import (
+from models.data.coco import (
     DetectDataset,
     detect_data_hash,
     input_boxes,
     load_coco,
     read_detect_images,
 )
+from models.data.samples import stratified_split
+from models.detection.augment import augment_sample, detect_augmentation
 from models.detection.evaluate import detections_evaluation, predict_boxes, truth_boxes
 from models.detection.metrics import ImageBoxes, best_threshold, label_matches
 from models.detection.targets import detection_loss

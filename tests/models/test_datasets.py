@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from datagen import colour_folder, colours_jsonl
 
-from models.datasets import DatasetError, load_dataset, read_images, stratified_split
+from models.data.labelled import read_images
+from models.data.load import load_dataset
+from models.data.samples import DatasetError, stratified_split
 
 
 def test_folder_per_label(tmp_path: Path) -> None:

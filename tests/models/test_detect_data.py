@@ -11,9 +11,10 @@ import torch
 from detect_data import coco_scenes
 from torchvision.transforms import v2
 
-from models.datasets import DatasetError, load_dataset
+from models.data.coco import read_detect_images
+from models.data.load import load_dataset
+from models.data.samples import DatasetError
 from models.detection.augment import augment_sample, detect_augmentation
-from models.detection.coco import read_detect_images
 
 
 @pytest.fixture

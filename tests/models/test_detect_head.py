@@ -11,7 +11,7 @@ import torch
 from models import Fleet, load_artifact, save_artifact, zero_shot
 from models.artifacts import Artifact
 from models.backbones import resolve_ref
-from models.detection.coco import DetectSample, input_boxes
+from models.data.coco import DetectSample, input_boxes
 from models.heads.detect import results
 from models.manifest import Manifest
 

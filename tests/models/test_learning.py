@@ -22,7 +22,8 @@ from datagen import colour_folder, colours_jsonl
 
 from models import Fleet, load_artifact, save_artifact
 from models.backbones import load_backbone, resolve_ref
-from models.datasets import load_dataset, read_images
+from models.data.labelled import read_images
+from models.data.load import load_dataset
 from models.evaluate import evaluate
 from models.recipes import demo_classify_spec, demo_tags_spec
 from models.train import TrainSpec, train

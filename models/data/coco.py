@@ -5,7 +5,7 @@ absolute or ``s3://``, optional ``width``/``height``), ``categories`` (``id``, `
 ``annotations`` (``image_id``, ``category_id``, ``bbox`` = ``[x, y, w, h]`` in pixels;
 ``iscrowd: 1`` regions are skipped). Labels are the category names in id order. Images
 without annotations are kept (negatives). Every problem is a
-:class:`~models.datasets.DatasetError` naming the file and the image, annotation or category.
+:class:`~models.data.samples.DatasetError` naming the file and the image, annotation or category.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from models import storage
-from models.datasets import Dataset, DatasetError, Sample, _parent, _relative
+from models.data.samples import MIN_PER_LABEL, Dataset, DatasetError, Sample, parent, relative
 from models.manifest import FunctionType
 from models.preprocess import preprocess_image
 
@@ -102,7 +102,7 @@ def _xyxy(uri: str, ann: dict[str, Any]) -> Box:
 
 
 def _samples(uri: str, data: dict[str, Any], cats: dict[int, str]) -> list[DetectSample]:
-    base = _parent(uri)
+    base = parent(uri)
     images = {}
     for img in data["images"]:
         if (
@@ -130,7 +130,7 @@ def _samples(uri: str, data: dict[str, Any], cats: dict[int, str]) -> list[Detec
         objects[ann["image_id"]].append((cats[ann["category_id"]], box))
     return [
         DetectSample(
-            _relative(base, img["file_name"]),
+            relative(base, img["file_name"]),
             tuple(o[0] for o in objects[k]),
             tuple(o[1] for o in objects[k]),
             (int(img["width"]), int(img["height"])) if img.get("width") else None,
@@ -154,7 +154,7 @@ def _check_counts(
 
 
 def load_coco(
-    source: str, labels: Sequence[str] | None = None, min_per_label: int = 2
+    source: str, labels: Sequence[str] | None = None, min_per_label: int = MIN_PER_LABEL
 ) -> DetectDataset:
     """Read a COCO JSON file (not the images) into a :class:`DetectDataset`.
 

@@ -1,11 +1,12 @@
-"""Training data in the formats users already have, local or under ``s3://``.
+"""classify and tags data in the formats users already have, local or under ``s3://``.
 
 - a folder per label (classify): ``ROOT/<label>/<image>``;
 - a JSONL or CSV manifest with ``image`` plus ``label`` (classify) or ``labels`` (tags; a JSON
   list in JSONL, ``;``-separated in CSV); image paths are relative to the manifest's folder
   unless absolute or ``s3://``.
 
-Every problem is a :class:`DatasetError` whose message names the file, line or label.
+Every problem is a :class:`~models.data.samples.DatasetError` whose message names the file,
+line or label.
 """
 
 from __future__ import annotations
@@ -16,61 +17,20 @@ import io
 import json
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import PurePosixPath
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from models import storage
+from models.data.samples import MIN_PER_LABEL, Dataset, DatasetError, Sample, parent, relative
 from models.manifest import FunctionType
 from models.preprocess import preprocess_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-MIN_PER_LABEL = 2  # at least one to train on and one held out
-
-
-class DatasetError(ValueError):
-    """A dataset problem a user can fix; the message names the file or label."""
-
-
-@dataclass(frozen=True)
-class Sample:
-    image: str
-    labels: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Dataset:
-    kind: FunctionType
-    labels: list[str]
-    samples: list[Sample]
-    source: str
-
-    def targets(self) -> np.ndarray:
-        """classify: (N,) label indices; tags: (N, L) 0/1 matrix."""
-        index = {label: i for i, label in enumerate(self.labels)}
-        if self.kind == FunctionType.CLASSIFY:
-            return np.array([index[s.labels[0]] for s in self.samples], dtype=np.int64)
-        y = np.zeros((len(self.samples), len(self.labels)), dtype=np.float32)
-        for row, sample in enumerate(self.samples):
-            for label in sample.labels:
-                y[row, index[label]] = 1.0
-        return y
 
 
 def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_SUFFIXES)
-
-
-def _relative(base: str, image: str) -> str:
-    if storage.is_s3(image) or image.startswith("/"):
-        return image
-    return storage.join(base, image)
-
-
-def _parent(uri: str) -> str:
-    return str(PurePosixPath(uri).parent) if not storage.is_s3(uri) else uri.rsplit("/", 1)[0]
 
 
 def _folder_samples(root: str) -> list[Sample]:
@@ -129,13 +89,13 @@ def _row_labels(where: str, row: dict, kind: FunctionType) -> tuple[str, ...]:
 
 
 def _manifest_samples(uri: str, kind: FunctionType) -> list[Sample]:
-    base = _parent(uri)
+    base = parent(uri)
     samples = []
     for where, row in _rows(uri):
         image = row.get("image")
         if not image or not isinstance(image, str):
             raise DatasetError(f"{where}: missing 'image'")
-        samples.append(Sample(_relative(base, image), _row_labels(where, row, kind)))
+        samples.append(Sample(relative(base, image), _row_labels(where, row, kind)))
     if not samples:
         raise DatasetError(f"{uri}: no samples")
     return samples
@@ -151,22 +111,18 @@ def _check_counts(samples: list[Sample], labels: Sequence[str], min_per_label: i
             )
 
 
-def load_dataset(
+def load_labelled(
     source: str,
     kind: FunctionType | str,
     labels: Sequence[str] | None = None,
     min_per_label: int = MIN_PER_LABEL,
 ) -> Dataset:
-    """Read the sample list (not the images) of ``source``.
+    """Read the sample list (not the images) of a classify or tags ``source``.
 
     ``labels``: the allowed labels (e.g. an existing function's); a sample with another label
     is an error naming it. Without it, the labels are those found, sorted.
     """
     kind = FunctionType(kind)
-    if kind == FunctionType.DETECT:  # COCO JSON, with boxes: see models.detection.coco
-        from models.detection.coco import load_coco
-
-        return load_coco(source, labels, min_per_label)
     if source.lower().endswith((".jsonl", ".json", ".csv")):
         samples = _manifest_samples(source, kind)
     elif kind == FunctionType.CLASSIFY:
@@ -218,28 +174,3 @@ def data_hash(dataset: Dataset, image_hashes: Sequence[str]) -> str:
     for sample, image in zip(dataset.samples, image_hashes, strict=True):
         digest.update(f"{image}:{','.join(sorted(sample.labels))}\n".encode())
     return digest.hexdigest()[:16]
-
-
-def stratified_split(
-    targets: np.ndarray, val_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(train, val) index arrays; each class (tags: each sample's rarest label) split alike.
-
-    Every stratum with at least two samples keeps at least one in each side.
-    """
-    rng = np.random.default_rng(seed)
-    if targets.ndim == 1:
-        strata = targets
-    else:
-        freq = targets.sum(axis=0)
-        rarest = np.where(targets > 0, freq[None, :], np.inf).argmin(axis=1)
-        strata = np.where(targets.sum(axis=1) > 0, rarest, -1)
-    train, val = [], []
-    for stratum in np.unique(strata):
-        idx = rng.permutation(np.flatnonzero(strata == stratum))
-        n_val = int(round(len(idx) * val_fraction))
-        if len(idx) >= 2:
-            n_val = min(max(n_val, 1), len(idx) - 1)
-        val.extend(idx[:n_val])
-        train.extend(idx[n_val:])
-    return np.sort(np.array(train, dtype=np.int64)), np.sort(np.array(val, dtype=np.int64))
