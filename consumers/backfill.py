@@ -5,29 +5,37 @@ from __future__ import annotations
 
 import argparse
 import json
+import queue
 import sys
+import threading
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from consumers.budget import ByteBudget
 from consumers.decode import DecodeLimits, decode_image
-from consumers.domain import AssetRequest, PermanentError, Reason
-from consumers.results import build_result, encode_event, rfc3339
+from consumers.domain import AssetRequest, AssetResult, PermanentError, Reason
+from consumers.metrics import Metrics
+from consumers.ports import Fleet, Store
+from consumers.results import encode_event, rfc3339
+from consumers.stages import Inferencer, Outlets, Preparer, RetryPolicy, Storer
+from consumers.work import Message, WorkItem
 
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp"}
 
 
 @dataclass(frozen=True, slots=True)
 class TagSummary:
+    """What ``tagfleet tag`` did: images tagged, and each failed one with its reason."""
+
     tagged: int
-    skipped: int
-    failed: list[tuple[str, str]]
+    failed: list[tuple[str, str, str]]  # (asset id, reason code, message)
 
 
 def local_requests(source: str) -> Iterator[AssetRequest]:
@@ -56,48 +64,104 @@ def read_local(request: AssetRequest, max_bytes: int) -> bytes:
 
 def tag_requests(
     requests: Sequence[AssetRequest],
-    fleet: Any,
-    store: Any,
-    read: Any,
+    fleet: Fleet,
+    store: Store,
+    read: Callable[[AssetRequest], bytes],
+    *,
     batch_size: int = 32,
     workers: int = 8,
     limits: DecodeLimits | None = None,
     progress: bool = True,
+    retry: RetryPolicy | None = None,
 ) -> TagSummary:
-    """Read, decode, infer and store ``requests``; returns counts and per-asset failures."""
+    """Read, decode, infer and store ``requests`` through the consumer's own stages.
+
+    The same code as the service from fetch to store: the decode limits, the canary that
+    tells a bad image from a bad model, the transient retries with their budget, and a bad
+    batch that costs its images, not the run. A fleet that fails on the canary too (a bad
+    deploy) stops the run: ``RuntimeError`` names why, and what was stored stays stored.
+    """
     limits = limits or DecodeLimits()
-    failed: list[tuple[str, str]] = []
+    failed: list[tuple[str, str, str]] = []
     tagged = 0
-
-    def prepare(request: AssetRequest) -> tuple[AssetRequest, Any]:
-        try:
-            return request, decode_image(read(request), fleet.input_size, limits)
-        except PermanentError as exc:
-            return request, exc
-
+    fatal: list[str] = []
+    lock = threading.Lock()
+    in_flight = threading.BoundedSemaphore(max(4 * batch_size, 2 * workers))
+    all_done = threading.Event()
+    left = len(requests)
     bar = tqdm(total=len(requests), unit="img", disable=not progress, desc="tagging")
-    with ThreadPoolExecutor(workers) as pool:
-        for start in range(0, len(requests), batch_size):
-            prepared = list(pool.map(prepare, requests[start : start + batch_size]))
-            good = [(r, d) for r, d in prepared if not isinstance(d, PermanentError)]
-            failed += [
-                (r.asset_id, d.reason.value) for r, d in prepared if isinstance(d, PermanentError)
-            ]
-            if good:
-                predictions = fleet.predict(
-                    [d.array for _, d in good], [(d.width, d.height) for _, d in good]
-                )
-                now = datetime.now(UTC)
-                store.save(
-                    [
-                        build_result(r, d, p, None, now)
-                        for (r, d), p in zip(good, predictions, strict=True)
-                    ]
-                )
-                tagged += len(good)
-            bar.update(len(prepared))
-    bar.close()
-    return TagSummary(tagged=tagged, skipped=0, failed=failed)
+
+    def finish(item: WorkItem, outcome: str) -> None:
+        nonlocal tagged, left
+        with lock:
+            tagged += outcome == "stored"
+            left -= 1
+            if left == 0:
+                all_done.set()
+        in_flight.release()
+        bar.update(1)
+
+    def fail(item: WorkItem, error: PermanentError) -> None:
+        with lock:
+            failed.append((str(item.asset_id), error.reason.value, error.message))
+        finish(item, "failed")
+
+    def stop(reason: str) -> None:
+        fatal.append(reason)
+        all_done.set()
+
+    out = Outlets(fail=fail, finish=finish, metrics=Metrics())
+    abandon, draining = threading.Event(), threading.Event()
+    ready: queue.Queue[WorkItem] = queue.Queue(maxsize=2 * batch_size + workers)
+    to_store: queue.Queue[tuple[WorkItem, AssetResult | None]] = queue.Queue()
+    preparer = Preparer(
+        fetch=lambda request, _reserve: read(request),
+        decode=partial(decode_image, target=fleet.input_size, limits=limits),
+        ready=ready,
+        out=out,
+        fetch_workers=workers,
+        decode_workers=workers,
+        draining=draining,
+        retry=retry or RetryPolicy(),
+        raw_bytes=ByteBudget(256_000_000),
+    )
+    inferencer = Inferencer(
+        fleet=fleet,
+        ready=ready,
+        to_store=to_store,
+        out=out,
+        fatal=stop,
+        batch_size=batch_size,
+        batch_wait_s=0.02,
+        max_failures=8,
+        abandon=abandon,
+    )
+    writer = Storer(
+        store=store, producer=None, results_topic="", inbox=to_store, out=out, abandon=abandon
+    )
+    stages = (preparer, inferencer, writer)
+    for stage in stages:
+        stage.on_crash = stop
+        stage.start()
+    if not requests:
+        all_done.set()
+    try:
+        for request in requests:
+            while not in_flight.acquire(timeout=0.5):
+                if fatal:
+                    break
+            if fatal:
+                break
+            preparer.submit(WorkItem(Message(None, None, None), request))
+        all_done.wait()
+    finally:
+        draining.set()
+        abandon.set()
+        preparer.shutdown()
+        bar.close()
+    if fatal:
+        raise RuntimeError(fatal[0])
+    return TagSummary(tagged=tagged, failed=failed)
 
 
 def missing_only(requests: list[AssetRequest], fleet: Any, store: Any) -> list[AssetRequest]:
@@ -133,24 +197,29 @@ def run_tag(args: argparse.Namespace) -> int:
         )
 
     started = time.monotonic()
-    summary = tag_requests(
-        requests,
-        fleet,
-        store,
-        read,
-        args.batch_size,
-        args.workers,
-        progress=not args.no_progress and sys.stderr.isatty(),
-    )
+    try:
+        summary = tag_requests(
+            requests,
+            fleet,
+            store,
+            read,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            progress=not args.no_progress and sys.stderr.isatty(),
+        )
+    except RuntimeError as exc:
+        print(f"tagfleet tag: stopped: {exc}", file=sys.stderr)
+        return 3
+    finally:
+        store.close()
     elapsed = time.monotonic() - started
     print(
         f"tagged {summary.tagged} of {total} assets in {elapsed:.1f}s "
         f"({total - len(requests)} already current, {len(summary.failed)} failed)"
     )
-    for asset_id, reason in summary.failed:
-        print(f"  failed {asset_id}: {reason}", file=sys.stderr)
-    store.close()
-    return 1 if summary.failed else 0
+    for asset_id, reason, message in summary.failed:
+        print(f"  failed {asset_id}: {reason}: {message}", file=sys.stderr)
+    return 1 if summary.failed and args.strict else 0
 
 
 def native_event(request: AssetRequest, functions: list[str] | None = None) -> dict[str, Any]:

@@ -113,6 +113,12 @@ def _add_tag(commands: Any) -> None:
         action="store_true",
         help="hide the progress bar (default: shown on a terminal)",
     )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 when any image failed (default: off: failures are reported on stderr and"
+        " the exit code is 0; 3 when the fleet itself is broken)",
+    )
     p.set_defaults(handler=_run_tag)
 
 

@@ -13,7 +13,7 @@ Syntax: comma-separated ``POINT=ACTION[:ARG][@FROM][xTIMES][~MATCH]``::
 
 ``FROM`` is the 1-based hit from which the action may trigger (default 1); ``TIMES`` is how
 many times it may trigger (default: unlimited); ``kill`` and ``raise`` take a probability
-(default 1), ``sleep`` takes seconds. Points (see ``consumers/stages.py``): ``fetch`` (before an
+(default 1), ``sleep`` takes seconds. Points (see ``consumers/stages/``): ``fetch`` (before an
 S3 GET), ``decode``, ``decode_process`` (in a decode child process before it decodes: a
 ``kill`` there kills that child only), ``predict`` (every call of the fleet, canary included),
 ``after_infer`` (predictions made, not yet handed to the store), ``after_store`` (store written

@@ -19,8 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import TopicPartition
-
 from consumers.budget import ByteBudget
 from consumers.domain import (
     AssetRemoval,
@@ -32,10 +30,10 @@ from consumers.domain import (
 )
 from consumers.events import EventPolicy, parse_event
 from consumers.metrics import Metrics
+from consumers.ports import Fleet, Partition, PolledRecord, RecordProducer, Source, Store
 from consumers.results import aggregate_failures, public_error
 from consumers.settings import Settings
-from consumers.source import KafkaSource
-from consumers.stages import DeadLetterer, Inferencer, Preparer, RetryPolicy, Storer
+from consumers.stages import DeadLetterer, Inferencer, Outlets, Preparer, RetryPolicy, Storer
 from consumers.watermark import Watermarks
 from consumers.work import KeyGate, Message, WorkItem
 
@@ -47,15 +45,15 @@ EXIT_FATAL = 3
 
 @dataclass(frozen=True, slots=True)
 class Parts:
-    """The adapters the pipeline drives (built by :mod:`consumers.bootstrap`)."""
+    """The adapters the pipeline drives (built by :func:`consumers.service.serve`)."""
 
-    source: KafkaSource
-    fleet: Any
-    store: Any
-    producer: Any
+    source: Source
+    fleet: Fleet
+    store: Store
+    producer: RecordProducer
     fetch: Callable[[AssetRequest, Callable[[int], None]], bytes]
     decode: Callable[[bytes], Any]
-    new_source: Callable[[], Any] | None = None
+    new_source: Callable[[], Source] | None = None
 
 
 class Pipeline:
@@ -65,12 +63,12 @@ class Pipeline:
         self._abandon = threading.Event()
         self.fatal_reason: str | None = None
         self._completions: queue.Queue[tuple[WorkItem, str]] = queue.Queue()
-        self._watermarks: Watermarks[TopicPartition] = Watermarks()
+        self._watermarks: Watermarks[Partition] = Watermarks()
         self._gate = KeyGate()
-        self._committed: dict[TopicPartition, int] = {}
-        self._fetched: dict[TopicPartition, int] = {}  # next offset after the last one polled
+        self._committed: dict[Partition, int] = {}
+        self._fetched: dict[Partition, int] = {}  # next offset after the last one polled
         self._paused = False
-        self._revoking: set[TopicPartition] = set()
+        self._revoking: set[Partition] = set()
         self._rebalancing_since: float | None = time.monotonic()  # joining counts as one
         self._starved_since: float | None = None
         self._next_rejoin = 0.0  # no new consumer before this (back-off after a failed one)
@@ -89,42 +87,39 @@ class Pipeline:
         workers = settings.decode_parallelism()
         ready: queue.Queue[WorkItem] = queue.Queue(maxsize=2 * settings.batch_size + workers)
         self._to_store: queue.Queue[tuple[WorkItem, AssetResult | None]] = queue.Queue()
+        out = Outlets(fail=self._fail, finish=self._finish, metrics=metrics)
         self._dlq = DeadLetterer(
-            parts.producer, settings.dlq_topic, self._finish, metrics, self._abandon.is_set
+            producer=parts.producer, topic=settings.dlq_topic, out=out, abandon=self._abandon
         )
         self._preparer = Preparer(
-            parts.fetch,
-            parts.decode,
-            ready,
-            self._fail,
-            self._finish,
-            metrics,
-            (settings.fetch_workers, workers),
-            self.stopping,
-            RetryPolicy(settings.retry_max_attempts, settings.retry_budget_s),
-            ByteBudget(settings.max_raw_bytes_in_flight),
+            fetch=parts.fetch,
+            decode=parts.decode,
+            ready=ready,
+            out=out,
+            fetch_workers=settings.fetch_workers,
+            decode_workers=workers,
+            draining=self.stopping,
+            retry=RetryPolicy(settings.retry_max_attempts, settings.retry_budget_s),
+            raw_bytes=ByteBudget(settings.max_raw_bytes_in_flight),
         )
         self._inferencer = Inferencer(
-            parts.fleet,
-            ready,
-            self._to_store,
-            self._fail,
-            self._on_fatal,
-            metrics,
-            settings.batch_size,
-            settings.batch_wait_ms / 1000,
-            settings.max_inference_failures,
-            self._abandon,
+            fleet=parts.fleet,
+            ready=ready,
+            to_store=self._to_store,
+            out=out,
+            fatal=self._on_fatal,
+            batch_size=settings.batch_size,
+            batch_wait_s=settings.batch_wait_ms / 1000,
+            max_failures=settings.max_inference_failures,
+            abandon=self._abandon,
         )
         self._storer = Storer(
-            parts.store,
-            parts.producer,
-            settings.results_topic,
-            self._to_store,
-            self._fail,
-            self._finish,
-            metrics,
-            self._abandon.is_set,
+            store=parts.store,
+            producer=parts.producer,
+            results_topic=settings.results_topic,
+            inbox=self._to_store,
+            out=out,
+            abandon=self._abandon,
             max_rejections=settings.max_inference_failures,
         )
 
@@ -156,7 +151,7 @@ class Pipeline:
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> int:
         """Consume until :attr:`stopping` is set, then drain, commit and leave the group."""
-        for stage in (self._dlq, self._inferencer, self._storer):
+        for stage in (self._dlq, self._preparer, self._inferencer, self._storer):
             stage.on_crash = self._on_fatal
             stage.start()
         try:
@@ -208,8 +203,8 @@ class Pipeline:
             },
         )
 
-    def _dispatch(self, record: Any) -> None:
-        tp = TopicPartition(record.topic, record.partition)
+    def _dispatch(self, record: PolledRecord) -> None:
+        tp = Partition(record.topic, record.partition)
         if tp not in self.source.assignment():
             return
         position = SourcePosition(record.topic, record.partition, record.offset)
@@ -293,7 +288,8 @@ class Pipeline:
 
     def _done_message(self, message: Message) -> None:
         pos = message.position
-        self._watermarks.done(TopicPartition(pos.topic, pos.partition), pos.offset)
+        assert pos is not None  # every message of the loop comes from a polled record
+        self._watermarks.done(Partition(pos.topic, pos.partition), pos.offset)
 
     def _apply_rebalances(self) -> None:
         for event in self.source.take_rebalance_events():
@@ -312,7 +308,7 @@ class Pipeline:
                 self._revoking = set()
                 self._rebalancing_since = None
 
-    def _forget(self, partitions: set[TopicPartition]) -> None:
+    def _forget(self, partitions: set[Partition]) -> None:
         """Drop the state of partitions another member now owns; their late completions are
         ignored and the new owner reprocesses from our last commit (idempotently).
 
@@ -408,8 +404,7 @@ class Pipeline:
         if self.rebalancing_s() < session_s + 5 or now - self._last_member_check < 5:
             return False
         self._last_member_check = now
-        member_lost = getattr(self.source, "member_lost", None)
-        return bool(member_lost and member_lost())
+        return self.source.member_lost()
 
     def rebalancing_s(self) -> float:
         """Seconds since this member started (re)joining the group without an assignment yet

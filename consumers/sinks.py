@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaProducer
@@ -21,14 +20,9 @@ from kafka.errors import (
 )
 
 from consumers.domain import TransientError
+from consumers.ports import OutRecord
 
-
-@dataclass(frozen=True, slots=True)
-class OutRecord:
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]] | None = None
+__all__ = ["OutRecord", "Producer", "RecordRejected"]
 
 
 # Errors that depend on the record itself: sending it again would fail the same way.

@@ -12,8 +12,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
@@ -24,6 +23,7 @@ from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from consumers.ports import Partition, PolledRecord, RebalanceEvent
 from consumers.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,10 +35,8 @@ _ASSIGNORS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class RebalanceEvent:
-    kind: str  # "assigned" | "revoked"
-    partitions: frozenset[TopicPartition]
+def _partitions(tps: Iterable[Any]) -> frozenset[Partition]:
+    return frozenset(Partition(tp.topic, tp.partition) for tp in tps)
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -49,11 +47,11 @@ class _Listener(ConsumerRebalanceListener):
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         with self._lock:
-            self.events.append(RebalanceEvent("revoked", frozenset(revoked)))
+            self.events.append(RebalanceEvent("revoked", _partitions(revoked)))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         with self._lock:
-            self.events.append(RebalanceEvent("assigned", frozenset(assigned)))
+            self.events.append(RebalanceEvent("assigned", _partitions(assigned)))
         self.joined.set()
 
     def take(self) -> list[RebalanceEvent]:
@@ -63,7 +61,8 @@ class _Listener(ConsumerRebalanceListener):
 
 
 class KafkaSource:
-    """The service's group consumer, with explicit commits only."""
+    """The service's group consumer, with explicit commits only: the :class:`Source` port
+    over kafka-python (whose types stay in this module)."""
 
     def __init__(self, settings: Settings) -> None:
         self._consumer = KafkaConsumer(
@@ -81,7 +80,7 @@ class KafkaSource:
         self._listener = _Listener()
         self._consumer.subscribe([settings.topic], listener=self._listener)
         await_metadata_snapshot(self._consumer, settings.topic)
-        self._end_offsets: dict[TopicPartition, int] = {}
+        self._end_offsets: dict[Partition, int] = {}
         self._end_offsets_at = 0.0
         self._settings = settings
         self._admin: Any = None
@@ -91,7 +90,7 @@ class KafkaSource:
         """True once the consumer has received its first assignment from the group."""
         return self._listener.joined.is_set()
 
-    def poll(self, timeout_ms: int) -> list[Any]:
+    def poll(self, timeout_ms: int) -> list[PolledRecord]:
         batches = self._consumer.poll(timeout_ms=timeout_ms)
         release_parked_records(self._consumer)
         return [record for records in batches.values() for record in records]
@@ -99,13 +98,13 @@ class KafkaSource:
     def take_rebalance_events(self) -> list[RebalanceEvent]:
         return self._listener.take()
 
-    def assignment(self) -> set[TopicPartition]:
-        return set(self._consumer.assignment())
+    def assignment(self) -> set[Partition]:
+        return set(_partitions(self._consumer.assignment()))
 
     def set_paused(self, paused: bool) -> int:
         """Pause (or resume) every assigned partition; idempotent, so it re-pauses after a
         rebalance (pause state does not survive one). Returns the number paused."""
-        assigned = self.assignment()
+        assigned = set(self._consumer.assignment())
         if paused:
             todo = assigned - set(self._consumer.paused())
             if todo:
@@ -115,7 +114,7 @@ class KafkaSource:
             self._consumer.resume(*self._consumer.paused())
         return 0
 
-    def rewind(self, records: Iterable[Any]) -> int:
+    def rewind(self, records: Iterable[PolledRecord]) -> int:
         """Seek every partition of ``records`` back to its first record, so that they are
         fetched again later; partitions no longer assigned are skipped. Returns how many were
         rewound.
@@ -128,13 +127,13 @@ class KafkaSource:
         for record in records:
             tp = TopicPartition(record.topic, record.partition)
             first[tp] = min(record.offset, first.get(tp, record.offset))
-        assigned = self.assignment()
+        assigned = set(self._consumer.assignment())
         for tp, offset in first.items():
             if tp in assigned:
                 self._consumer.seek(tp, offset)
         return sum(1 for tp in first if tp in assigned)
 
-    def commit(self, offsets: dict[TopicPartition, int], timeout_ms: int = 3000) -> bool:
+    def commit(self, offsets: Mapping[Partition, int], timeout_ms: int = 3000) -> bool:
         """Commit ``offsets`` (next offset to read) synchronously, for at most ``timeout_ms``.
 
         Returns False when the commit did not happen (a rebalance is in progress or moved the
@@ -146,7 +145,10 @@ class KafkaSource:
             return True
         try:
             self._consumer.commit(
-                {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()},
+                {
+                    TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(o, "", -1)
+                    for tp, o in offsets.items()
+                },
                 timeout_ms=timeout_ms,
             )
             return True
@@ -181,7 +183,7 @@ class KafkaSource:
             return False
         return member_id not in {m["member_id"] for m in members}
 
-    def end_offsets(self, refresh_s: float = 5.0) -> dict[TopicPartition, int]:
+    def end_offsets(self, refresh_s: float = 5.0) -> dict[Partition, int]:
         """End offset of every assigned partition: the latest of the high watermark seen in
         fetches and a ListOffsets answer at most ``refresh_s`` old.
 
@@ -189,21 +191,22 @@ class KafkaSource:
         committed offsets through the group coordinator on every call, which the loop has no
         reason to do every few seconds (it knows the offsets it polled).
         """
-        assigned = self.assignment()
+        assigned = set(self._consumer.assignment())
         now = time.monotonic()
         if assigned and (
             now - self._end_offsets_at > refresh_s or not assigned <= set(self._end_offsets)
         ):
             try:
-                self._end_offsets = self._consumer.end_offsets(list(assigned), timeout_ms=2000)
+                answer = self._consumer.end_offsets(list(assigned), timeout_ms=2000)
+                self._end_offsets = {Partition(t.topic, t.partition): o for t, o in answer.items()}
                 self._end_offsets_at = now
             except KafkaError as exc:
                 log.debug("end offsets unavailable: %s", exc)
-        ends: dict[TopicPartition, int] = {}
+        ends: dict[Partition, int] = {}
         for tp in assigned:
             known = [o for o in (self._consumer.highwater(tp), self._end_offsets.get(tp)) if o]
             if known:
-                ends[tp] = max(known)
+                ends[Partition(tp.topic, tp.partition)] = max(known)
         return ends
 
     def close(self) -> None:
@@ -252,7 +255,3 @@ def release_parked_records(consumer: KafkaConsumer) -> None:
     current = getattr(fetcher, "_next_partition_records", None)
     if current is not None and not current:
         fetcher._next_partition_records = None  # type: ignore[union-attr]
-
-
-def topic_partitions(records: Iterable[Any]) -> set[TopicPartition]:
-    return {TopicPartition(r.topic, r.partition) for r in records}

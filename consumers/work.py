@@ -19,9 +19,11 @@ _ids = itertools.count()
 
 @dataclass(eq=False, slots=True)
 class Message:
-    """One Kafka record between poll and commit. ``pending`` counts its unfinished items."""
+    """One Kafka record between poll and commit. ``pending`` counts its unfinished items.
 
-    position: SourcePosition
+    ``position`` is None for work with no Kafka record behind it (``tagfleet tag``)."""
+
+    position: SourcePosition | None
     key: bytes | None
     value: bytes | None
     timestamp_ms: int | None = None

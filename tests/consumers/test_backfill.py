@@ -72,3 +72,52 @@ def test_publish_sends_one_native_event_per_object(
     assert all(
         e["uri"] == e["asset_id"] and e["functions"] == ["shape"] and e["etag"] for e in events
     )
+
+
+def _tag(folder: Path, store: str, fleet: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "consumers.cli", "tag", str(folder), "--store", store]
+        + ["--fleet", str(fleet), "--batch-size", "4", *extra],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_tag_stores_the_good_images_and_reports_the_bad_ones(
+    tmp_path: Path, fleet_path: Path
+) -> None:
+    """A corrupt image and a decompression bomb cost themselves, not the run: the same stages
+    as the service (limits, canary, retries), and a non-zero exit only with --strict."""
+    import io
+
+    import sqlalchemy as sa
+    from PIL import Image
+
+    folder = tmp_path / "library"
+    folder.mkdir()
+    for i in range(9):
+        (folder / f"good-{i}.png").write_bytes(image_bytes(i))
+    (folder / "corrupt.png").write_bytes(image_bytes(1)[:200])
+    bomb = io.BytesIO()
+    Image.new("1", (12_000, 12_000)).save(bomb, format="PNG")  # 144 MP, a few kB
+    (folder / "bomb.png").write_bytes(bomb.getvalue())
+    store = f"sqlite:///{tmp_path / 'tags.db'}"
+
+    done = _tag(folder, store, fleet_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "tagged 9 of 11 assets" in done.stdout and "2 failed" in done.stdout
+    assert f"failed file://{folder}/corrupt.png: image_decode_failed" in done.stderr
+    assert f"failed file://{folder}/bomb.png: image_too_large" in done.stderr
+    engine = sa.create_engine(store)
+    with engine.connect() as conn:
+        stored = {
+            r[0] for r in conn.execute(sa.text("select distinct asset_id from function_results"))
+        }
+    engine.dispose()
+    assert stored == {f"file://{folder}/good-{i}.png" for i in range(9)}
+
+    strict = _tag(folder, store, fleet_path, "--strict")
+    assert strict.returncode == 1 and "2 failed" in strict.stdout

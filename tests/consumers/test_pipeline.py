@@ -17,15 +17,15 @@ from consumers.decode import DecodedImage
 from consumers.domain import PermanentError, Reason, TransientError
 from consumers.metrics import Metrics
 from consumers.pipeline import Parts, Pipeline
+from consumers.ports import Fleet, RebalanceEvent, RecordProducer, Source, Store
 from consumers.settings import Settings
-from consumers.source import RebalanceEvent
 from consumers.store.errors import SchemaMissing
 
 Record = namedtuple("Record", "topic partition offset key value timestamp")
 TP0, TP1 = TopicPartition("assets", 0), TopicPartition("assets", 1)
 
 
-class FakeSource:
+class FakeSource(Source):
     """Hands out records per partition, honours pause, records commits."""
 
     def __init__(self, records: dict[TopicPartition, list[Record]]) -> None:
@@ -35,7 +35,7 @@ class FakeSource:
         self.events: list[RebalanceEvent] = []
         self.commits: list[dict[TopicPartition, int]] = []
         self.max_paused = 0
-        self.joined = True
+        self.lost = False  # what member_lost() answers
         self.assign_in_poll: list[tuple[TopicPartition, list[Record]]] = []
         self.ends = {tp: len(rs) for tp, rs in records.items()}
         self.stall_after: int | None = None  # hand out this many records, then none (a client
@@ -92,11 +92,18 @@ class FakeSource:
     def close(self) -> None:
         pass
 
+    @property
+    def joined(self) -> bool:
+        return True
+
+    def member_lost(self) -> bool:
+        return self.lost
+
     def last_commit(self, tp: TopicPartition) -> int | None:
         return next((c[tp] for c in reversed(self.commits) if tp in c), None)
 
 
-class FakeFleet:
+class FakeFleet(Fleet):
     input_size = 8
     functions = {"f": None}
 
@@ -118,15 +125,18 @@ class FakeFleet:
         ]
 
 
-class FakeProducer:
+class FakeProducer(RecordProducer):
     def __init__(self) -> None:
         self.sent: list[Any] = []
 
     def send_all(self, records: Any) -> None:
         self.sent += records
 
+    def close(self, timeout_s: float = 10.0) -> None:
+        pass
 
-class FakeStore:
+
+class FakeStore(Store):
     def __init__(self, refuse: str | None = None, schema_ok: bool = True) -> None:
         self.saved: list[str] = []
         self.refuse, self.schema_ok = refuse, schema_ok
@@ -142,6 +152,9 @@ class FakeStore:
     def verify_schema(self) -> None:
         if not self.schema_ok:
             raise SchemaMissing("no tables")
+
+    def ping(self) -> None:
+        pass
 
 
 def _records(tp: TopicPartition, n: int) -> list[Record]:
@@ -410,7 +423,7 @@ def test_a_consumer_that_stops_fetching_a_backlog_is_replaced_by_a_new_one():
 def test_a_join_the_broker_dropped_is_retried_after_one_session_not_rejoin_stuck_s():
     lost = FakeSource({TP0: _records(TP0, 6)})
     lost.pending[TP0] = []  # joining, never assigned
-    lost.member_lost = lambda: True  # type: ignore[attr-defined]
+    lost.lost = True
     # rejoin_stuck_s stays 120 s: only the broker's answer can end the join in time
     made, store = _run_until_replaced(lost, timeout_s=30, session_timeout_ms=1000)
     assert len(made) == 1

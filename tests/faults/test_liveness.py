@@ -14,9 +14,9 @@ from kafka import TopicPartition
 from consumers.failpoints import parse
 from consumers.metrics import Metrics
 from consumers.pipeline import Parts, Pipeline
+from consumers.ports import RebalanceEvent
 from consumers.service import Readiness
 from consumers.settings import Settings
-from consumers.source import RebalanceEvent
 
 TP = TopicPartition("t", 0)
 

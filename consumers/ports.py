@@ -1,0 +1,109 @@
+"""The interfaces where the pipeline meets its adapters: the event source, the fleet, the
+store and the producer.
+
+The pipeline and its stages are typed with these protocols only; the Kafka, S3, database and
+model types stay in their adapters (``consumers/source.py``, ``consumers/sinks.py``,
+``consumers/store/``, ``models/``). Test fakes declare the protocols they stand in for, so a
+fake that drifts from the real adapter fails type checking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
+
+from consumers.domain import AssetResult, SourcePosition
+
+
+class Partition(NamedTuple):
+    """A topic partition. Equal to (and hashed like) kafka-python's ``TopicPartition``, which
+    is the same named pair, so the adapter can hand either to the loop."""
+
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True, slots=True)
+class RebalanceEvent:
+    """Partitions taken from (``revoked``) or given to (``assigned``) this member."""
+
+    kind: str  # "assigned" | "revoked"
+    partitions: frozenset[Partition]
+
+
+class PolledRecord(Protocol):
+    """What the loop reads of a polled record."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def timestamp(self) -> int | None: ...
+
+
+class Source(Protocol):
+    """A group member's view of the input topic. Called from one thread (the loop)."""
+
+    @property
+    def joined(self) -> bool: ...
+    def poll(self, timeout_ms: int) -> Sequence[PolledRecord]: ...
+    def take_rebalance_events(self) -> list[RebalanceEvent]: ...
+    def assignment(self) -> set[Partition]: ...
+    def set_paused(self, paused: bool) -> int: ...
+    def rewind(self, records: Sequence[PolledRecord]) -> int: ...
+    def commit(self, offsets: Mapping[Partition, int]) -> bool: ...
+    def member_lost(self) -> bool: ...
+    def end_offsets(self) -> dict[Partition, int]: ...
+    def close(self) -> None: ...
+
+
+class Fleet(Protocol):
+    """The models: one call predicts every requested function for a batch of images."""
+
+    @property
+    def functions(self) -> Mapping[str, Any]: ...
+    @property
+    def input_size(self) -> int: ...
+    def predict(
+        self,
+        images: Sequence[Any],
+        sizes: Sequence[tuple[int, int]],
+        functions: Sequence[Sequence[str] | None] | None,
+    ) -> list[dict[str, dict[str, Any]]]: ...
+
+
+class Store(Protocol):
+    """The metadata store: idempotent writes; ``TransientError`` for faults that may pass."""
+
+    def save(self, results: Sequence[AssetResult]) -> Any: ...
+    def remove(
+        self, asset_ids: Sequence[str], source: SourcePosition | None, *, uri: str | None = None
+    ) -> int: ...
+    def ping(self) -> None: ...
+    def verify_schema(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    """One record to produce."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] | None = None
+
+
+class RecordProducer(Protocol):
+    """Sends records and waits for their acknowledgements (``TransientError`` when it could
+    not, ``RecordRejected`` when a record is refused for what it is)."""
+
+    def send_all(self, records: Sequence[OutRecord]) -> None: ...
+    def close(self, timeout_s: float = 10.0) -> None: ...

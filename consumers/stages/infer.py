@@ -1,0 +1,149 @@
+"""Micro-batched inference with a canary that tells a bad image from a bad model."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from consumers import failpoints
+from consumers.batching import collect_batch
+from consumers.domain import (
+    AssetRequest,
+    AssetResult,
+    PermanentError,
+    Reason,
+)
+from consumers.ports import Fleet
+from consumers.results import build_result
+from consumers.retry import backoff_s
+from consumers.stages.base import Outlets, Stage
+from consumers.work import WorkItem
+
+log = logging.getLogger(__name__)
+
+
+class Inferencer(Stage):
+    """Micro-batches ready items through the fleet and hands results to the store stage.
+
+    When a batch raises, each of its images is retried alone and a known-good canary image is run:
+    if the canary works the failing image is at fault and is dead-lettered
+    (``inference_failed``); if the canary fails too the model is broken (a bad deploy), so
+    nothing is dead-lettered and after ``max_failures`` consecutive images that fail along
+    with the canary ``fatal`` is called and the service stops instead of dead-lettering the
+    topic.
+    """
+
+    def __init__(
+        self,
+        *,
+        fleet: Fleet,
+        ready: queue.Queue[WorkItem],
+        to_store: queue.Queue[tuple[WorkItem, AssetResult | None]],
+        out: Outlets,
+        fatal: Callable[[str], None],
+        batch_size: int,
+        batch_wait_s: float,
+        max_failures: int,
+        abandon: threading.Event,
+    ) -> None:
+        """``abandon``: set at the end of shutdown; the stage stops once ``ready`` is empty."""
+        self._fleet, self._ready, self._to_store = fleet, ready, to_store
+        self._fail, self._fatal, self._metrics = out.fail, fatal, out.metrics
+        self._batch_size, self._batch_wait_s = batch_size, batch_wait_s
+        self._max_failures, self._abandon = max_failures, abandon
+        self._broken = 0
+        self._held: list[WorkItem] = []  # retried after a broken batch, before new ones
+        self.busy_since: float | None = None
+        self._spawn("infer")
+
+    def _run(self) -> None:
+        while not (self._abandon.is_set() and self._ready.empty()):
+            if self._held:
+                batch, self._held = self._held[: self._batch_size], self._held[self._batch_size :]
+            else:
+                batch = collect_batch(self._ready, self._batch_size, self._batch_wait_s, 0.1)
+            if batch:
+                self.busy_since = time.monotonic()
+                try:
+                    self._infer(batch)
+                finally:
+                    self.busy_since = None
+
+    def _infer(self, batch: list[WorkItem]) -> None:
+        started = time.perf_counter()
+        try:
+            predictions = self._predict(batch)
+        except Exception:  # noqa: BLE001 - isolate the culprit below
+            log.exception("batch inference failed; retrying images one by one")
+            self._infer_one_by_one(batch)
+            return
+        self._broken = 0
+        self._metrics.stage_seconds.labels("infer").observe(time.perf_counter() - started)
+        self._metrics.batch_size.observe(len(batch))
+        self._emit(batch, predictions)
+
+    def _predict(self, batch: Sequence[WorkItem]) -> list[dict[str, dict]]:
+        images = [item.decoded.array for item in batch]
+        sizes = [(item.decoded.width, item.decoded.height) for item in batch]
+        functions = [item.request.functions for item in batch]  # type: ignore[union-attr]
+        return self._call_fleet(images, sizes, functions)
+
+    def _call_fleet(self, images: Any, sizes: Any, functions: Any) -> list[dict[str, dict]]:
+        failpoints.hit("predict")
+        return self._fleet.predict(images, sizes, functions)
+
+    def _infer_one_by_one(self, batch: list[WorkItem]) -> None:
+        for item in batch:
+            try:
+                prediction = self._predict([item])
+            except Exception as exc:  # noqa: BLE001
+                self._metrics.inference_failures.inc()
+                if self._canary_works():
+                    self._fail(
+                        item,
+                        PermanentError(Reason.INFERENCE_FAILED, f"{type(exc).__name__}: {exc}"),
+                    )
+                    continue
+                self._broken += 1
+                if self._broken >= self._max_failures:
+                    self._fatal(
+                        f"the fleet failed on {self._broken} consecutive images"
+                        f" and on a canary image: {exc!r}"
+                    )
+                    return
+                self._held.append(item)
+                time.sleep(backoff_s(self._broken))
+                continue
+            self._broken = 0
+            self._emit([item], prediction)
+
+    def _canary_works(self) -> bool:
+        size = self._fleet.input_size
+        canary = np.full((size, size, 3), 127, dtype=np.uint8)
+        try:
+            self._call_fleet([canary], [(size, size)], None)
+        except Exception:  # noqa: BLE001
+            return False
+        return True
+
+    def _emit(self, batch: Sequence[WorkItem], predictions: Sequence[dict[str, dict]]) -> None:
+        failpoints.hit("after_infer")
+        now = datetime.now(UTC)
+        for item, functions in zip(batch, predictions, strict=True):
+            request = item.request
+            assert isinstance(request, AssetRequest)
+            for name, result in functions.items():
+                self._metrics.observe_prediction(name, result)
+            latency_ms = (time.monotonic() - item.message.polled_at) * 1000
+            result = build_result(
+                request, item.decoded, functions, item.message.position, now, latency_ms
+            )
+            item.decoded = None
+            self._to_store.put((item, result))

@@ -1,0 +1,196 @@
+"""Fetch then decode, with per-item retries on one scheduler and a byte budget."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from consumers import failpoints
+from consumers.budget import BudgetClosed, ByteBudget
+from consumers.domain import (
+    AssetRequest,
+    PermanentError,
+    Reason,
+    TransientError,
+)
+from consumers.retry import backoff_s
+from consumers.scheduler import RetryScheduler
+from consumers.stages.base import Outlets, Stage
+from consumers.work import WorkItem
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How long one item's fetch and decode are retried after transient faults.
+
+    An item is dead-lettered (``retries_exhausted``) once it has had ``max_attempts`` tries
+    over at least ``budget_s`` seconds *and* another item succeeded since its first failure:
+    the fault then belongs to this item (a key one server node cannot serve, a decoder that
+    cannot start for it). While nothing succeeds at all it is an outage, and outages are
+    waited out, never dead-lettered (DESIGN.md, delivery rules).
+    """
+
+    max_attempts: int = 12
+    budget_s: float = 600.0
+
+    def exhausted(self, attempts: int, failing_s: float, others_succeeded: bool) -> bool:
+        return attempts >= self.max_attempts and failing_s >= self.budget_s and others_succeeded
+
+
+class Preparer(Stage):
+    """Fetch (I/O threads) then decode (CPU threads) each item, then put it on ``ready``.
+
+    ``raw_bytes`` bounds the fetched-but-undecoded bytes held in memory (a fetch reserves the
+    object's size once S3 has said it, before the body is read). Transient faults are retried
+    after a backoff on one scheduler thread, within ``retry`` (:class:`RetryPolicy`), or until
+    shutdown abandons the item (not committed, so it is redelivered). ``ready`` is bounded:
+    decode threads wait for room, so a slow model holds back decoding, not memory.
+    """
+
+    def __init__(
+        self,
+        *,
+        fetch: Callable[[AssetRequest, Callable[[int], None]], bytes],
+        decode: Callable[[bytes], Any],
+        ready: queue.Queue[WorkItem],
+        out: Outlets,
+        fetch_workers: int,
+        decode_workers: int,
+        draining: threading.Event,
+        retry: RetryPolicy,
+        raw_bytes: ByteBudget,
+    ) -> None:
+        """``draining``: set on shutdown; an item that fails then is abandoned, not retried."""
+        self._fetch, self._decode, self._ready = fetch, decode, ready
+        self._fail, self._finish, self._metrics = out.fail, out.finish, out.metrics
+        self._draining, self._retry, self._raw_bytes = draining, retry, raw_bytes
+        self._fetch_pool = ThreadPoolExecutor(fetch_workers, thread_name_prefix="fetch")
+        self._decode_pool = ThreadPoolExecutor(decode_workers, thread_name_prefix="decode")
+        self._scheduler = RetryScheduler()
+        self._last_success = 0.0
+        self._closed = False
+
+    def submit(self, item: WorkItem) -> None:
+        self._fetch_pool.submit(self._in_pool, "fetch", self._fetch_one, item)
+
+    def _in_pool(self, where: str, work: Callable[[WorkItem], None], item: WorkItem) -> None:
+        """Run ``work`` on a pool thread: a bug there stops the service like a stage crash,
+        instead of vanishing into an unread future with the item never finished."""
+        try:
+            work(item)
+        except Exception as exc:  # noqa: BLE001 - any crash must stop the service visibly
+            if not self._closed:
+                self.crashed(where, exc)
+
+    def start(self) -> None:
+        """The pools start on demand; nothing to start."""
+
+    def _reserve(self, item: WorkItem, size: int) -> None:
+        self._raw_bytes.reserve(size)
+        item.reserved += size
+
+    def _release(self, item: WorkItem) -> None:
+        item.data = None
+        if item.reserved:
+            self._raw_bytes.release(item.reserved)
+            item.reserved = 0
+
+    def _fetch_one(self, item: WorkItem) -> None:
+        assert isinstance(item.request, AssetRequest)
+        started = time.perf_counter()
+        try:
+            failpoints.hit("fetch")
+            item.data = self._fetch(item.request, lambda size: self._reserve(item, size))
+        except PermanentError as exc:
+            self._release(item)
+            self._fail(item, exc)
+            return
+        except BudgetClosed:
+            self._release(item)
+            self._finish(item, "abandoned")
+            return
+        except TransientError as exc:
+            self._release(item)
+            self._retry_later(item, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - an unexpected fault must not lose the item
+            self._release(item)
+            log.exception("unexpected fetch error", extra={"asset_id": item.asset_id})
+            self._retry_later(item, TransientError(repr(exc)))
+            return
+        self._last_success = time.monotonic()
+        self._metrics.stage_seconds.labels("fetch").observe(time.perf_counter() - started)
+        self._decode_pool.submit(self._in_pool, "decode", self._decode_one, item)
+
+    def _decode_one(self, item: WorkItem) -> None:
+        started = time.perf_counter()
+        try:
+            assert item.data is not None
+            failpoints.hit("decode")
+            item.decoded = self._decode(item.data)
+        except PermanentError as exc:
+            self._fail(item, exc)
+            return
+        except TransientError as exc:  # the decode processes could not be restarted
+            self._retry_later(item, exc, "decode")
+            return
+        except Exception as exc:  # noqa: BLE001 - Pillow raises many types on hostile input
+            self._fail(
+                item, PermanentError(Reason.IMAGE_DECODE_FAILED, f"{type(exc).__name__}: {exc}")
+            )
+            return
+        finally:
+            self._release(item)
+        self._metrics.stage_seconds.labels("decode").observe(time.perf_counter() - started)
+        while True:
+            try:
+                self._ready.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                if self._closed:
+                    self._finish(item, "abandoned")
+                    return
+
+    def _retry_later(self, item: WorkItem, exc: TransientError, stage: str = "fetch") -> None:
+        """Fetch and decode ``item`` again after a backoff (the fetched bytes are not kept),
+        or dead-letter it once its :class:`RetryPolicy` is spent."""
+        self._metrics.transient_errors.labels(stage).inc()
+        item.attempts += 1
+        now = time.monotonic()
+        if item.failing_since is None:
+            item.failing_since = now
+        if self._draining.is_set():
+            self._finish(item, "abandoned")
+            return
+        failing_s = now - item.failing_since
+        if self._retry.exhausted(item.attempts, failing_s, self._last_success > item.failing_since):
+            self._fail(
+                item,
+                PermanentError(
+                    Reason.RETRIES_EXHAUSTED,
+                    f"{stage} failed {item.attempts} times over {failing_s:.0f} s while other"
+                    f" images succeeded; last error: {exc}",
+                ),
+            )
+            return
+        if item.attempts == 1 or item.attempts % 10 == 0:
+            log.warning(
+                f"{stage} failed, will retry",
+                extra={"asset_id": item.asset_id, "attempt": item.attempts, "error": str(exc)},
+            )
+        self._scheduler.call_later(backoff_s(item.attempts), lambda: self.submit(item))
+
+    def shutdown(self) -> None:
+        self._closed = True
+        self._scheduler.close()
+        self._raw_bytes.close()
+        self._fetch_pool.shutdown(wait=False, cancel_futures=True)
+        self._decode_pool.shutdown(wait=False, cancel_futures=True)

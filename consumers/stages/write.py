@@ -1,0 +1,173 @@
+"""Store, then publish, then finish: the write stage, which attributes refusals to items."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from consumers import failpoints
+from consumers.batching import collect_batch
+from consumers.domain import (
+    AssetRemoval,
+    AssetResult,
+    PermanentError,
+    Reason,
+)
+from consumers.ports import RecordProducer, Store
+from consumers.results import encode_event, removal_event, result_event
+from consumers.retry import GaveUp, retry_transient
+from consumers.sinks import OutRecord
+from consumers.stages.base import Outlets, Stage
+from consumers.store.errors import SchemaMissing
+from consumers.work import WorkItem
+
+log = logging.getLogger(__name__)
+
+
+class _Rejected(Exception):
+    """A sink refused a group for a reason not known to be transient."""
+
+    def __init__(self, sink: str, error: Exception) -> None:
+        super().__init__(f"{sink}: {type(error).__name__}: {error}")
+        self.sink, self.error = sink, error
+
+
+class Storer(Stage):
+    """Writes results (and removals) to the store in one transaction per drained group, then
+    publishes their result events and waits for the acks; only then are the items finished.
+
+    A group that a sink refuses with an error not known to be transient is split in halves
+    and each half written again, down to the item at fault, which is dead-lettered
+    (``store_rejected`` or ``publish_rejected``) while the rest of its group is stored: one
+    hostile event cannot stop the service. Two cases stay fatal, because no item is at fault:
+    the store is not at its schema (:class:`SchemaMissing`, checked before any dead letter),
+    and ``max_rejections`` items in a row refused with nothing stored in between (the sink
+    refuses everything: a revoked grant, a bug), which stops the service instead of
+    dead-lettering the topic.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        producer: RecordProducer | None,
+        results_topic: str,
+        inbox: queue.Queue[tuple[WorkItem, AssetResult | None]],
+        out: Outlets,
+        abandon: threading.Event,
+        max_rejections: int = 8,
+        max_group: int = 512,
+    ) -> None:
+        """``abandon``: set at the end of shutdown; retries stop and the group is abandoned."""
+        self._store, self._producer, self._topic = store, producer, results_topic
+        self._inbox, self._fail, self._finish = inbox, out.fail, out.finish
+        self._metrics, self._give_up, self._max_group = out.metrics, abandon.is_set, max_group
+        self._max_rejections, self._rejected_in_a_row = max_rejections, 0
+        self._spawn("store")
+
+    def _run(self) -> None:
+        while not self._give_up():
+            group = collect_batch(self._inbox, self._max_group, 0.0, 0.1)
+            if not group:
+                continue
+            try:
+                self._write_isolating(group)
+            except GaveUp:
+                for item, _ in group:
+                    self._finish(item, "abandoned")
+                return
+
+    def _write_isolating(self, group: list[tuple[WorkItem, AssetResult | None]]) -> None:
+        try:
+            self._write(group)
+        except _Rejected as exc:
+            if len(group) > 1:
+                log.warning(
+                    "a sink refused a group; splitting it to find the item at fault",
+                    extra={"size": len(group), "error": str(exc)},
+                )
+                half = len(group) // 2
+                self._write_isolating(group[:half])
+                self._write_isolating(group[half:])
+                return
+            self._reject(group[0][0], exc)
+            return
+        self._rejected_in_a_row = 0
+
+    def _reject(self, item: WorkItem, exc: _Rejected) -> None:
+        self._retry(self._store.verify_schema, "store")  # SchemaMissing: fatal, nothing lost
+        self._rejected_in_a_row += 1
+        if self._rejected_in_a_row >= self._max_rejections:
+            raise RuntimeError(
+                f"the sinks refused {self._rejected_in_a_row} items in a row with nothing"
+                f" stored in between; last: {exc}"
+            ) from exc.error
+        reason = Reason.STORE_REJECTED if exc.sink == "store" else Reason.PUBLISH_REJECTED
+        log.error("a sink refused one item", extra={"asset_id": item.asset_id, "error": str(exc)})
+        self._fail(item, PermanentError(reason, str(exc)[:2000]))
+
+    def _write(self, group: list[tuple[WorkItem, AssetResult | None]]) -> None:
+        results = [r for _, r in group if r is not None]
+        removals = [item for item, r in group if r is None]
+        now = datetime.now(UTC)
+        started = time.perf_counter()
+        with _sink("store"):
+            if results:
+                self._retry(lambda: self._store.save(results), "store")
+            for item in removals:
+                assert isinstance(item.request, AssetRemoval)
+                uri = item.request.uri
+                self._retry(
+                    lambda item=item, uri=uri: self._store.remove(
+                        [item.asset_id], item.message.position, uri=uri
+                    ),
+                    "store",
+                )
+        self._metrics.stage_seconds.labels("store").observe(time.perf_counter() - started)
+        if self._producer is not None and self._topic:
+            records = [self._record(item, result, now) for item, result in group]
+            started = time.perf_counter()
+            with _sink("publish"):
+                self._retry(lambda: self._producer.send_all(records), "publish")  # type: ignore[union-attr]
+            self._metrics.stage_seconds.labels("publish").observe(time.perf_counter() - started)
+        failpoints.hit("after_store")
+        for item, result in group:
+            event_time = item.event_time
+            if result is not None and event_time is not None:
+                age = (now - event_time).total_seconds()
+                self._metrics.end_to_end.observe(max(0.0, age))
+            self._finish(item, "stored" if result is not None else "removed")
+
+    def _record(self, item: WorkItem, result: AssetResult | None, now: datetime) -> OutRecord:
+        if result is None:
+            assert isinstance(item.request, AssetRemoval)
+            event = removal_event(item.request, now)
+        else:
+            event = result_event(result)
+        return OutRecord(self._topic, item.asset_id.encode(), encode_event(event))
+
+    def _retry(self, call: Callable[[], Any], stage: str) -> Any:
+        return retry_transient(
+            call,
+            stage,
+            self._give_up,
+            on_error=lambda s, _e: self._metrics.transient_errors.labels(s).inc(),
+        )
+
+
+@contextlib.contextmanager
+def _sink(name: str) -> Iterator[None]:
+    """Errors of the block that are neither transient (retried inside) nor a shutdown are
+    the sink refusing what it was given: :class:`_Rejected`."""
+    try:
+        yield
+    except (GaveUp, SchemaMissing, _Rejected):
+        raise
+    except Exception as exc:  # noqa: BLE001 - attributed to the items by Storer
+        raise _Rejected(name, exc) from exc
