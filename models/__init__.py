@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from models.evaluate import evaluate
     from models.fleet import Fleet, load_fleet
     from models.preprocess import preprocess_image
-    from models.train import TrainSpec, train
+    from models.train import train
+    from models.training.spec import TrainSpec
     from models.zeroshot import zero_shot
 
 _HOMES = {
@@ -29,7 +30,7 @@ _HOMES = {
     "Fleet": "models.fleet",
     "load_fleet": "models.fleet",
     "preprocess_image": "models.preprocess",
-    "TrainSpec": "models.train",
+    "TrainSpec": "models.training.spec",
     "train": "models.train",
     "zero_shot": "models.zeroshot",
 }

@@ -107,38 +107,25 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train a function of any type on ``args.dataset``, save it at ``args.out``, print a JSON
+    summary (name, version, headline metrics, out).
+
+    The previous version (``--previous``, else the artifact already at ``--out``) is compared
+    in the report. Flags left unset keep :class:`~models.training.spec.TrainSpec`'s defaults.
+    """
     from models import storage
     from models.artifacts import load_artifact, save_artifact
-    from models.train import TrainSpec, train
+    from models.train import train
+    from models.training.spec import TrainSpec
 
     missing = [f for f in ("type", "name", "out") if not getattr(args, f)]
     if missing:
         print(f"train: missing --{', --'.join(missing)}", file=sys.stderr)
         return 2
-    if args.type == "detect":
-        from models.heads import head_type
-
-        trainer = head_type("detect").train_cli
-        if trainer is None:
-            print("train: detect training is not available", file=sys.stderr)
-            return 2
-        return int(trainer(args))
-    spec = TrainSpec(
-        type=args.type,
-        name=args.name,
-        backbone=args.backbone,
-        weights=args.weights,
-        mode=args.mode,
-        epochs=args.epochs,
-        lr=args.lr,
-        backbone_lr=args.backbone_lr,
-        unfreeze_blocks=args.unfreeze_blocks,
-        batch_size=args.batch_size,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
-        target_precision=args.target_precision,
-        zero_shot_init=args.zero_shot_init,
-    )
+    given = {
+        k: getattr(args, k) for k in TrainSpec.model_fields if getattr(args, k, None) is not None
+    }
+    spec = TrainSpec(**given)
     previous_uri = args.previous or (
         args.out if storage.exists(storage.join(args.out, "manifest.json")) else None
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from models.backbones import CONFIG_DIR
-from models.train import TrainSpec
+from models.training.spec import TrainSpec
 
 TINY_CONFIG = str(CONFIG_DIR / "tiny-vit.json")
 

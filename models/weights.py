@@ -53,18 +53,6 @@ def fetch_local(uri: str) -> Path:
     return path
 
 
-def load_state_dict_file(path: Path) -> StateDict:
-    """Read a state dict; safetensors directly, other formats with ``weights_only=True``."""
-    if path.suffix == ".safetensors":
-        return st_load(path.read_bytes())
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, dict) and "state_dict" in obj:
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path} does not hold a state dict")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
-
-
 def state_dict_bytes(state: StateDict) -> bytes:
     """Serialise a state dict as safetensors bytes (contiguous CPU copies)."""
     return st_save({k: v.detach().to("cpu").contiguous() for k, v in state.items()})
@@ -73,12 +61,3 @@ def state_dict_bytes(state: StateDict) -> bytes:
 def state_dict_from_bytes(data: bytes) -> StateDict:
     """Inverse of :func:`state_dict_bytes`."""
     return st_load(data)
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file, streamed."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

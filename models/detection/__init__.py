@@ -1,5 +1,5 @@
-"""Object detection: COCO data, augmentation, target assignment, training and mAP evaluation.
+"""detect's own maths for :mod:`models.tasks.detect`: augmentation with boxes, FCOS target
+assignment and loss, box matching and mAP. Nothing here imports the rest of ``models``.
 
-The head itself lives in :mod:`models.heads.detect` (registered like every head type);
-:func:`models.train` and :func:`models.evaluate` dispatch here for ``type == "detect"``.
+The head lives in :mod:`models.heads.detect`, the COCO reader in :mod:`models.data.coco`.
 """

@@ -37,13 +37,11 @@ class HeadDims:
 
 @dataclass(frozen=True)
 class HeadType:
-    """``build`` and ``results`` (see the module docstring); ``train_cli``, when given, is the
-    handler of ``tagfleet train --type <kind>`` (takes the argparse namespace, returns an exit
-    code) for types that ``models.train.train`` does not handle (detect)."""
+    """``build`` and ``results``: see the module docstring. Heads only infer; training a
+    function type is its task's (:mod:`models.tasks`)."""
 
     build: Callable[[Manifest, HeadDims], torch.nn.Module]
     results: Callable[[Any, Manifest, Sequence[tuple[int, int]]], list[dict[str, Any]]]
-    train_cli: Callable[[Any], int] | None = None
 
 
 _REGISTRY: dict[FunctionType, HeadType] = {}

@@ -147,11 +147,4 @@ def results(
     return out
 
 
-def train_cli(args: Any) -> int:
-    """``tagfleet train --type detect``: see :func:`models.detection.cli.train_command`."""
-    from models.detection.cli import train_command
-
-    return train_command(args)
-
-
-register(FunctionType.DETECT, HeadType(build=build, results=results, train_cli=train_cli))
+register(FunctionType.DETECT, HeadType(build=build, results=results))

@@ -1,12 +1,17 @@
-"""Training a detect function: ``train_detect(dataset, spec) -> Artifact``.
+"""detect: the anchor-free head of :mod:`models.heads.detect`, trained, calibrated, evaluated.
 
-Modes (``spec.mode``): ``probe`` trains the head on a frozen backbone (one no-grad pass per
-batch, since augmentation changes the images every epoch); ``finetune`` also trains the image
-tower (all blocks, or the last ``spec.unfreeze_blocks``) and the artifact carries it.
-Augmentation: :mod:`models.detection.augment`. A seed fixes the split, the initialisation,
-the batch order and the augmentation. Then per-label score thresholds (best F1 at IoU 0.5, or
-``spec.target_precision``) and the report come from the held-out split, through the serving
-path.
+Training modes (``spec.mode``): ``probe`` trains the head on a frozen backbone (one no-grad
+pass per batch, since augmentation changes the images every epoch); ``finetune`` also trains
+the image tower (all blocks, or the last ``spec.unfreeze_blocks``) and the artifact carries
+it. Augmentation: :mod:`models.detection.augment`. A seed fixes the split, the
+initialisation, the batch order and the augmentation. Then per-label score thresholds (best
+F1 at IoU 0.5, or ``spec.target_precision``) and the report come from the held-out split,
+through the serving path.
+
+Evaluation runs the serving path (``Fleet.predict``) in original pixels. mAP needs every
+candidate box, not just those above the served threshold, so the fleet runs the artifact
+with its thresholds lowered to :data:`EVAL_FLOOR` (the same head, NMS and box mapping as in
+serving); precision/recall/F1 per label are then read at the stored thresholds.
 """
 
 from __future__ import annotations
@@ -24,19 +29,28 @@ from models.data.coco import (
     DetectDataset,
     detect_data_hash,
     input_boxes,
-    load_coco,
     read_detect_images,
 )
-from models.data.samples import stratified_split
+from models.data.load import load_dataset
+from models.data.samples import Dataset, stratified_split
 from models.detection.augment import augment_sample, detect_augmentation
-from models.detection.evaluate import detections_evaluation, predict_boxes, truth_boxes
-from models.detection.metrics import ImageBoxes, best_threshold, label_matches
+from models.detection.metrics import ImageBoxes, best_threshold, detection_metrics, label_matches
 from models.detection.targets import detection_loss
+from models.fleet import Fleet
 from models.function import build_head
-from models.heads.detect import DEFAULT_MAX_DETECTIONS, DEFAULT_NMS_IOU, DetectHead
+from models.heads.detect import (
+    DEFAULT_MAX_DETECTIONS,
+    DEFAULT_NMS_IOU,
+    DetectHead,
+    label_thresholds,
+)
 from models.manifest import FunctionType, Manifest, Mode
-from models.report import HEADLINE, build_report
-from models.train import TrainSpec, _trainable_blocks
+from models.tasks import Report, Task
+from models.training.blocks import trainable_blocks
+from models.training.evaluation import Evaluation
+from models.training.plots import label_pr_pngs
+from models.training.report import HEADLINE, build_report
+from models.training.spec import TrainSpec
 
 HEAD_DEFAULTS = {
     "hidden": 128,
@@ -44,6 +58,7 @@ HEAD_DEFAULTS = {
     "nms_iou": DEFAULT_NMS_IOU,
     "max_detections": DEFAULT_MAX_DETECTIONS,
 }
+EVAL_FLOOR = 0.01  # evaluation keeps every box scoring at least this (mAP needs them all)
 
 
 def _batch(
@@ -79,7 +94,7 @@ def fit_detect(
     groups = [{"params": list(head.parameters()), "lr": spec.lr or 1e-3}]
     if finetune:
         groups.append(
-            {"params": _trainable_blocks(backbone, spec.unfreeze_blocks), "lr": spec.backbone_lr}
+            {"params": trainable_blocks(backbone, spec.unfreeze_blocks), "lr": spec.backbone_lr}
         )
     opt = torch.optim.AdamW(groups, weight_decay=spec.weight_decay)
     epochs = spec.epochs or 30
@@ -127,8 +142,8 @@ def _thresholds(
     }
 
 
-def train_detect(
-    dataset: DetectDataset | str,
+def train(
+    dataset: Dataset | str,
     spec: TrainSpec,
     backbone: Backbone | None = None,
     previous: Artifact | None = None,
@@ -136,13 +151,15 @@ def train_detect(
     """Train, calibrate and evaluate a detect function; return the (unsaved) artifact.
 
     Same contract as :func:`models.train.train` (``backbone`` is reused and, in finetune
-    mode, changed; ``previous`` is compared on the same held-out split).
+    mode, changed; ``previous`` is compared on the same held-out split). ``dataset``: a COCO
+    file or its :class:`~models.data.coco.DetectDataset`.
     """
     if spec.zero_shot_init:
         raise ValueError("detect functions cannot start zero-shot (no boxes from label names)")
     torch.manual_seed(spec.seed)
     if isinstance(dataset, str):
-        dataset = load_coco(dataset)
+        dataset = load_dataset(dataset, FunctionType.DETECT)
+    assert isinstance(dataset, DetectDataset)
     ref = resolve_ref(spec.backbone, spec.weights)
     backbone = backbone or load_backbone(ref, device=spec.device)
     size = backbone.input_size
@@ -200,3 +217,89 @@ def _finish(
         )
     _, artifact.files = build_report(artifact, current, previous, before, extra=extra)
     return artifact
+
+
+def truth_boxes(dataset: DetectDataset) -> list[ImageBoxes]:
+    """Ground truth of every image in original pixels, labels as indices."""
+    index = {label: i for i, label in enumerate(dataset.labels)}
+    return [
+        ImageBoxes(
+            np.asarray(s.boxes, dtype=np.float64).reshape(-1, 4),  # type: ignore[attr-defined]
+            np.array([index[label] for label in s.labels], dtype=np.int64),
+        )
+        for s in dataset.samples
+    ]
+
+
+def predict_boxes(
+    artifact: Artifact,
+    images: np.ndarray,
+    orig_sizes: Sequence[tuple[int, int]],
+    backbones: dict[str, Backbone] | None = None,
+    floor: float = EVAL_FLOOR,
+    batch_size: int = 64,
+) -> list[ImageBoxes]:
+    """Served detections (thresholds lowered to ``floor``) per image, in original pixels."""
+    manifest = artifact.manifest.model_copy(update={"thresholds": {"*": floor}})
+    low = Artifact(manifest, artifact.head_state, artifact.backbone_state)
+    fleet = Fleet.from_artifacts([("f", low)], backbones=backbones)
+    index = {label: i for i, label in enumerate(manifest.labels)}
+    out = []
+    for start in range(0, len(images), batch_size):
+        chunk = list(images[start : start + batch_size])
+        for result in fleet.predict(chunk, orig_sizes[start : start + len(chunk)]):
+            objs = result["f"]["objects"]
+            out.append(
+                ImageBoxes(
+                    np.array([o["box"] for o in objs]).reshape(-1, 4),
+                    np.array([index[o["label"]] for o in objs], dtype=np.int64),
+                    np.array([o["score"] for o in objs]),
+                )
+            )
+    return out
+
+
+def detections_evaluation(
+    manifest: Manifest, truth: Sequence[ImageBoxes], dets: Sequence[ImageBoxes]
+) -> Evaluation:
+    """mAP and per-label metrics of these detections (at ``manifest``'s thresholds), one PR
+    plot per label. ``scores`` and ``targets`` of the evaluation are empty (classify/tags only).
+    """
+    max_dets = int(manifest.head.get("max_detections", DEFAULT_MAX_DETECTIONS))
+    metrics: dict[str, Any] = detection_metrics(
+        truth, dets, manifest.labels, label_thresholds(manifest), max_dets
+    )
+    curves = metrics.pop("pr_curves")
+    return Evaluation(np.zeros(0), np.zeros(0), metrics, plots=label_pr_pngs(curves))
+
+
+def evaluate_detections(
+    artifact: Artifact,
+    images: np.ndarray,
+    orig_sizes: Sequence[tuple[int, int]],
+    truth: Sequence[ImageBoxes],
+    backbones: dict[str, Backbone] | None = None,
+) -> Evaluation:
+    """Run ``artifact`` on preprocessed images and evaluate against ``truth`` (original px)."""
+    dets = predict_boxes(artifact, images, orig_sizes, backbones)
+    return detections_evaluation(artifact.manifest, truth, dets)
+
+
+def evaluate(
+    artifact: Artifact, dataset: Dataset | str, previous: Artifact | None = None
+) -> Report:
+    """Evaluate a detect function on a whole COCO dataset: (report dict, report files)."""
+    m = artifact.manifest
+    if isinstance(dataset, str):
+        dataset = load_dataset(dataset, m.type, labels=m.labels, min_per_label=1)
+    assert isinstance(dataset, DetectDataset)
+    shared: dict[str, Backbone] = {}
+    size = Fleet.from_artifacts([artifact], backbones=shared).input_size
+    images, _, sizes = read_detect_images(dataset, size)
+    truth = truth_boxes(dataset)
+    current = evaluate_detections(artifact, images, sizes, truth, shared)
+    before = evaluate_detections(previous, images, sizes, truth) if previous is not None else None
+    return build_report(artifact, current, previous, before, split=f"all of {dataset.source}")
+
+
+TASK = Task(train=train, evaluate=evaluate)

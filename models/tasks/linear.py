@@ -1,6 +1,6 @@
-"""Training a classify or tags function: ``train(dataset, spec) -> Artifact``.
+"""classify and tags: a linear head on the pooled embedding, trained, calibrated, evaluated.
 
-Modes:
+Training modes:
 - ``probe``: the backbone stays frozen; pooled embeddings are computed once per image and
   cached on disk (keyed by backbone id + image content hash), then a linear head is fitted on
   them full-batch (seconds).
@@ -8,20 +8,19 @@ Modes:
   head; the artifact carries its own backbone weights.
 
 Then: calibration on the held-out split (classify: temperature; tags: per-label thresholds by
-best F1 or a target precision), evaluation through the serving path, report files.
+best F1 or a target precision), evaluation through the serving path (``Fleet.predict``, so the
+numbers describe exactly what the service returns), report files.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from models.artifacts import Artifact
@@ -30,41 +29,19 @@ from models.data.labelled import data_hash, read_images
 from models.data.load import load_dataset
 from models.data.samples import Dataset, stratified_split
 from models.embcache import EmbeddingCache
-from models.evaluate import evaluate_arrays
+from models.fleet import Fleet
 from models.function import build_head
 from models.manifest import FunctionType, Manifest, Mode
-from models.metrics import choose_threshold, fit_temperature
-from models.report import HEADLINE, build_report
+from models.metrics import choose_threshold, classify_metrics, fit_temperature, tags_metrics
+from models.tasks import Report, Task
+from models.training.blocks import trainable_blocks
+from models.training.evaluation import Evaluation
+from models.training.report import HEADLINE, build_report
+from models.training.spec import TrainSpec
 from models.weights import cache_dir
 from models.zeroshot import zero_shot_head_state
 
 log = logging.getLogger(__name__)
-
-
-class TrainSpec(BaseModel):
-    """What to train and how. Defaults suit a pretrained backbone in probe mode."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: FunctionType
-    name: str
-    backbone: str = "ViT-B-32"
-    weights: str | None = None
-    mode: Mode = Mode.PROBE
-    epochs: int | None = None  # probe: full-batch steps (300); finetune: epochs (30)
-    lr: float | None = None  # head; probe 1e-2, finetune 1e-3
-    backbone_lr: float = 1e-5
-    weight_decay: float = 1e-4
-    batch_size: int = 32
-    unfreeze_blocks: int | None = None  # finetune: last N blocks (None = all)
-    val_fraction: float = Field(default=0.2, gt=0, lt=1)
-    seed: int = 0
-    zero_shot_init: bool = False
-    target_precision: float | None = Field(default=None, gt=0, le=1)
-    augment: bool = True
-    cache_dir: str | None = None
-    device: str | None = None
-    progress: bool = True
 
 
 def _loss(kind: FunctionType, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -108,21 +85,6 @@ def _fit_probe(
     head.eval()
 
 
-def _trainable_blocks(backbone: Backbone, unfreeze: int | None) -> list[torch.nn.Parameter]:
-    visual = backbone.visual
-    if unfreeze is None:
-        modules: list[torch.nn.Module] = [visual]
-    else:
-        blocks = list(visual.transformer.resblocks)[-unfreeze:] if unfreeze else []
-        modules = [*blocks, visual.ln_post]
-    params = [p for m in modules for p in m.parameters()]
-    if unfreeze is not None and isinstance(getattr(visual, "proj", None), torch.nn.Parameter):
-        params.append(visual.proj)
-    for p in params:
-        p.requires_grad_(True)
-    return params
-
-
 def _fit_finetune(
     head: torch.nn.Module,
     backbone: Backbone,
@@ -131,7 +93,7 @@ def _fit_finetune(
     y: np.ndarray,
     spec: TrainSpec,
 ) -> None:
-    params = _trainable_blocks(backbone, spec.unfreeze_blocks)
+    params = trainable_blocks(backbone, spec.unfreeze_blocks)
     opt = torch.optim.AdamW(
         [
             {"params": head.parameters(), "lr": spec.lr or 1e-3},
@@ -202,16 +164,12 @@ def train(
     backbone: Backbone | None = None,
     previous: Artifact | None = None,
 ) -> Artifact:
-    """Train, calibrate and evaluate a function on ``dataset``; return the (unsaved) artifact.
+    """Train, calibrate and evaluate a classify or tags function; return the (unsaved) artifact.
 
     ``backbone``: an already loaded backbone matching ``spec`` (reused, e.g. by tests that
     count its passes; in finetune mode its weights change). ``previous``: an earlier version,
     compared on the same held-out split in the report.
     """
-    if spec.type == FunctionType.DETECT:
-        from models.detection.train import train_detect
-
-        return train_detect(dataset, spec, backbone, previous)
     torch.manual_seed(spec.seed)
     if isinstance(dataset, str):
         dataset = load_dataset(dataset, spec.type)
@@ -271,7 +229,62 @@ def _finish(
     return artifact
 
 
-def default_threads() -> None:
-    """Use at most ``TAGFLEET_THREADS`` (default: all) CPU threads for torch."""
-    if os.environ.get("TAGFLEET_THREADS"):
-        torch.set_num_threads(int(os.environ["TAGFLEET_THREADS"]))
+def predict_scores(
+    artifact: Artifact,
+    images: np.ndarray,
+    backbones: dict[str, Backbone] | None = None,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """(N, L) served scores (classify: calibrated probabilities; tags: sigmoid)."""
+    fleet = Fleet.from_artifacts([("f", artifact)], backbones=backbones)
+    labels = artifact.manifest.labels
+    rows = []
+    for start in range(0, len(images), batch_size):
+        chunk = list(images[start : start + batch_size])
+        for result in fleet.predict(chunk, [(1, 1)] * len(chunk)):
+            rows.append([result["f"]["scores"][label] for label in labels])
+    return np.array(rows, dtype=np.float64).reshape(len(images), len(labels))
+
+
+def score_metrics(artifact: Artifact, targets: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
+    """The metrics of ``artifact``'s type for these served scores."""
+    m = artifact.manifest
+    if m.type == FunctionType.CLASSIFY:
+        return classify_metrics(targets, scores, m.labels)
+    if m.type == FunctionType.TAGS:
+        limits = np.array([m.thresholds.get(label, 0.5) for label in m.labels])
+        return tags_metrics(targets, scores, limits, m.labels)
+    raise ValueError(f"no evaluation for {m.type.value} here")
+
+
+def evaluate_arrays(
+    artifact: Artifact,
+    images: np.ndarray,
+    targets: np.ndarray,
+    backbones: dict[str, Backbone] | None = None,
+) -> Evaluation:
+    """Evaluate ``artifact`` on preprocessed images and targets in its label order."""
+    scores = predict_scores(artifact, images, backbones)
+    return Evaluation(scores, targets, score_metrics(artifact, targets, scores))
+
+
+def evaluate(
+    artifact: Artifact, dataset: Dataset | str, previous: Artifact | None = None
+) -> Report:
+    """Evaluate a classify or tags function on a whole dataset: (report dict, report files).
+
+    ``previous``: another version, evaluated on the same images and compared in the report.
+    Labels in the dataset that the function does not know are a DatasetError.
+    """
+    m = artifact.manifest
+    if isinstance(dataset, str):
+        dataset = load_dataset(dataset, m.type, labels=m.labels, min_per_label=1)
+    size = Fleet.from_artifacts([artifact]).input_size
+    images, _ = read_images(dataset, size)
+    targets = dataset.targets()
+    current = evaluate_arrays(artifact, images, targets)
+    before = evaluate_arrays(previous, images, targets) if previous is not None else None
+    return build_report(artifact, current, previous, before, split=f"all of {dataset.source}")
+
+
+TASK = Task(train=train, evaluate=evaluate)

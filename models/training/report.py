@@ -1,68 +1,22 @@
-"""Evaluation reports: ``report.json``, ``report.md`` and PNG plots (matplotlib, Agg)."""
+"""Evaluation reports: ``report.json``, ``report.md`` and the PNG plots of :mod:`.plots`."""
 
 from __future__ import annotations
 
-import io
 import json
 from typing import TYPE_CHECKING, Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from models.manifest import FunctionType  # noqa: E402
-from models.metrics import pr_curve  # noqa: E402
+from models.manifest import FunctionType
+from models.training.plots import confusion_png, pr_png
 
 if TYPE_CHECKING:
     from models.artifacts import Artifact
-    from models.evaluate import Evaluation
+    from models.training.evaluation import Evaluation
 
 HEADLINE = {
     FunctionType.CLASSIFY: ("accuracy", "macro_f1"),
     FunctionType.TAGS: ("micro_f1", "macro_f1"),
     FunctionType.DETECT: ("map50", "map50_95"),
 }
-
-
-def _png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def confusion_png(confusion: list[list[int]], labels: list[str]) -> bytes:
-    """Confusion matrix heat map, rows = truth, columns = prediction."""
-    matrix = np.array(confusion)
-    side = 2 + 0.5 * len(labels)
-    fig, ax = plt.subplots(figsize=(side, side))
-    ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for (i, j), v in np.ndenumerate(matrix):
-        ax.text(j, i, str(v), ha="center", va="center")
-    return _png(fig)
-
-
-def pr_png(targets: np.ndarray, scores: np.ndarray, labels: list[str]) -> bytes:
-    """One precision/recall curve per label (one-vs-rest for classify)."""
-    if targets.ndim == 1:
-        targets = np.eye(len(labels))[targets]
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for i, label in enumerate(labels):
-        if targets[:, i].sum() > 0:
-            precision, recall, _ = pr_curve(targets[:, i], scores[:, i])
-            ax.plot(np.r_[0, recall], np.r_[precision[0], precision], label=label)
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.set_xlim(0, 1.02)
-    ax.set_ylim(0, 1.02)
-    ax.legend(fontsize="small")
-    return _png(fig)
 
 
 def _markdown(report: dict[str, Any]) -> str:

@@ -1,0 +1,30 @@
+"""``train(dataset, spec) -> Artifact`` for every function type: the task of ``spec.type`` does it.
+
+See :mod:`models.tasks.linear` (classify, tags) and :mod:`models.tasks.detect` (detect).
+"""
+
+from __future__ import annotations
+
+from models.artifacts import Artifact
+from models.backbones import Backbone
+from models.data.samples import Dataset
+from models.tasks import task_for
+from models.training.spec import TrainSpec
+
+__all__ = ["TrainSpec", "train"]
+
+
+def train(
+    dataset: Dataset | str,
+    spec: TrainSpec,
+    backbone: Backbone | None = None,
+    previous: Artifact | None = None,
+) -> Artifact:
+    """Train, calibrate and evaluate a function on ``dataset``; return the (unsaved) artifact.
+
+    ``dataset``: a source for :func:`models.data.load.load_dataset` or a loaded dataset.
+    ``backbone``: an already loaded backbone matching ``spec`` (reused, e.g. by tests that
+    count its passes; in finetune mode its weights change). ``previous``: an earlier version,
+    compared on the same held-out split in the report.
+    """
+    return task_for(spec.type).train(dataset, spec, backbone, previous)
