@@ -1,4 +1,4 @@
-"""Evaluation reports: ``report.json``, ``report.md`` and the PNG plots of :mod:`.plots`."""
+"""Evaluation reports for every task: ``report.json``, ``report.md`` and the PNG plots."""
 
 from __future__ import annotations
 
