@@ -1,4 +1,4 @@
-"""Head types: a small registry so that a new function type is one module.
+"""Head types: a small registry so that a new head is one module; heads only infer.
 
 A head type is registered with :func:`register` under a :class:`~models.manifest.FunctionType`
 and provides:
