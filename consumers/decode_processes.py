@@ -49,6 +49,7 @@ from consumers.logs import configure_logging
 _LENGTH = struct.Struct("!Q")
 _READY = b"ready"
 _IMAGE = struct.Struct("!IIHHB16s")  # width, height, rows, columns, channels, format
+_MAX_ERROR_FRAME = 64 * 1024
 # What a child inherits: where to find Python and our code, the locale, the OpenBLAS settings
 # some processors need, and the test-only failpoints. Nothing else of the parent's.
 _INHERITED = ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -144,6 +145,9 @@ class _Child:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self._stdin: BinaryIO = self.proc.stdin
         self._stdout_fd = self.proc.stdout.fileno()
+        # The largest answer an honest child sends: an image of target x target x 3, or an
+        # error; a child that announces more was taken over and must not fill our memory.
+        self._max_frame = 1 + _IMAGE.size + target * target * 3 + _MAX_ERROR_FRAME
 
     def wait_ready(self, timeout_s: float) -> None:
         if self._read_frame(timeout_s) != _READY:
@@ -163,7 +167,12 @@ class _Child:
     def _read_frame(self, timeout_s: float) -> bytes:
         deadline = time.monotonic() + timeout_s
         header = self._read_exact(_LENGTH.size, deadline)
-        return self._read_exact(_LENGTH.unpack(header)[0], deadline)
+        size = _LENGTH.unpack(header)[0]
+        if size > self._max_frame:
+            raise ChildDied(
+                f"the decode process announced {size} bytes (at most {self._max_frame})"
+            )
+        return self._read_exact(size, deadline)
 
     def _read_exact(self, size: int, deadline: float) -> bytes:
         chunks: list[bytes] = []

@@ -13,7 +13,7 @@ The caller retries that within its own per-item budget (``consumers.stages.Prepa
 
 Errors are classified from the HTTP status: a 4xx is the request's fault and permanent, except
 the cases S3 documents as passing (expired or not yet valid credentials and other 401/403s
-caused by our configuration, 408 request timeout, 429 and 503 SlowDown throttling); 5xx,
+caused by our configuration, any 401, 408 request timeout, 429 and 503 SlowDown throttling); 5xx,
 timeouts and connection errors are transient.
 """
 
@@ -228,7 +228,7 @@ def classify_s3_error(exc: BaseException, uri: str) -> PermanentError | Transien
         code = _code(exc)
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         message = f"{uri}: {code} {exc.response.get('Error', {}).get('Message', '')}".strip()
-        if code in _SERVICE_FAULTS:
+        if code in _SERVICE_FAULTS or status == 401:
             return TransientError(f"S3 configuration or credentials: {message}")
         if code in _NOT_FOUND or status == 404:
             return PermanentError(Reason.OBJECT_NOT_FOUND, message)

@@ -14,6 +14,7 @@ from consumers import shutdown
 from consumers.cpus import cap_torch_threads
 from consumers.decode import DecodedImage, DecodeLimits, decode_image
 from consumers.decode_processes import DecodeProcesses
+from consumers.hardening import make_undumpable
 from consumers.health import HealthServer
 from consumers.logs import configure_logging
 from consumers.metrics import Metrics
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 def run_service(settings: Settings) -> int:
     """Run the service until SIGTERM/SIGINT (exit 0 after a drain) or a fatal fault (exit 3)."""
     configure_logging(settings.log_level, settings.log_format)
+    make_undumpable()  # before any decode process starts: they cannot read our secrets
     metrics = Metrics()
     readiness = Readiness()
     readiness.export(metrics.ready)

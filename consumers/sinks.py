@@ -30,7 +30,15 @@ _REFUSED = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidRecordErro
 
 
 class RecordRejected(Exception):
-    """The broker or the client refused a record for what it is (too large, invalid)."""
+    """The broker or the client refused records for what they are (too large, invalid).
+
+    ``refused`` holds the positions, in the list given to ``send_all``, of the refused
+    records; every other record of that call was acknowledged.
+    """
+
+    def __init__(self, message: str, refused: Sequence[int]) -> None:
+        super().__init__(message)
+        self.refused = tuple(refused)
 
 
 class Producer:
@@ -52,20 +60,48 @@ class Producer:
     def send_all(self, records: Sequence[OutRecord]) -> None:
         """Send ``records`` and wait until each one is acknowledged by all in-sync replicas.
 
-        Raises :class:`RecordRejected` when a record is refused for what it is (larger than
-        the broker or client accepts, invalid), :class:`TransientError` for anything else.
+        Raises :class:`TransientError` when any record failed for a reason that may pass (all
+        of them may then be sent again: at least once), else :class:`RecordRejected` naming
+        the records refused for what they are (larger than the broker or client accepts,
+        invalid) when only those failed.
         """
+        refused: list[int] = []
+        errors: list[KafkaError] = []
+        futures: list[tuple[int, Any]] = []
+        for index, record in enumerate(records):  # send all first: one batch, not a round trip each
+            try:
+                futures.append(
+                    (
+                        index,
+                        self._producer.send(
+                            record.topic,
+                            value=record.value,
+                            key=record.key,
+                            headers=record.headers or [],
+                        ),
+                    )
+                )
+            except _REFUSED:  # the client's own size check
+                refused.append(index)
+            except KafkaError as exc:
+                errors.append(exc)
+        for index, future in futures:
+            error = self._wait(future)
+            if isinstance(error, _REFUSED):
+                refused.append(index)
+            elif error is not None:
+                errors.append(error)
+        if errors:
+            raise TransientError(f"Kafka did not acknowledge a record: {errors[0]!r}")
+        if refused:
+            raise RecordRejected(f"Kafka refused {len(refused)} record(s)", sorted(refused))
+
+    def _wait(self, future: Any) -> KafkaError | None:
         try:
-            futures = [
-                self._producer.send(r.topic, value=r.value, key=r.key, headers=r.headers or [])
-                for r in records
-            ]
-            for future in futures:
-                future.get(timeout=self._timeout_s)
-        except _REFUSED as exc:
-            raise RecordRejected(f"Kafka refused a record: {exc!r}") from exc
+            future.get(timeout=self._timeout_s)
         except KafkaError as exc:
-            raise TransientError(f"Kafka did not acknowledge a record: {exc!r}") from exc
+            return exc
+        return None
 
     def close(self, timeout_s: float = 10.0) -> None:
         with contextlib.suppress(KafkaError):

@@ -44,7 +44,10 @@ class WorkItem:
         if stated is not None:
             return stated if stated.tzinfo else stated.replace(tzinfo=UTC)
         if self.message.timestamp_ms is not None and self.message.timestamp_ms > 0:
-            return datetime.fromtimestamp(self.message.timestamp_ms / 1000, UTC)
+            try:  # a producer chooses CreateTime: year 146140482 must not crash a stage
+                return datetime.fromtimestamp(self.message.timestamp_ms / 1000, UTC)
+            except (OverflowError, OSError, ValueError):
+                return None
         return None
 
     message: Message

@@ -76,12 +76,8 @@ class DeadLetterer(Stage):
     def _send(self, records: list[OutRecord]) -> None:
         try:
             self._send_retrying(records)
-        except RecordRejected:
-            for record in records:  # find the refused one(s); the rest are sent (again)
-                try:
-                    self._send_retrying([record])
-                except RecordRejected as exc:
-                    self._send_retrying([_without_value(record, str(exc))])
+        except RecordRejected as exc:  # the others were acknowledged: resend only these
+            self._send_retrying([_without_value(records[i], str(exc)) for i in exc.refused])
 
     def _send_retrying(self, records: list[OutRecord]) -> None:
         retry_transient(

@@ -27,6 +27,19 @@ from consumers.work import WorkItem
 log = logging.getLogger(__name__)
 
 
+# After this many fetches refused in a row (access denied, other 4xx) and none fetched, the
+# next refusals are taken for a configuration fault (a revoked grant, a gateway answering
+# 400 to everything) and retried like an outage instead of dead-lettering the backlog.
+SYSTEMIC_REFUSALS = 16
+_SYSTEMIC = (
+    f"{SYSTEMIC_REFUSALS} fetches in a row refused and none fetched: a fault of the"
+    " credentials, the policy or the endpoint, not of these images"
+)
+_ITEM_REFUSALS = frozenset(
+    {Reason.OBJECT_NOT_FOUND, Reason.OBJECT_TOO_LARGE, Reason.EMPTY_OBJECT, Reason.UNSUPPORTED_URI}
+)
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How long one item's fetch and decode are retried after transient faults.
@@ -76,6 +89,7 @@ class Preparer(Stage):
         self._decode_pool = ThreadPoolExecutor(decode_workers, thread_name_prefix="decode")
         self._scheduler = RetryScheduler()
         self._last_success = 0.0
+        self._refusals, self._refusal_lock = 0, threading.Lock()
         self._closed = False
 
     def submit(self, item: WorkItem) -> None:
@@ -94,8 +108,12 @@ class Preparer(Stage):
         """The pools start on demand; nothing to start."""
 
     def _reserve(self, item: WorkItem, size: int) -> None:
+        """Hold ``size`` bytes of the budget for ``item``: an attempt that reaches the body
+        again (the fetcher retries a read that failed) replaces the earlier reservation, whose
+        bytes were dropped, instead of waiting for room it holds itself."""
+        self._release(item)
         self._raw_bytes.reserve(size)
-        item.reserved += size
+        item.reserved = size
 
     def _release(self, item: WorkItem) -> None:
         item.data = None
@@ -111,7 +129,10 @@ class Preparer(Stage):
             item.data = self._fetch(item.request, lambda size: self._reserve(item, size))
         except PermanentError as exc:
             self._release(item)
-            self._fail(item, exc)
+            if self._refused_in_a_row(exc) >= SYSTEMIC_REFUSALS:
+                self._retry_later(item, TransientError(f"{_SYSTEMIC}; this one: {exc}"))
+            else:
+                self._fail(item, exc)
             return
         except BudgetClosed:
             self._release(item)
@@ -127,6 +148,7 @@ class Preparer(Stage):
             self._retry_later(item, TransientError(repr(exc)))
             return
         self._last_success = time.monotonic()
+        self._refusals = 0
         self._metrics.stage_seconds.labels("fetch").observe(time.perf_counter() - started)
         self._decode_pool.submit(self._in_pool, "decode", self._decode_one, item)
 
@@ -149,6 +171,7 @@ class Preparer(Stage):
             return
         finally:
             self._release(item)
+        self._last_success = time.monotonic()
         self._metrics.stage_seconds.labels("decode").observe(time.perf_counter() - started)
         while True:
             try:
@@ -158,6 +181,16 @@ class Preparer(Stage):
                 if self._closed:
                     self._finish(item, "abandoned")
                     return
+
+    def _refused_in_a_row(self, error: PermanentError) -> int:
+        """Count fetches refused in a row for reasons a configuration fault also gives (not a
+        missing object, which a burst of deletions gives honestly)."""
+        with self._refusal_lock:
+            if error.reason in _ITEM_REFUSALS:
+                self._refusals = 0
+            else:
+                self._refusals += 1
+            return self._refusals
 
     def _retry_later(self, item: WorkItem, exc: TransientError, stage: str = "fetch") -> None:
         """Fetch and decode ``item`` again after a backoff (the fetched bytes are not kept),

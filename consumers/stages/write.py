@@ -24,7 +24,7 @@ from consumers.results import encode_event, removal_event, result_event
 from consumers.retry import GaveUp, retry_transient
 from consumers.sinks import OutRecord
 from consumers.stages.base import Outlets, Stage
-from consumers.store.errors import SchemaMissing
+from consumers.store.errors import StoreUnusable
 from consumers.work import WorkItem
 
 log = logging.getLogger(__name__)
@@ -45,11 +45,12 @@ class Storer(Stage):
     A group that a sink refuses with an error not known to be transient is split in halves
     and each half written again, down to the item at fault, which is dead-lettered
     (``store_rejected`` or ``publish_rejected``) while the rest of its group is stored: one
-    hostile event cannot stop the service. Two cases stay fatal, because no item is at fault:
-    the store is not at its schema (:class:`SchemaMissing`, checked before any dead letter),
-    and ``max_rejections`` items in a row refused with nothing stored in between (the sink
-    refuses everything: a revoked grant, a bug), which stops the service instead of
-    dead-lettering the topic.
+    hostile event cannot stop the service. It stays fatal when no item can be at fault: the
+    store refuses writes whatever the row (:class:`StoreUnusable`: a revoked grant, a
+    read-only database, SQLSTATE classes 0A/28/3D/42), the store is not at its schema
+    (:class:`SchemaMissing`, checked before any dead letter), or ``max_rejections`` items in a
+    row are refused with nothing stored in between (a bug), which stops the service instead
+    of dead-lettering the topic.
     """
 
     def __init__(
@@ -79,13 +80,18 @@ class Storer(Stage):
             try:
                 self._write_isolating(group)
             except GaveUp:
-                for item, _ in group:
-                    self._finish(item, "abandoned")
                 return
 
     def _write_isolating(self, group: list[tuple[WorkItem, AssetResult | None]]) -> None:
+        """Write ``group``, or find and dead-letter the items a sink refuses. Raises
+        :class:`GaveUp` at shutdown, with this group's items abandoned (those of halves
+        already written were finished)."""
         try:
             self._write(group)
+        except GaveUp:
+            for item, _ in group:
+                self._finish(item, "abandoned")
+            raise
         except _Rejected as exc:
             if len(group) > 1:
                 log.warning(
@@ -167,7 +173,7 @@ def _sink(name: str) -> Iterator[None]:
     the sink refusing what it was given: :class:`_Rejected`."""
     try:
         yield
-    except (GaveUp, SchemaMissing, _Rejected):
+    except (GaveUp, StoreUnusable, _Rejected):
         raise
     except Exception as exc:  # noqa: BLE001 - attributed to the items by Storer
         raise _Rejected(name, exc) from exc

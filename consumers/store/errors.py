@@ -30,9 +30,35 @@ _PG_TRANSIENT_CODES = frozenset(
 _SQLITE_TRANSIENT_CODES = frozenset({5, 6, 10, 13, 14, 15})
 
 
-class SchemaMissing(RuntimeError):
-    """The database is not at this code's schema (tables dropped, an old backup restored):
-    no item is at fault, so the service stops rather than dead-letter what it cannot store."""
+class StoreUnusable(RuntimeError):
+    """The store refuses every write for a reason no item causes (a revoked grant, a
+    read-only database, a missing schema): the service stops rather than dead-letter what
+    it cannot store."""
+
+
+class SchemaMissing(StoreUnusable):
+    """The database is not at this code's schema (tables dropped, an old backup restored)."""
+
+
+# SQLSTATE classes of errors no row of ours can cause: feature not supported, invalid
+# authorization, invalid catalog (database) name, syntax error or access rule violation
+# (insufficient privilege, undefined table or column), insufficient privilege's class 42 too.
+_PG_UNUSABLE_CLASSES = ("0A", "28", "3D", "42")
+# SQLite primary result codes of the same kind: permission denied, read-only, authorization.
+_SQLITE_UNUSABLE_CODES = frozenset({3, 8, 23})
+
+
+def is_unusable(exc: BaseException) -> bool:
+    """True when ``exc`` says the store refuses writes whatever the row (see
+    :class:`StoreUnusable`), so it must not be blamed on the item being written."""
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return False
+    orig = exc.orig
+    if isinstance(orig, sqlite3.Error):
+        code = getattr(orig, "sqlite_errorcode", None)
+        return code is not None and (code & 0xFF) in _SQLITE_UNUSABLE_CODES
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return bool(sqlstate) and sqlstate[:2] in _PG_UNUSABLE_CLASSES
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -59,11 +85,14 @@ def is_transient(exc: BaseException) -> bool:
 
 @contextmanager
 def translate_errors(what: str) -> Iterator[None]:
-    """Run the block; re-raise transient database errors as ``TransientError``."""
+    """Run the block; re-raise transient database errors as ``TransientError`` and those
+    no row can cause as :class:`StoreUnusable`."""
     try:
         yield
     except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         if is_transient(exc):
-            detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
             raise TransientError(f"store {what}: {detail}") from exc
+        if is_unusable(exc):
+            raise StoreUnusable(f"store {what}: {detail}") from exc
         raise

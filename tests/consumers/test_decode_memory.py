@@ -137,3 +137,57 @@ def test_answers_are_a_header_and_pixels_not_pickles() -> None:
     for broken in (payload[:-1], b"K", b"\x80\x04pickle", b""):
         with pytest.raises(ValueError):
             decode_answer(broken)
+
+
+_PROBE = """
+import ctypes, os
+from consumers.hardening import make_undumpable
+
+os.setgroups([])
+os.setgid(65534)
+os.setuid(65534)  # an unprivileged user from here on (root may read anything)
+ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # dumpable, as any process this user starts is
+
+
+def child_reads_parent() -> str:
+    read_end, write_end = os.pipe()
+    if os.fork() == 0:
+        try:
+            data = open(f"/proc/{os.getppid()}/environ", "rb").read()
+            answer = str(data.count(b"db-secret"))
+        except OSError as exc:
+            answer = type(exc).__name__
+        os.write(write_end, answer.encode())
+        os._exit(0)
+    os.close(write_end)
+    os.wait()
+    return os.read(read_end, 100).decode()
+
+
+before = child_reads_parent()
+assert make_undumpable()
+print(before, "|", child_reads_parent())
+"""
+
+
+def test_a_decode_process_cannot_read_the_services_environment_through_proc() -> None:
+    """As an unprivileged user: while the service is dumpable a child reads its secret from
+    ``/proc/PPID/environ``; after ``make_undumpable`` (the service calls it at start, before
+    any decode process) the file is closed to it."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE],
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "TAGFLEET_STORE": "postgresql://u:db-secret@db/t"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    before, after = (part.strip() for part in done.stdout.split("|"))
+    assert before == "1"  # the control: readable while dumpable
+    assert after == "PermissionError"

@@ -183,6 +183,7 @@ def test_transient_server_errors_are_retried(fetcher: S3Fetcher, bucket: str) ->
         ("InternalError", 500, TransientError),
         ("RequestTimeout", 400, TransientError),
         ("Throttling", 400, TransientError),
+        ("Unauthorized", 401, TransientError),
         ("TooManyRequests", 429, TransientError),
         ("RequestTimeout", 408, TransientError),
         ("ServiceUnavailable", 503, TransientError),

@@ -19,6 +19,7 @@ from consumers.metrics import Metrics
 from consumers.pipeline import Parts, Pipeline
 from consumers.ports import Fleet, RebalanceEvent, RecordProducer, Source, Store
 from consumers.settings import Settings
+from consumers.sinks import RecordRejected
 from consumers.store.errors import SchemaMissing
 
 Record = namedtuple("Record", "topic partition offset key value timestamp")
@@ -126,11 +127,19 @@ class FakeFleet(Fleet):
 
 
 class FakeProducer(RecordProducer):
-    def __init__(self) -> None:
+    def __init__(self, max_value: int | None = None) -> None:
         self.sent: list[Any] = []
+        self.max_value = max_value  # larger values are refused, as a broker would
 
     def send_all(self, records: Any) -> None:
-        self.sent += records
+        refused = [
+            i
+            for i, r in enumerate(records)
+            if self.max_value is not None and len(r.value or b"") > self.max_value
+        ]
+        self.sent += [r for i, r in enumerate(records) if i not in refused]
+        if refused:
+            raise RecordRejected("too large", refused)
 
     def close(self, timeout_s: float = 10.0) -> None:
         pass
@@ -558,3 +567,40 @@ def test_an_outage_is_waited_out_not_dead_lettered():
     _run_until(pipeline, lambda: source.last_commit(TP0) == 6)
     assert _dead_letters(pipeline) == []
     assert len(store.saved) == 6
+
+
+def test_a_dead_letter_too_large_for_the_broker_goes_without_its_value_once():
+    bad = [
+        Record(TP0.topic, 0, i, None, value, 0)
+        for i, value in enumerate([b"{oops", b"{" + b"x" * 5000, b"not json"])
+    ]
+    source = FakeSource({TP0: bad})
+    pipeline, _ = _pipeline(source)
+    object.__setattr__(pipeline.parts, "producer", FakeProducer(max_value=1000))
+    pipeline._dlq._producer = pipeline.parts.producer
+    _run_until(pipeline, lambda: source.last_commit(TP0) == 3)
+    sent = pipeline.parts.producer.sent
+    assert len(sent) == 3  # each once: the acknowledged ones were not sent again
+    dropped = [r for r in sent if r.value is None]
+    assert len(dropped) == 1
+    assert "5001 bytes" in dict(dropped[0].headers)["tagfleet-value-dropped"].decode()
+
+
+def test_a_revoked_grant_costs_a_few_dead_letters_then_waits_for_the_fix():
+    """Access denied on every object (a revoked s3:GetObject) is a configuration fault after
+    SYSTEMIC_REFUSALS in a row: the rest wait, retried, instead of dead-lettering the topic."""
+    from consumers.stages.prepare import SYSTEMIC_REFUSALS
+
+    fixed_at = time.monotonic() + 2.0
+
+    def fetch(request: Any, _reserve: Any) -> bytes:
+        if time.monotonic() < fixed_at:
+            raise PermanentError(Reason.ACCESS_DENIED, "AccessDenied")
+        return b"x"
+
+    source = FakeSource({TP0: _records(TP0, 40)})
+    pipeline, store = _pipeline(source, fetch=fetch, retry_max_attempts=2, retry_budget_s=0.1)
+    _run_until(pipeline, lambda: source.last_commit(TP0) == 40, timeout_s=40)
+    dead = _dead_letters(pipeline)
+    assert len(dead) == SYSTEMIC_REFUSALS - 1
+    assert len(store.saved) == 40 - len(dead)

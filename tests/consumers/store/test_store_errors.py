@@ -11,7 +11,7 @@ from store_factories import make_result
 
 from consumers.domain import TransientError
 from consumers.store import TagStore
-from consumers.store.errors import translate_errors
+from consumers.store.errors import StoreUnusable, translate_errors
 
 
 def _closed_port() -> int:
@@ -58,7 +58,7 @@ def test_locked_sqlite_database_is_transient(sqlite_url: str) -> None:
 def test_missing_tables_are_not_transient(store_url: str) -> None:
     store = TagStore(store_url)  # never migrated
     try:
-        with pytest.raises(sa.exc.DBAPIError) as raised:
+        with pytest.raises((sa.exc.DBAPIError, StoreUnusable)) as raised:
             store.tags_for_asset("s3://bucket/a.jpg")
         assert not isinstance(raised.value, TransientError)
     finally:
@@ -66,27 +66,48 @@ def test_missing_tables_are_not_transient(store_url: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("errcode", "transient"),
+    ("errcode", "expected"),
     [
-        ("serialization_failure", True),
-        ("deadlock_detected", True),
-        ("lock_not_available", True),
-        ("admin_shutdown", True),
-        ("unique_violation", False),
-        ("foreign_key_violation", False),
-        ("undefined_table", False),
+        ("serialization_failure", TransientError),
+        ("deadlock_detected", TransientError),
+        ("lock_not_available", TransientError),
+        ("admin_shutdown", TransientError),
+        # the row's fault: the write stage dead-letters that item
+        ("unique_violation", sa.exc.DBAPIError),
+        ("foreign_key_violation", sa.exc.DBAPIError),
+        ("string_data_right_truncation", sa.exc.DBAPIError),
+        ("program_limit_exceeded", sa.exc.DBAPIError),
+        # nobody's row: the service stops instead of dead-lettering good items
+        ("undefined_table", StoreUnusable),
+        ("insufficient_privilege", StoreUnusable),
+        ("invalid_authorization_specification", StoreUnusable),
+        ("feature_not_supported", StoreUnusable),
     ],
 )
 def test_postgres_errors_are_classified_by_sqlstate(
-    pg_url: str, errcode: str, transient: bool
+    pg_url: str, errcode: str, expected: type[Exception]
 ) -> None:
     store = TagStore(pg_url)
     raise_it = f"DO $$ BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = '{errcode}'; END $$"
-    expected: type[Exception] = TransientError if transient else sa.exc.DBAPIError
     try:
         with pytest.raises(expected) as raised, translate_errors("test"), store.engine.begin() as c:
             c.exec_driver_sql(raise_it)
-        assert transient or not isinstance(raised.value, TransientError)
+        if expected is not TransientError:
+            assert not isinstance(raised.value, TransientError)
+        if expected is sa.exc.DBAPIError:
+            assert not isinstance(raised.value, StoreUnusable)
+    finally:
+        store.close()
+
+
+def test_a_revoked_grant_makes_the_store_unusable_not_the_item(pg_url: str) -> None:
+    store = TagStore(pg_url)
+    store.upgrade()
+    try:
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("REVOKE INSERT, UPDATE ON assets FROM CURRENT_USER")
+        with pytest.raises(StoreUnusable, match="permission denied"):
+            store.save([make_result()])
     finally:
         store.close()
 
