@@ -28,6 +28,26 @@ credentials come from boto3's own chain (AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID,
 """
 
 
+_STORE_HELP = (
+    "SQLAlchemy URL of the store, without a password (default: TAGFLEET_STORE, or the file"
+    " named by TAGFLEET_STORE_FILE, else sqlite:///tags.db; a URL with a password only there:"
+    " flags show in the process list)"
+)
+
+
+def store_url(flag: str | None) -> str:
+    """The store URL of a command: its ``--store`` flag (refused when it holds a password),
+    else the service's setting (``TAGFLEET_STORE``, ``TAGFLEET_STORE_FILE``, the default)."""
+    if flag is not None and flag != os.environ.get("TAGFLEET_STORE"):
+        if _has_password(flag):
+            raise SystemExit(
+                "tagfleet: error: --store holds a password, which the process list shows to"
+                " every user of this host; set TAGFLEET_STORE or TAGFLEET_STORE_FILE instead"
+            )
+        return flag
+    return Settings().store_url()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tagfleet",
@@ -93,11 +113,7 @@ def _add_tag(commands: Any) -> None:
         metavar="SOURCE",
         help="a file, a folder (recursive) or s3://bucket/prefix",
     )
-    p.add_argument(
-        "--store",
-        default="sqlite:///tags.db",
-        help="SQLAlchemy URL of the store (default: sqlite:///tags.db)",
-    )
+    p.add_argument("--store", default=None, help=_STORE_HELP)
     p.add_argument(
         "--fleet", default="fleet.yaml", help="fleet.yaml path or s3:// URI (default: fleet.yaml)"
     )
@@ -147,11 +163,7 @@ def _add_db(commands: Any) -> None:
     up = sub.add_parser(
         "upgrade", help="run the store's schema migrations up to the latest version"
     )
-    up.add_argument(
-        "--store",
-        default="sqlite:///tags.db",
-        help="SQLAlchemy URL of the store (default: sqlite:///tags.db)",
-    )
+    up.add_argument("--store", default=None, help=_STORE_HELP)
     up.add_argument("--revision", default="head", help="target revision (default: head)")
     up.set_defaults(handler=_run_db_upgrade)
 
@@ -234,12 +246,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         for name in Settings.model_fields
         if getattr(args, name, None) is not None
     }
-    store = given.get("store")
-    if store is not None and store != os.environ.get("TAGFLEET_STORE") and _has_password(store):
-        raise SystemExit(
-            "tagfleet: error: --store holds a password, which the process list shows to every"
-            " user of this host; set TAGFLEET_STORE or TAGFLEET_STORE_FILE instead"
-        )
+    if "store" in given:
+        given["store"] = store_url(given["store"])
     return Settings(**given)
 
 
@@ -259,6 +267,7 @@ def _run_consume(args: argparse.Namespace) -> int:
 def _run_tag(args: argparse.Namespace) -> int:
     from consumers.backfill import run_tag
 
+    args.store = store_url(args.store)
     return run_tag(args)
 
 
@@ -271,8 +280,9 @@ def _run_publish(args: argparse.Namespace) -> int:
 def _run_db_upgrade(args: argparse.Namespace) -> int:
     from consumers.store.migrate import upgrade
 
-    upgrade(args.store, args.revision)
-    print(f"store {args.store.split('@')[-1]} is at revision {args.revision}")
+    url = store_url(args.store)
+    upgrade(url, args.revision)
+    print(f"store {url.split('@')[-1]} is at revision {args.revision}")
     return 0
 
 

@@ -16,16 +16,18 @@ a rebalance or no longer fetching.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from consumers.domain import TransientError
 from consumers.settings import Settings
 
 if TYPE_CHECKING:
     from consumers.pipeline import Pipeline
     from consumers.source import KafkaSource
+
+log = logging.getLogger(__name__)
 
 _STUCK_LOOP_S = 60.0
 _STORE_PING_EVERY_S = 5.0
@@ -77,17 +79,24 @@ class Readiness:
         }
 
     def _store_reached_once(self) -> bool:
-        with self._lock:
-            if self._store_reached or self.store is None:
-                return self._store_reached
-            if time.monotonic() - self._store_checked > _STORE_PING_EVERY_S:
-                self._store_checked = time.monotonic()
-                try:
-                    self.store.ping()
-                    self._store_reached = True
-                except TransientError:
-                    pass
+        if self._store_reached or self.store is None:
             return self._store_reached
+        # The ping runs on its own thread: a database that does not answer must not hold a
+        # probe or /metrics (the ready gauge reads this) past Prometheus's scrape timeout.
+        with self._lock:
+            due = time.monotonic() - self._store_checked > _STORE_PING_EVERY_S
+            if due:
+                self._store_checked = time.monotonic()
+        if due:
+            threading.Thread(target=self._ping_store, name="store-ping", daemon=True).start()
+        return self._store_reached
+
+    def _ping_store(self) -> None:
+        try:
+            self.store.ping()
+            self._store_reached = True
+        except Exception:  # noqa: BLE001 - not reached yet, whatever the reason
+            log.info("store not reached yet", exc_info=True)
 
 
 def _rebalance_limit_s(settings: Settings) -> float:

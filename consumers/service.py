@@ -137,11 +137,11 @@ def decoder(
         limits,
         timeout_s=settings.decode_timeout_s,
         log=log_as,
-        memory_bytes=settings.decode_memory_bytes,
+        memory_bytes=settings.decode_process_memory(),
     ) as pool:
         log.info(
             "decode processes started",
-            extra={"processes": size, "memory_bytes_each": settings.decode_memory_bytes},
+            extra={"processes": size, "memory_bytes_each": settings.decode_process_memory()},
         )
         yield pool
 

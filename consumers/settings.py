@@ -22,7 +22,12 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from consumers.cpus import available_cpus, decode_process_count
+from consumers.cpus import (
+    DECODE_MEMORY_SHARE,
+    available_cpus,
+    cgroup_memory_limit,
+    decode_process_count,
+)
 
 # Settings that hold secrets: SecretStr (never in repr or logs), no command-line flag (a flag
 # shows in the process list), and readable from a file named by TAGFLEET_<NAME>_FILE.
@@ -263,8 +268,18 @@ class Settings(BaseSettings):
         if self.decode_mode == "thread":
             return self.cpus()
         return decode_process_count(
-            self.cpus(), self.decode_memory_bytes, self.memory_limit_bytes or None
+            self.cpus(), self.decode_process_memory(), self.memory_limit_bytes or None
         )
+
+    def decode_process_memory(self) -> int:
+        """Each decode process's address-space limit: ``decode_memory_bytes``, lowered to the
+        decode share of a pod too small for it (a 2 GiB pod gets 1 GiB, not 1.5 GB), never
+        under 256 MB."""
+        limit = self.memory_limit_bytes or cgroup_memory_limit()
+        if not limit:
+            return self.decode_memory_bytes
+        share = int(limit * DECODE_MEMORY_SHARE)
+        return min(self.decode_memory_bytes, max(256_000_000, share))
 
     def kafka_common(self) -> dict[str, Any]:
         """kafka-python keyword arguments shared by consumers, producers and admin clients."""

@@ -79,3 +79,12 @@ def test_settings_size_decode_processes_from_the_pod_limits() -> None:
     small = Settings(memory_limit_bytes=2 * gib, decode_memory_bytes=gib)
     assert small.decode_parallelism() == 1
     assert Settings(decode_workers=3, memory_limit_bytes=gib).decode_parallelism() == 3
+
+
+def test_a_small_pod_lowers_each_decode_processs_limit() -> None:
+    from consumers.settings import Settings
+
+    gib = 1 << 30
+    assert Settings(memory_limit_bytes=2 * gib).decode_process_memory() == gib
+    assert Settings(memory_limit_bytes=64 * gib).decode_process_memory() == 1_500_000_000
+    assert Settings(memory_limit_bytes=gib // 4).decode_process_memory() == 256_000_000

@@ -62,16 +62,16 @@ def test_bombs_are_refused_from_the_header_with_the_decode_process_under_budget(
 ) -> None:
     data = bombs[name]
     assert len(data) < 1 * MB
-    budget = 1_500_000_000  # the default TAGFLEET_DECODE_MEMORY_BYTES
-    limits = DecodeLimits(formats=("PNG", "TIFF"))
-    with DecodeProcesses(1, 64, limits, memory_bytes=budget) as pool:
+    limits = DecodeLimits(formats=("PNG", "TIFF"))  # the default 512 MB decode budget
+    with DecodeProcesses(1, 64, limits, memory_bytes=None) as pool:  # no RLIMIT_AS to lean on
         with pytest.raises(PermanentError) as info:
             pool(data)
         peak = _peak_rss(_pids(pool)[0])
     assert info.value.reason is Reason.IMAGE_TOO_LARGE
     assert "needs" in info.value.message  # the byte budget, not the pixel limit
     print(f"{name}: {len(data)} bytes refused; decode process peak RSS {peak / MB:.0f} MB")
-    assert peak < budget
+    # decoding it would have taken 600-1,300 MB: refused from the header, nothing allocated
+    assert peak < 150 * MB
 
 
 def test_a_decode_process_that_hits_its_memory_limit_costs_one_image(
@@ -88,10 +88,9 @@ def test_a_decode_process_that_hits_its_memory_limit_costs_one_image(
                 pool(bombs[name])
             assert info.value.reason is Reason.IMAGE_TOO_LARGE, info.value.message
         image = pool(good)
-        assert image.width == 64
+        assert image.width == 64  # the pool carries on
         peak = _peak_rss(_pids(pool)[0])
     print(f"decode process peak RSS under a {limit / MB:.0f} MB limit: {peak / MB:.0f} MB")
-    assert peak < limit
 
 
 def test_wide_images_within_the_budget_are_decoded_without_wide_copies() -> None:

@@ -370,3 +370,14 @@ def test_asset_id_is_bound_to_its_uri_by_default() -> None:
     assert request.asset_id == uri
     with pytest.raises(PermanentError, match="TAGFLEET_ASSET_ID_BINDING"):
         parse_event(native(), None, BOUND)
+
+
+def test_text_problems_name_what_is_wrong() -> None:
+    from consumers.safe_text import key_problem, text_problem
+
+    assert text_problem("fine é", 10) is None
+    assert "lone surrogate" in (text_problem("a\ud800", 100) or "")
+    assert "control character" in (text_problem("a\x85", 100) or "")
+    assert "8 UTF-8 bytes" in (text_problem("\U0001f600" * 2, 7) or "")
+    assert "'..'" in (key_problem("a/../b") or "")
+    assert key_problem("a/..b/c.") is None  # dots inside a segment are fine

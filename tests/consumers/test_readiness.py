@@ -5,6 +5,7 @@ start-up does not make a pod NotReady."""
 from __future__ import annotations
 
 import threading
+import time
 from types import SimpleNamespace
 
 from prometheus_client import generate_latest
@@ -66,8 +67,25 @@ def test_a_store_outage_after_start_up_keeps_the_pod_ready() -> None:
     assert readiness.ready()["store_reached_once"] is False  # a wrong URL: never ready
     store.up = True
     readiness._store_checked = 0.0  # skip the 5 s between pings
+    readiness.ready()  # starts a ping on its own thread
+    deadline = time.monotonic() + 5
+    while not readiness.is_ready() and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert readiness.is_ready()
     store.up = False
     pings = store.pings
     assert readiness.is_ready()  # every pod would drain at once otherwise
     assert store.pings == pings  # and the store is no longer pinged by the probes
+
+
+def test_a_store_that_does_not_answer_never_holds_a_probe_or_a_scrape() -> None:
+    readiness, store = Readiness(), Store()
+    started(readiness, store)
+    hang = threading.Event()
+    store.ping = lambda: hang.wait(30)  # type: ignore[method-assign]
+    readiness._store_checked = 0.0
+    begun = time.monotonic()
+    assert readiness.ready()["store_reached_once"] is False
+    assert readiness.ready()["store_reached_once"] is False
+    assert time.monotonic() - begun < 1.0
+    hang.set()

@@ -87,3 +87,16 @@ def test_secrets_have_no_flags_and_a_store_password_flag_is_refused(capsys) -> N
         settings_from_args(args)
     args = parser.parse_args(["consume", "--store", "postgresql+psycopg://u@db/t"])
     assert settings_from_args(args).store_url() == "postgresql+psycopg://u@db/t"
+
+
+def test_every_store_flag_refuses_a_password_and_falls_back_to_the_file(tmp_path, monkeypatch):
+    from consumers.cli import main
+
+    for argv in (["db", "upgrade"], ["tag", str(tmp_path)]):
+        with pytest.raises(SystemExit, match="TAGFLEET_STORE_FILE"):
+            main([*argv, "--store", "postgresql+psycopg://u:pw@db/t"])
+    url = f"sqlite:///{tmp_path / 'from-file.db'}"
+    (tmp_path / "store-url").write_text(url + "\n")
+    monkeypatch.setenv("TAGFLEET_STORE_FILE", str(tmp_path / "store-url"))
+    assert main(["db", "upgrade"]) == 0
+    assert (tmp_path / "from-file.db").exists()  # not the default sqlite:///tags.db

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import sqlalchemy as sa
 from ledger import read_all
 
 pytestmark = [pytest.mark.faults]
@@ -59,6 +60,10 @@ def _hostile(bucket: str) -> list[tuple[str, bytes, str]]:
     ).encode()
     assert 900_000 < len(many) < 1_000_000
     cases.append(("eleven-thousand", many, "too_many_records"))
+    # one message, ten records, four of them missing objects: one dead letter for the message
+    partial = [_record(bucket, f"img/{i}.png") for i in range(6)]
+    partial += [_record(bucket, f"missing/{i}.png") for i in range(4)]
+    cases.append(("partial", json.dumps({"Records": partial}).encode(), "object_unavailable"))
     return cases
 
 
@@ -80,13 +85,29 @@ def test_hostile_events_are_dead_lettered_once_and_the_service_keeps_going(
     assert (figures.lost, figures.duplicates) == (0, 0)
     assert ledger.wrong_dlq_reasons() == {}, scenario.tail()
     assert figures.dead_lettered == len(cases)
+    assert figures.max_attempts == 1  # each bad event dead-lettered once, each good one stored once
     assert figures.stored == 15 * (len(cases) + 1)
     assert "critical" not in figures.extra, scenario.tail()
 
-    many = next(value for key, value, _ in cases if key == "eleven-thousand")
-    dead = [
-        r for r in read_all(kafka_bootstrap, scenario.dlq) if (r.key or b"") == b"eleven-thousand"
+    dlq = read_all(kafka_bootstrap, scenario.dlq)
+    [partial] = [r for r in dlq if r.key == b"partial"]
+    headers = {k: v.decode() for k, v in partial.headers}
+    listed = json.loads(headers["tagfleet-failed-records"])
+    assert sorted(r["asset_id"] for r in listed) == [
+        f"s3://{scenario.bucket}/missing/{i}.png" for i in range(4)
     ]
+    assert "4 of 10 records failed" in headers["tagfleet-message"]
+    with ledger._engine.connect() as conn:
+        stored = {
+            row[0]
+            for row in conn.execute(
+                sa.text("select asset_id from function_results where asset_id like 's3://%'")
+            )
+        }
+    assert stored == {f"s3://{scenario.bucket}/img/{i}.png" for i in range(6)}
+
+    many = next(value for key, value, _ in cases if key == "eleven-thousand")
+    dead = [r for r in dlq if (r.key or b"") == b"eleven-thousand"]
     written = sum(
         len(r.value or b"") + len(r.key or b"") + sum(len(k) + len(v) for k, v in r.headers)
         for r in dead
