@@ -37,7 +37,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import numpy as np
 
@@ -143,7 +143,7 @@ class _Child:
             env=child_environment(dict(os.environ)),
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self._stdin: BinaryIO = self.proc.stdin
+        self._stdin = cast(BinaryIO, self.proc.stdin)  # Popen types its pipes IO[bytes]
         self._stdout_fd = self.proc.stdout.fileno()
         # The largest answer an honest child sends: an image of target x target x 3, or an
         # error; a child that announces more was taken over and must not fill our memory.
@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--target", type=int, required=True)
     parser.add_argument("--max-pixels", type=int, required=True)
     parser.add_argument("--formats", required=True)
-    parser.add_argument("--max-decode-bytes", type=int, default=DecodeLimits.max_decode_bytes)
+    parser.add_argument("--max-decode-bytes", type=int, default=DecodeLimits().max_decode_bytes)
     parser.add_argument("--memory-bytes", type=int, default=0, help="RLIMIT_AS of this process")
     parser.add_argument("--full", action="store_true", help="no JPEG draft (benchmarks)")
     parser.add_argument("--log-level", default="WARNING")

@@ -19,6 +19,7 @@ timeouts and connection errors are transient.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -135,12 +136,14 @@ class S3Fetcher:
         token: str | None = None
         while True:
             extra = {"ContinuationToken": token} if token else {}
-            page = self._retrying(
-                lambda extra=extra: self._client.list_objects_v2(
-                    Bucket=bucket, Prefix=prefix, MaxKeys=page_size, **extra
-                ),
-                uri_prefix,
+            list_page = functools.partial(
+                self._client.list_objects_v2,
+                Bucket=bucket,
+                Prefix=prefix,
+                MaxKeys=page_size,
+                **extra,
             )
+            page = self._retrying(list_page, uri_prefix)
             for item in page.get("Contents", []):
                 if item["Key"].endswith("/") and item.get("Size", 0) == 0:
                     continue

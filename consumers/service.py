@@ -107,9 +107,12 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
         )
         pipeline = Pipeline(settings, parts, metrics)
         readiness.pipeline = pipeline
-        watcher = threading.Thread(
-            target=lambda: (stop.wait(), pipeline.stopping.set()), daemon=True
-        )
+
+        def stop_pipeline_when_asked() -> None:
+            stop.wait()
+            pipeline.stopping.set()
+
+        watcher = threading.Thread(target=stop_pipeline_when_asked, daemon=True)
         watcher.start()
         log.info("consuming", extra={"topic": settings.topic, "group_id": settings.group_id})
         code = pipeline.run()

@@ -165,10 +165,11 @@ class Backbone:
     ) -> None:
         self.device = torch.device(device) if device is not None else auto_device()
         self.key = key
-        self.model = model.to(self.device).requires_grad_(False)  # fine-tuning re-enables
+        # open_clip ships no types and its towers' attributes vary by architecture: Any.
+        self.model: Any = model.to(self.device).requires_grad_(False)  # fine-tuning re-enables
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.visual = self.model.visual
+        self.visual: Any = self.model.visual
         if hasattr(self.visual, "output_tokens"):
             self.visual.output_tokens = True  # ViT: one pass gives pooled + patch tokens
         self._visual_call = torch.compile(self.visual) if compile else self.visual
@@ -236,7 +237,7 @@ class Backbone:
         return F.normalize(emb.float(), dim=-1)
 
 
-def _embed_dim(visual: torch.nn.Module) -> int:
+def _embed_dim(visual: Any) -> int:
     """Output dimension of the image tower."""
     if getattr(visual, "output_dim", None):
         return int(visual.output_dim)

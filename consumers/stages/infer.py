@@ -139,8 +139,8 @@ class Inferencer(Stage):
         for item, functions in zip(batch, predictions, strict=True):
             request = item.request
             assert isinstance(request, AssetRequest)
-            for name, result in functions.items():
-                self._metrics.observe_prediction(name, result)
+            for name, prediction in functions.items():
+                self._metrics.observe_prediction(name, prediction)
             latency_ms = (time.monotonic() - item.message.polled_at) * 1000
             result = build_result(
                 request, item.decoded, functions, item.message.position, now, latency_ms

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import queue
 import threading
@@ -127,14 +128,12 @@ class Storer(Stage):
             if results:
                 self._retry(lambda: self._store.save(results), "store")
             for item in removals:
-                assert isinstance(item.request, AssetRemoval)
-                uri = item.request.uri
-                self._retry(
-                    lambda item=item, uri=uri: self._store.remove(
-                        [item.asset_id], item.message.position, uri=uri
-                    ),
-                    "store",
+                request = item.request
+                assert isinstance(request, AssetRemoval)
+                remove = functools.partial(
+                    self._store.remove, [request.asset_id], item.message.position, uri=request.uri
                 )
+                self._retry(remove, "store")
         self._metrics.stage_seconds.labels("store").observe(time.perf_counter() - started)
         if self._producer is not None and self._topic:
             records = [self._record(item, result, now) for item, result in group]
@@ -156,6 +155,7 @@ class Storer(Stage):
             event = removal_event(item.request, now)
         else:
             event = result_event(result)
+        assert item.asset_id is not None  # results and removals name their asset
         return OutRecord(self._topic, item.asset_id.encode(), encode_event(event))
 
     def _retry(self, call: Callable[[], Any], stage: str) -> Any:

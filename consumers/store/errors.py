@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import sqlalchemy.exc as sa_exc
 
@@ -57,7 +58,7 @@ def is_unusable(exc: BaseException) -> bool:
     if isinstance(orig, sqlite3.Error):
         code = getattr(orig, "sqlite_errorcode", None)
         return code is not None and (code & 0xFF) in _SQLITE_UNUSABLE_CODES
-    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    sqlstate: Any = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     return bool(sqlstate) and sqlstate[:2] in _PG_UNUSABLE_CLASSES
 
 

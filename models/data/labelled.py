@@ -49,7 +49,7 @@ def _folder_samples(root: str) -> list[Sample]:
                 by_label.setdefault(d.name, [])
     if not by_label:
         raise DatasetError(f"{root}: no label folders (expected {root}/<label>/<image>)")
-    samples = []
+    samples: list[Sample] = []
     for label, names in sorted(by_label.items()):
         images = [n for n in names if _is_image(n)]
         if not images:

@@ -71,7 +71,8 @@ def stratified_split(
         freq = targets.sum(axis=0)
         rarest = np.where(targets > 0, freq[None, :], np.inf).argmin(axis=1)
         strata = np.where(targets.sum(axis=1) > 0, rarest, -1)
-    train, val = [], []
+    train: list[int] = []
+    val: list[int] = []
     for stratum in np.unique(strata):
         idx = rng.permutation(np.flatnonzero(strata == stratum))
         n_val = int(round(len(idx) * val_fraction))

@@ -136,13 +136,15 @@ def detection_metrics(
     precision = ev.eval["precision"][:, :, :, 0, -1]  # (iou, recall, label), area all, max dets
     per_label: dict[str, dict[str, Any]] = {}
     curves: dict[str, tuple[list[float], list[float]]] = {}
-    ap50s, aps = [], []
+    ap50s: list[float] = []
+    aps: list[float] = []
     for k, label in enumerate(labels):
         scores, matched, positives = _matches(ev, k)
         p = precision[:, :, k]
-        ap50 = float(p[0].mean()) if positives else None
-        ap = float(p.mean()) if positives else None
+        ap50: float | None = None
+        ap: float | None = None
         if positives:
+            ap50, ap = float(p[0].mean()), float(p.mean())
             ap50s.append(ap50)
             aps.append(ap)
             curves[label] = (ev.params.recThrs.tolist(), p[0].tolist())

@@ -55,6 +55,7 @@ class DetectHead(torch.nn.Module):
         self.cls = torch.nn.Conv2d(hidden, num_labels, 3, padding=1)
         self.ctr = torch.nn.Conv2d(hidden, 1, 3, padding=1)
         self.box = torch.nn.Conv2d(hidden, 4, 3, padding=1)
+        assert self.cls.bias is not None  # Conv2d's bias is on by default
         torch.nn.init.constant_(
             self.cls.bias, -float(torch.log(torch.tensor((1 - PRIOR_PROB) / PRIOR_PROB)))
         )

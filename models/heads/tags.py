@@ -74,7 +74,7 @@ def results(
     thresholds = {label: float(t) for label, t in zip(manifest.labels, limits, strict=True)}
     out = []
     for row in scores:
-        tags = [
+        tags: list[dict[str, Any]] = [
             {"label": label, "score": float(s)}
             for label, s, t in zip(manifest.labels, row, limits, strict=True)
             if s >= t

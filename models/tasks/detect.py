@@ -91,7 +91,7 @@ def fit_detect(
 ) -> None:
     """Train ``head`` (and in finetune mode the image tower) on input-pixel boxes."""
     finetune = spec.mode == Mode.FINETUNE
-    groups = [{"params": list(head.parameters()), "lr": spec.lr or 1e-3}]
+    groups: list[dict[str, Any]] = [{"params": list(head.parameters()), "lr": spec.lr or 1e-3}]
     if finetune:
         groups.append(
             {"params": trainable_blocks(backbone, spec.unfreeze_blocks), "lr": spec.backbone_lr}
