@@ -6,9 +6,11 @@ NetworkPolicy select; the isolation and sizing values of issue 11 reach the pods
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from deploy_helpers import CHART, REPO, helm_template, render
 
 MINIMAL = ("-f", str(CHART / "ci" / "defaults.yaml"))
@@ -175,6 +177,75 @@ def test_every_workload_names_its_component(rendered: dict[str, list[dict]], val
         if doc["kind"] in ("Deployment", "Job", "Pod"):
             components[doc["kind"]] = pod_labels(doc)["app.kubernetes.io/component"]
     assert components["Deployment"] == "consumer" and components["Pod"] == "test"
+
+
+# DNS labels (RFC 1123/1035) and label values: 63 characters. Pod and ConfigMap names may be
+# longer (253); a Job's name also becomes its pods' `batch.kubernetes.io/job-name` label.
+NAME_63 = {"Deployment", "Service", "Job", "ServiceAccount"}
+
+
+@pytest.mark.parametrize(
+    "naming",
+    [
+        ("--set", f"fullnameOverride={'f' * 63}"),
+        ("--set", f"nameOverride={'n' * 40}"),
+    ],
+)
+def test_long_names_are_cut_to_63_characters_keeping_their_suffix(
+    helm: Path, naming: tuple[str, str]
+) -> None:
+    docs = []
+    for release in ("t", "r" * 53):  # a short release and helm's longest release name
+        proc = subprocess.run(
+            [str(helm), "template", release, str(CHART), "-f", str(CHART / "ci/gpu-keda.yaml")]
+            + list(naming),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        docs += [d for d in yaml.safe_load_all(proc.stdout) if d]
+    jobs = by_kind(docs, "Job")
+    assert len(jobs) == 2
+    for job in jobs:
+        assert job["metadata"]["name"].endswith("-db-upgrade"), job["metadata"]["name"]
+    for doc in docs:
+        name = doc["metadata"]["name"]
+        if doc["kind"] in NAME_63:
+            assert len(name) <= 63 and not name.endswith("-"), (doc["kind"], name)
+        labels = dict(doc["metadata"].get("labels") or {})
+        if doc["kind"] in ("Deployment", "Job"):
+            labels |= pod_labels(doc)
+        for key, value in labels.items():
+            assert len(str(value)) <= 63, (doc["kind"], key, value)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "app.kubernetes.io/component",
+        "app.kubernetes.io/name",
+        "app.kubernetes.io/instance",
+        "app.kubernetes.io/part-of",
+    ],
+)
+def test_pod_labels_cannot_override_the_charts_own_labels(helm: Path, key: str) -> None:
+    escaped = key.replace(".", "\\.")
+    proc = helm_template(helm, *MINIMAL, "--set", f"podLabels.{escaped}=other")
+    assert proc.returncode != 0, "podLabels overrode " + key
+    assert f"podLabels: {key} is set by the chart" in proc.stderr, proc.stderr
+
+
+def test_pod_labels_are_added_and_the_selectors_still_match(helm: Path) -> None:
+    docs = render(helm, *MINIMAL, "--set", "podLabels.team=vision", "--set", "podLabels.tier=gpu")
+    deployment = one(docs, "Deployment")
+    labels = pod_labels(deployment)
+    assert labels["team"] == "vision" and labels["tier"] == "gpu"
+    assert labels["app.kubernetes.io/component"] == "consumer"
+    assert selects(deployment["spec"]["selector"]["matchLabels"], labels)
+    assert selects(one(docs, "Service")["spec"]["selector"], labels)
+    assert selects(one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"], labels)
 
 
 # ---- the pods ----

@@ -17,6 +17,32 @@
 {{- end }}
 {{- end }}
 
+{{/*
+fullname plus a suffix, within 63 characters: the fullname is cut, never the suffix (a Job's
+name must fit a label value, `batch.kubernetes.io/job-name`). Called with a dict: root, suffix.
+*/}}
+{{- define "tagfleet.suffixedName" -}}
+{{- $suffix := printf "-%s" .suffix }}
+{{- $base := include "tagfleet.fullname" .root | trunc (int (sub 63 (len $suffix))) | trimSuffix "-" }}
+{{- printf "%s%s" $base $suffix }}
+{{- end }}
+
+{{/*
+The consumer pods' labels: podLabels first, then the chart's own. A podLabels key the chart
+sets itself (the selectors, part-of, ...) is refused: a Deployment whose pods lose
+app.kubernetes.io/component or name no longer matches its own selector, Service, PDB and
+NetworkPolicy.
+*/}}
+{{- define "tagfleet.podLabels" -}}
+{{- $own := printf "%s\napp.kubernetes.io/component: consumer" (include "tagfleet.labels" .) | fromYaml }}
+{{- range $key, $_ := .Values.podLabels }}
+{{- if hasKey $own $key }}
+{{- fail (printf "podLabels: %s is set by the chart (its selectors and labels); remove it from podLabels" $key) }}
+{{- end }}
+{{- end }}
+{{- merge $own .Values.podLabels | toYaml }}
+{{- end }}
+
 {{- define "tagfleet.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
