@@ -3,6 +3,7 @@ probes (issue 11: 300 half-sent requests held 300 threads)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -97,3 +98,108 @@ def test_300_half_open_connections_do_not_starve_healthz(server: HealthServer) -
     finally:
         for s in half_open:
             s.close()
+
+
+class _SlowCollector:
+    """A collector whose render waits for ``release``: a scrape that takes as long as we say."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started = threading.Semaphore(0)
+
+    def collect(self) -> Iterator[object]:
+        self.started.release()
+        self.release.wait(20)
+        return iter(())
+
+
+@pytest.fixture
+def slow() -> Iterator[tuple[HealthServer, _SlowCollector]]:
+    registry = CollectorRegistry()
+    collector = _SlowCollector()
+    registry.register(collector)  # type: ignore[arg-type]
+    health = HealthServer(
+        "127.0.0.1",
+        0,
+        registry,
+        readiness=lambda: {"ok": True},
+        liveness=lambda: {"ok": True},
+        timeout_s=2.0,
+        max_connections=32,
+        max_metrics=3,
+    )
+    health.start()
+    yield health, collector
+    collector.release.set()
+    health.stop()
+
+
+def _send(server: HealthServer, request: bytes) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    s.sendall(request)
+    return s
+
+
+def test_probes_answer_at_once_while_metrics_renders_are_stuck(
+    slow: tuple[HealthServer, _SlowCollector],
+) -> None:
+    """Scrapes that take long (or many of them) never queue ahead of /healthz and /readyz;
+    /metrics requests past the bound are answered 503 at once instead of waiting."""
+    server, collector = slow
+    scrapes = [_send(server, b"GET /metrics HTTP/1.1\r\n\r\n") for _ in range(3)]
+    for _ in range(2):  # both pool threads render; the third scrape waits for one
+        assert collector.started.acquire(timeout=5)
+    deadline = time.monotonic() + 5
+    while server._metrics_busy < 3 and time.monotonic() < deadline:  # noqa: SLF001
+        time.sleep(0.01)
+    assert server._metrics_busy == 3  # noqa: SLF001 - every render slot is taken now
+    try:
+        for path in ("/healthz", "/readyz", "/healthz?x=1"):
+            started = time.monotonic()
+            assert get(server, path, timeout_s=5)[0] == 200
+            assert time.monotonic() - started < 1.0, f"{path} waited behind /metrics"
+        started = time.monotonic()
+        status, body = get(server, "/metrics", timeout_s=5)
+        assert status == 503 and b"busy" in body
+        assert time.monotonic() - started < 1.0
+    finally:
+        collector.release.set()
+    for s in scrapes:  # the renders that held a slot finish normally
+        with s:
+            assert s.recv(64).startswith(b"HTTP/1.1 200")
+    assert get(server, "/metrics")[0] == 200  # slots are given back
+
+
+def test_complete_requests_do_not_pile_up_without_bound(
+    slow: tuple[HealthServer, _SlowCollector],
+) -> None:
+    """Hundreds of complete /metrics requests while renders are stuck: a bounded number wait
+    for a render, the rest are answered (503) or refused, the connections held stay under the
+    cap, no thread per request, and the probes still answer."""
+    server, collector = slow
+    threads_before = threading.active_count()
+    sockets = []
+    try:
+        for _ in range(200):
+            # Refused or reset under load is what a bound looks like from outside.
+            with contextlib.suppress(OSError):
+                sockets.append(_send(server, b"GET /metrics HTTP/1.1\r\n\r\n"))
+        time.sleep(0.5)
+        assert len(server._pending) <= 32  # noqa: SLF001 - the bound is the point
+        assert server._metrics_busy <= 3  # noqa: SLF001
+        assert threading.active_count() <= threads_before + 2
+        started = time.monotonic()
+        assert get(server, "/healthz", timeout_s=5)[0] == 200
+        assert time.monotonic() - started < 1.0
+    finally:
+        collector.release.set()
+        for s in sockets:
+            s.close()
+
+
+def test_a_check_that_raises_fails_its_probe_not_the_server(
+    server: HealthServer, checks: dict[str, dict[str, bool]]
+) -> None:
+    checks["alive"] = None  # type: ignore[assignment]  # .values() raises
+    assert get(server, "/healthz")[0] == 500
+    assert get(server, "/metrics")[0] == 200
