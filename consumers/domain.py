@@ -87,11 +87,14 @@ class AssetRequest:
 
 @dataclass(frozen=True, slots=True)
 class AssetRemoval:
-    """An S3 ``ObjectRemoved`` notification: the asset loses its tags."""
+    """An S3 ``ObjectRemoved`` notification: the asset loses its tags (once the object is
+    confirmed gone: ``bucket`` and ``key`` say where to look)."""
 
     asset_id: str
     uri: str
     event_time: datetime | None = None
+    bucket: str = ""
+    key: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -268,7 +268,15 @@ def _from_notification(
                 )
             )
         else:
-            out.append(AssetRemoval(asset_id=uri, uri=uri, event_time=record.eventTime))
+            out.append(
+                AssetRemoval(
+                    asset_id=uri,
+                    uri=uri,
+                    event_time=record.eventTime,
+                    bucket=bucket,
+                    key=object_key,
+                )
+            )
     return out
 
 

@@ -103,6 +103,29 @@ class S3Fetcher:
         """
         return self._retrying(lambda: self._get(request.bucket, request.key, reserve), request.uri)
 
+    def exists(self, bucket: str, key: str) -> bool:
+        """Whether the object is there (a HEAD); False only on a 404. Blocks.
+
+        Raises :class:`TransientError` once the retry budget is spent, and
+        :class:`PermanentError` for what S3 refuses (a 403 among them: the service cannot
+        tell, so it does not say the object is gone).
+        """
+        uri = f"s3://{bucket}/{key}"
+
+        def head() -> bool:
+            try:
+                self._client.head_object(Bucket=bucket, Key=key)
+            except ClientError as exc:
+                if (
+                    _code(exc) in _NOT_FOUND
+                    or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404
+                ):
+                    return False
+                raise
+            return True
+
+        return self._retrying(head, uri)
+
     def fetch_many(
         self, requests: Iterable[AssetRequest]
     ) -> Iterator[tuple[AssetRequest, bytes | Exception]]:

@@ -1,7 +1,9 @@
 """The interfaces where the pipeline meets its adapters: the event source, the fleet, the
 store and the producer.
 
-The pipeline and its stages are typed with these protocols only; the Kafka, S3, database and
+The errors an adapter raises for the pipeline to act on (``RecordRejected``,
+``StoreUnusable``) are declared here too, with the protocols that raise them. The pipeline
+and its stages are typed with these protocols only; the Kafka, S3, database and
 model types stay in their adapters (``consumers/source.py``, ``consumers/sinks.py``,
 ``consumers/store/``, ``models/``). Test fakes declare the protocols they stand in for, so a
 fake that drifts from the real adapter fails type checking.
@@ -80,6 +82,12 @@ class Fleet(Protocol):
     ) -> list[dict[str, dict[str, Any]]]: ...
 
 
+class StoreUnusable(RuntimeError):
+    """The store refuses every write for a reason no item causes (a revoked grant, a
+    read-only database, a missing schema): the service stops rather than dead-letter what
+    it cannot store."""
+
+
 class Store(Protocol):
     """The metadata store: idempotent writes; ``TransientError`` for faults that may pass."""
 
@@ -99,6 +107,18 @@ class OutRecord:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]] | None = None
+
+
+class RecordRejected(Exception):
+    """The broker or the client refused records for what they are (too large, invalid).
+
+    ``refused`` holds the positions, in the list given to ``send_all``, of the refused
+    records; every other record of that call was acknowledged.
+    """
+
+    def __init__(self, message: str, refused: Sequence[int]) -> None:
+        super().__init__(message)
+        self.refused = tuple(refused)
 
 
 class RecordProducer(Protocol):

@@ -39,6 +39,6 @@ def key_problem(key: str) -> str | None:
     problem = text_problem(key, MAX_KEY_BYTES)
     if problem:
         return problem
-    if any(segment in (".", "..") for segment in key.split("/")):
-        return "has a '.' or '..' segment"
+    if any(segment in (".", "..") for segment in re.split(r"[/\\]", key)):
+        return "has a '.' or '..' segment"  # backslashes too: some proxies read them as /
     return None

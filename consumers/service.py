@@ -103,6 +103,7 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
             store=store,
             producer=producer,
             fetch=fetcher.fetch,
+            object_exists=fetcher.exists,
             decode=decode,
         )
         pipeline = Pipeline(settings, parts, metrics)

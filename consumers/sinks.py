@@ -20,25 +20,13 @@ from kafka.errors import (
 )
 
 from consumers.domain import TransientError
-from consumers.ports import OutRecord
+from consumers.ports import OutRecord, RecordRejected
 
 __all__ = ["OutRecord", "Producer", "RecordRejected"]
 
 
 # Errors that depend on the record itself: sending it again would fail the same way.
 _REFUSED = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidRecordError)
-
-
-class RecordRejected(Exception):
-    """The broker or the client refused records for what they are (too large, invalid).
-
-    ``refused`` holds the positions, in the list given to ``send_all``, of the refused
-    records; every other record of that call was acknowledged.
-    """
-
-    def __init__(self, message: str, refused: Sequence[int]) -> None:
-        super().__init__(message)
-        self.refused = tuple(refused)
 
 
 class Producer:

@@ -10,10 +10,9 @@ from consumers.batching import collect_batch
 from consumers.domain import (
     PermanentError,
 )
-from consumers.ports import RecordProducer
+from consumers.ports import OutRecord, RecordProducer, RecordRejected
 from consumers.results import dlq_headers
 from consumers.retry import GaveUp, retry_transient
-from consumers.sinks import OutRecord, RecordRejected
 from consumers.stages.base import Outlets, Stage
 from consumers.work import WorkItem
 

@@ -14,7 +14,9 @@ from typing import Any
 from consumers import failpoints
 from consumers.budget import BudgetClosed, ByteBudget
 from consumers.domain import (
+    AssetRemoval,
     AssetRequest,
+    AssetResult,
     PermanentError,
     Reason,
     TransientError,
@@ -80,11 +82,16 @@ class Preparer(Stage):
         draining: threading.Event,
         retry: RetryPolicy,
         raw_bytes: ByteBudget,
+        exists: Callable[[str, str], bool] | None = None,
+        removed: queue.Queue[tuple[WorkItem, AssetResult | None]] | None = None,
     ) -> None:
-        """``draining``: set on shutdown; an item that fails then is abandoned, not retried."""
+        """``draining``: set on shutdown; an item that fails then is abandoned, not retried.
+        ``exists`` (bucket, key) confirms a removal before it goes to ``removed`` (the write
+        stage's queue)."""
         self._fetch, self._decode, self._ready = fetch, decode, ready
         self._fail, self._finish, self._metrics = out.fail, out.finish, out.metrics
         self._draining, self._retry, self._raw_bytes = draining, retry, raw_bytes
+        self._exists, self._removed = exists, removed
         self._fetch_pool = ThreadPoolExecutor(fetch_workers, thread_name_prefix="fetch")
         self._decode_pool = ThreadPoolExecutor(decode_workers, thread_name_prefix="decode")
         self._scheduler = RetryScheduler()
@@ -93,7 +100,34 @@ class Preparer(Stage):
         self._closed = False
 
     def submit(self, item: WorkItem) -> None:
-        self._fetch_pool.submit(self._in_pool, "fetch", self._fetch_one, item)
+        """Fetch and decode an :class:`AssetRequest`; confirm an :class:`AssetRemoval`."""
+        work = self._confirm_removal if isinstance(item.request, AssetRemoval) else self._fetch_one
+        self._fetch_pool.submit(self._in_pool, "fetch", work, item)
+
+    def _confirm_removal(self, item: WorkItem) -> None:
+        """Hand a removal on only when its object is gone (HEAD answers 404): a removal
+        notification for an object that is still there (forged, or older than a re-upload)
+        must not wipe its tags."""
+        request = item.request
+        assert isinstance(request, AssetRemoval)
+        if self._removed is None or self._exists is None:
+            raise RuntimeError("removals need a store queue and an object check")
+        try:
+            exists = self._exists(request.bucket, request.key)
+        except PermanentError as exc:
+            self._fail(item, exc)
+            return
+        except TransientError as exc:
+            self._retry_later(item, exc)
+            return
+        self._last_success = time.monotonic()
+        if exists:
+            log.warning(
+                "removal ignored: the object still exists", extra={"asset_id": item.asset_id}
+            )
+            self._finish(item, "removal_ignored")
+            return
+        self._removed.put((item, None))
 
     def _in_pool(self, where: str, work: Callable[[WorkItem], None], item: WorkItem) -> None:
         """Run ``work`` on a pool thread: a bug there stops the service like a stage crash,

@@ -20,12 +20,10 @@ from consumers.domain import (
     PermanentError,
     Reason,
 )
-from consumers.ports import RecordProducer, Store
+from consumers.ports import OutRecord, RecordProducer, Store, StoreUnusable
 from consumers.results import encode_event, removal_event, result_event
 from consumers.retry import GaveUp, retry_transient
-from consumers.sinks import OutRecord
 from consumers.stages.base import Outlets, Stage
-from consumers.store.errors import StoreUnusable
 from consumers.work import WorkItem
 
 log = logging.getLogger(__name__)

@@ -16,6 +16,9 @@ from typing import Any
 import sqlalchemy.exc as sa_exc
 
 from consumers.domain import TransientError
+from consumers.ports import StoreUnusable
+
+__all__ = ["SchemaMissing", "StoreUnusable", "is_transient", "is_unusable", "translate_errors"]
 
 # SQLSTATE classes and codes (PostgreSQL appendix A) worth a retry: connection exceptions,
 # insufficient resources, system I/O errors, serialization failure, deadlock, lock not
@@ -29,12 +32,6 @@ _PG_TRANSIENT_CODES = frozenset(
 # SQLite primary result codes worth a retry: busy/locked (another writer), I/O error, disk
 # full, cannot open the file (a mount that went away), WAL protocol error.
 _SQLITE_TRANSIENT_CODES = frozenset({5, 6, 10, 13, 14, 15})
-
-
-class StoreUnusable(RuntimeError):
-    """The store refuses every write for a reason no item causes (a revoked grant, a
-    read-only database, a missing schema): the service stops rather than dead-letter what
-    it cannot store."""
 
 
 class SchemaMissing(StoreUnusable):

@@ -125,6 +125,8 @@ def test_removals(name: str) -> None:
         asset_id="s3://photos/a b.jpg",
         uri="s3://photos/a b.jpg",
         event_time=datetime(2024, 5, 1, 10, 0, 0, 123000, tzinfo=UTC),
+        bucket="photos",
+        key="a b.jpg",
     )
 
 

@@ -223,6 +223,14 @@ def test_reserve_is_called_with_the_size_before_the_body_is_read(
     assert sizes == [234]
 
 
+def test_exists_is_false_only_when_the_object_is_gone(
+    fetcher: S3Fetcher, s3: Any, bucket: str
+) -> None:
+    s3.put_object(Bucket=bucket, Key="here", Body=b"x")
+    assert fetcher.exists(bucket, "here") is True
+    assert fetcher.exists(bucket, "not-here") is False
+
+
 def test_unknown_exceptions_are_not_classified() -> None:
     assert classify_s3_error(KeyError("x"), "s3://b/k") is None
     assert isinstance(classify_s3_error(ConnectionResetError(), "s3://b/k"), TransientError)

@@ -148,6 +148,7 @@ class FakeProducer(RecordProducer):
 class FakeStore(Store):
     def __init__(self, refuse: str | None = None, schema_ok: bool = True) -> None:
         self.saved: list[str] = []
+        self.removed: list[str] = []
         self.refuse, self.schema_ok = refuse, schema_ok
 
     def save(self, results: Any) -> None:
@@ -156,6 +157,7 @@ class FakeStore(Store):
         self.saved += [r.asset_id for r in results]
 
     def remove(self, asset_ids: Any, source: Any, *, uri: str | None = None) -> int:
+        self.removed += list(asset_ids)
         return 0
 
     def verify_schema(self) -> None:
@@ -604,3 +606,28 @@ def test_a_revoked_grant_costs_a_few_dead_letters_then_waits_for_the_fix():
     dead = _dead_letters(pipeline)
     assert len(dead) == SYSTEMIC_REFUSALS - 1
     assert len(store.saved) == 40 - len(dead)
+
+
+def test_a_removal_is_applied_only_once_its_object_is_gone():
+    """A forged (or stale) ObjectRemoved for an object that is still there wipes nothing."""
+    still_there = {("bkt", "alive.png")}
+    records = [
+        _notification(TP0, 0, ["alive.png"]),
+        _notification(TP0, 1, ["gone.png"]),
+    ]
+    records = [
+        r._replace(value=r.value.replace(b"ObjectCreated:Put", b"ObjectRemoved:Delete"))
+        for r in records
+    ]
+    source = FakeSource({TP0: records})
+    pipeline, store = _pipeline(source)
+    object.__setattr__(
+        pipeline.parts, "object_exists", lambda bucket, key: (bucket, key) in still_there
+    )
+    pipeline._preparer._exists = pipeline.parts.object_exists
+    _run_until(pipeline, lambda: source.last_commit(TP0) == 2)
+    assert store.removed == ["s3://bkt/gone.png"]
+    ignored = pipeline.metrics.registry.get_sample_value(
+        "tagfleet_events_total", {"outcome": "removal_ignored"}
+    )
+    assert ignored == 1
