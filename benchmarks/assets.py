@@ -192,7 +192,7 @@ def print_summary(assets: list[Asset]) -> None:
 
 
 def main() -> None:
-    from benchmarks.common import s3_client
+    from benchmarks.stack import s3_client
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -21,33 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.assets import REPO, Asset, generate, print_summary, summary, upload
+from benchmarks.stack import s3_client
 
 RESULTS = REPO / "var" / "bench" / "results"
 BENCH_CONFIG = REPO / "benchmarks" / "configs" / "bench-vit-224.json"
 DEFAULT_MODEL = str(BENCH_CONFIG)
 sys.path.insert(0, str(REPO / "tests" / "consumers"))  # the service-test harness, reused
-
-
-def stack_env() -> dict[str, str]:
-    """The local stack's variables (``infra/stack.sh env``), also set in ``os.environ``."""
-    out = subprocess.run(
-        [str(REPO / "infra" / "stack.sh"), "env"], capture_output=True, text=True, check=True
-    ).stdout
-    env: dict[str, str] = {}
-    for line in out.splitlines():
-        if line.startswith("export ") and "=" in line:
-            name, _, value = line[len("export ") :].partition("=")
-            env[name] = value.strip().strip("'\"")
-    for name, value in env.items():
-        os.environ.setdefault(name, value)
-    return {name: os.environ[name] for name in env}
-
-
-def s3_client() -> Any:
-    import boto3
-
-    stack_env()
-    return boto3.session.Session().client("s3")
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:

@@ -32,10 +32,10 @@ from benchmarks.common import (
     fleet_dir,
     parser_for,
     run_id,
-    stack_env,
     tree_peak_mb,
     write_results,
 )
+from benchmarks.stack import stack_env
 
 LOGS = REPO / "var" / "bench" / "logs"
 

@@ -25,10 +25,10 @@ from benchmarks.common import (
     parser_for,
     peak_rss_mb,
     run_id,
-    stack_env,
     write_results,
 )
 from benchmarks.end_to_end import Topics, database, events, stored_assets
+from benchmarks.stack import stack_env
 
 
 def consume(consumer: Any, count: int, fleet: Any, store: Any, producer: Any, topic: str) -> None:

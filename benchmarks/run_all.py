@@ -15,7 +15,8 @@ import sys
 import time
 
 from benchmarks import report
-from benchmarks.common import REPO, add_common_args, parser_for, s3_client
+from benchmarks.common import REPO, add_common_args, parser_for
+from benchmarks.stack import s3_client
 
 
 def step(module: str, *args: str) -> None:
