@@ -9,6 +9,10 @@
 # 2. .venv (python3 -m venv) when missing, then `pip install -c constraints.txt -e '.[dev]'`
 #    (the exact versions the image installs too) when pyproject.toml or constraints.txt
 #    changed since the last install (stamp in .venv/.tagfleet-installed). pip's cache is reused.
+# 3. VersityGW's binary (infra/versitygw.sh build: `go install` of a pinned version into
+#    ~/.cache/tagfleet/bin, about 2 minutes on 2 cores the first time, then nothing). A failed
+#    build is a warning, not an error: the gateway is optional in the stack for now, and its
+#    tests report the failure.
 # Environment: PYTHON (interpreter for the venv, default python3),
 # TAGFLEET_SETUP_FORCE=1 (reinstall the project even when the stamp matches).
 SERVICE=setup
@@ -77,7 +81,13 @@ python_env() {
     echo "$want" >"$stamp"
 }
 
+gateway_binary() {
+    "$INFRA_DIR/versitygw.sh" build >/dev/null ||
+        log "warning: could not build VersityGW (see above); 'infra/stack.sh up' will try again"
+}
+
 started=$SECONDS
 apt_packages
 python_env
+gateway_binary
 log "done in $((SECONDS - started))s"
