@@ -283,3 +283,352 @@ def test_kafka_restart_keeps_records(
     stack_control.restart("kafka")
 
     assert consume_one(topic, bootstrap_servers=kafka_bootstrap).value == b"before restart"
+
+
+# VersityGW: an S3 gateway that publishes its own bucket notifications to Kafka
+# (infra/versitygw.sh). moto stays the stack's default S3 endpoint (AWS_ENDPOINT_URL_S3); these
+# tests talk to the gateway through TAGFLEET_GW_ENDPOINT, or to a private gateway of their own.
+
+GW_HEALTH_PATH = "/_tagfleet_health"
+GW_SCRIPT = REPO_ROOT / "infra" / "versitygw.sh"
+GW_EVENT_TIMEOUT_S = 10
+FIXTURES = REPO_ROOT / "tests" / "consumers" / "fixtures"
+# TAGFLEET_RECORD_FIXTURES=1 rewrites tests/consumers/fixtures/versitygw/*.json from a fresh
+# private gateway instead of comparing against them.
+RECORD_FIXTURES = os.environ.get("TAGFLEET_RECORD_FIXTURES") == "1"
+
+# (fixture file, key, body): the PUTs of the recorded scenario, keys with every character the
+# consumer must resolve (space, '+', '%', a literal '%20', '#', '&', '?', non-ASCII).
+GW_PUTS = (
+    ("put-space-plus-accent.json", "a/summer 2024 été+1.jpg", b"\xff\xd8 first summer bytes"),
+    ("put-percent-hash-amp-query.json", "b/100% off #1 & more?.jpg", b"\xff\xd8 percent bytes"),
+    ("put-cjk-literal-percent20.json", "c/日本 ü %20+x.png", b"\x89PNG literal %20 bytes"),
+)
+GW_MULTIPART_KEY = "mp/multi part é+1 #2.jpg"
+GW_COPY_KEY = "copy/summer 2024 été+1 (copy) & more?.jpg"
+GW_OVERWRITE_BODY = b"\xff\xd8 second summer bytes, longer"
+
+
+def _gateway_healthy(endpoint: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{endpoint}{GW_HEALTH_PATH}", timeout=3) as r:  # noqa: S310
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def _gw_client(endpoint: str, access: str, secret: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=access,
+        aws_secret_access_key=secret,
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+    )
+
+
+@pytest.fixture(scope="session")
+def gateway(stack: dict[str, str]) -> dict[str, str]:
+    """The stack's environment with the stack's gateway answering: `infra/stack.sh up` treats
+    the gateway as optional, so it is started here when it is down, and its failure is this
+    fixture's error."""
+    import subprocess
+
+    if not _gateway_healthy(stack["TAGFLEET_GW_ENDPOINT"]):
+        result = subprocess.run(
+            [str(REPO_ROOT / "infra" / "stack.sh"), "start", "versitygw"],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        if not _gateway_healthy(stack["TAGFLEET_GW_ENDPOINT"]):
+            raise RuntimeError(
+                f"VersityGW does not answer on {stack['TAGFLEET_GW_ENDPOINT']}; "
+                f"'infra/stack.sh start versitygw' exited {result.returncode}:\n"
+                f"{result.stdout}\n{result.stderr}"
+            )
+    return stack
+
+
+@pytest.fixture
+def gw_bucket(gateway: dict[str, str]) -> Any:
+    """(client, bucket): a boto3 client on the stack's gateway and a fresh bucket there,
+    emptied and deleted after the test."""
+    client = _gw_client(
+        gateway["TAGFLEET_GW_ENDPOINT"],
+        gateway["TAGFLEET_GW_ACCESS_KEY"],
+        gateway["TAGFLEET_GW_SECRET_KEY"],
+    )
+    bucket = f"gw-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    yield client, bucket
+    try:
+        for obj in client.list_objects_v2(Bucket=bucket).get("Contents", []):
+            client.delete_object(Bucket=bucket, Key=obj["Key"])
+        client.delete_bucket(Bucket=bucket)
+    except Exception as exc:  # cleanup must not mask the outcome of the test
+        print(f"gw_bucket: could not delete {bucket}: {exc!r}")
+
+
+class PrivateGateway:
+    """A gateway of the test's own (infra/versitygw.sh with its own state directory, port and
+    events topic), so that what it publishes from its start-up on can be read in full."""
+
+    def __init__(self, stack: dict[str, str], state_dir: Path) -> None:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.topic = f"gw-events-{uuid.uuid4().hex[:12]}"
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self.env = {
+            **os.environ,
+            "TAGFLEET_STACK_DIR": str(state_dir),
+            "TAGFLEET_GW_PORT": str(port),
+            "TAGFLEET_GW_EVENTS_TOPIC": self.topic,
+            "TAGFLEET_GW_ACCESS_KEY": stack["TAGFLEET_GW_ACCESS_KEY"],
+            "TAGFLEET_GW_SECRET_KEY": stack["TAGFLEET_GW_SECRET_KEY"],
+        }
+        self.client = _gw_client(
+            self.endpoint, stack["TAGFLEET_GW_ACCESS_KEY"], stack["TAGFLEET_GW_SECRET_KEY"]
+        )
+
+    def run(self, command: str) -> None:
+        import subprocess
+
+        result = subprocess.run(
+            [str(GW_SCRIPT), command],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"infra/versitygw.sh {command} exited {result.returncode}:\n"
+                f"{result.stdout}\n{result.stderr}"
+            )
+
+
+@pytest.fixture
+def private_gateway(stack: dict[str, str], kafka_admin: Any, tmp_path: Path) -> Any:
+    gw = PrivateGateway(stack, tmp_path / "stack")
+    gw.run("start")
+    try:
+        yield gw
+    finally:
+        gw.run("stop")
+        try:
+            kafka_admin.delete_topics([gw.topic], timeout_ms=30_000, raise_errors=False)
+        except Exception as exc:  # cleanup must not mask the outcome of the test
+            print(f"private_gateway: could not delete {gw.topic}: {exc!r}")
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[Any, int]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        return dict(consumer.end_offsets([TopicPartition(topic, p) for p in partitions]))
+    finally:
+        consumer.close(autocommit=False)
+
+
+def read_until(
+    bootstrap: str,
+    topic: str,
+    done: Any,
+    timeout_s: float = GW_EVENT_TIMEOUT_S,
+    start: dict[Any, int] | None = None,
+) -> list[Any]:
+    """Every record of `topic` (all partitions, from `start` or the beginning) read until
+    `done(records)` is true; raises when it is still false after `timeout_s`."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    records: list[Any] = []
+    try:
+        partitions = [
+            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        consumer.assign(partitions)
+        for tp in partitions:
+            if start is not None and tp in start:
+                consumer.seek(tp, start[tp])
+            else:
+                consumer.seek_to_beginning(tp)
+        deadline = time.monotonic() + timeout_s
+        while not done(records):
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"after {timeout_s}s, {len(records)} records on {topic}: "
+                    + "\n".join(r.value.decode(errors="replace") for r in records)
+                )
+            for batch in consumer.poll(timeout_ms=200).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close(autocommit=False)
+
+
+def _json(record: Any) -> Any:
+    import json
+
+    return json.loads(record.value)
+
+
+def _object_records(records: list[Any], bucket: str | None = None) -> list[Any]:
+    """The notification records (not the TestEvents), of `bucket` when given."""
+    found = []
+    for record in records:
+        value = _json(record)
+        for rec in value.get("Records", []):
+            if bucket is None or rec["s3"]["bucket"]["name"] == bucket:
+                found.append(record)
+                break
+    return found
+
+
+def _test_events(records: list[Any]) -> list[Any]:
+    return [r for r in records if _json(r).get("Event") == "s3:TestEvent"]
+
+
+def test_gateway_put_publishes_object_created_put(gw_bucket: Any, gateway: dict[str, str]) -> None:
+    client, bucket = gw_bucket
+    bootstrap, topic = gateway["TAGFLEET_BOOTSTRAP_SERVERS"], gateway["TAGFLEET_GW_EVENTS_TOPIC"]
+    start = end_offsets(bootstrap, topic)
+    key = "photos/summer 2024 été+1.jpg"
+
+    put_at = time.monotonic()
+    body = b"\xff\xd8jpeg"
+    etag = client.put_object(Bucket=bucket, Key=key, Body=body)["ETag"]
+    records = read_until(bootstrap, topic, lambda rs: _object_records(rs, bucket), start=start)
+    latency = time.monotonic() - put_at
+
+    (record,) = _object_records(records, bucket)
+    (rec,) = _json(record)["Records"]
+    assert rec["eventName"] == "s3:ObjectCreated:Put"
+    assert rec["s3"]["object"]["key"] == key  # raw: not "photos/summer+2024+%C3%A9t%C3%A9%2B1.jpg"
+    assert rec["s3"]["object"]["size"] == len(body)
+    assert rec["s3"]["object"]["eTag"] == etag  # quoted, as in the S3 response
+    assert int(rec["s3"]["object"]["sequencer"], 16) > 0
+    assert not record.key  # no Kafka key: records of one object may land on any partition
+    assert latency < GW_EVENT_TIMEOUT_S
+
+
+def test_gateway_sends_a_test_event_at_each_start_and_its_sequencer_restarts(
+    private_gateway: PrivateGateway, kafka_bootstrap: str
+) -> None:
+    gw = private_gateway
+    gw.client.create_bucket(Bucket="photos")
+    gw.client.put_object(Bucket="photos", Key="one.jpg", Body=b"1")
+    first = read_until(kafka_bootstrap, gw.topic, lambda rs: len(rs) >= 2)
+
+    gw.run("restart")
+    gw.client.put_object(Bucket="photos", Key="two.jpg", Body=b"2")
+    records = read_until(kafka_bootstrap, gw.topic, lambda rs: len(rs) >= 4)
+
+    assert len(_test_events(first)) == 1
+    test_events = _test_events(records)
+    assert len(test_events) == 2  # one per start, before any object record
+    for event in test_events:
+        assert set(_json(event)) == {"Service", "Event", "Time", "Bucket"}
+        assert _json(event)["Bucket"] == "Test-Bucket"
+        assert not event.key
+    sequencers = {
+        _json(r)["Records"][0]["s3"]["object"]["key"]: _json(r)["Records"][0]["s3"]["object"][
+            "sequencer"
+        ]
+        for r in _object_records(records)
+    }
+    # a counter of the gateway process, in hex: it starts again at 1 after a restart, so a
+    # sequencer orders events of one gateway run only
+    assert sequencers == {"one.jpg": "1", "two.jpg": "1"}
+
+
+def test_gateway_notification_formats_match_recorded_fixtures(
+    private_gateway: PrivateGateway, kafka_bootstrap: str
+) -> None:
+    """PUTs of awkward keys, a multipart upload, a CopyObject, an overwrite and a DELETE on a
+    fresh gateway: the records match tests/consumers/fixtures/versitygw/ byte for byte but for
+    the times (TAGFLEET_RECORD_FIXTURES=1 records them anew)."""
+    import json
+
+    gw, bucket = private_gateway, "photos"
+    s3 = gw.client
+    s3.create_bucket(Bucket=bucket)
+    expected: list[tuple[str, str, str]] = []  # (fixture file, eventName, raw key)
+    for name, key, body in GW_PUTS:
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+        expected.append((name, "s3:ObjectCreated:Put", key))
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=GW_MULTIPART_KEY)["UploadId"]
+    parts = []
+    for number, body in ((1, b"\xff\xd8" + b"m" * (5 * 1024 * 1024)), (2, b"tail")):
+        etag = s3.upload_part(
+            Bucket=bucket, Key=GW_MULTIPART_KEY, UploadId=upload, PartNumber=number, Body=body
+        )["ETag"]
+        parts.append({"PartNumber": number, "ETag": etag})
+    s3.complete_multipart_upload(
+        Bucket=bucket, Key=GW_MULTIPART_KEY, UploadId=upload, MultipartUpload={"Parts": parts}
+    )
+    expected.append(
+        ("multipart.json", "s3:ObjectCreated:CompleteMultipartUpload", GW_MULTIPART_KEY)
+    )
+    summer = GW_PUTS[0][1]
+    s3.copy_object(Bucket=bucket, Key=GW_COPY_KEY, CopySource={"Bucket": bucket, "Key": summer})
+    expected.append(("copy.json", "s3:ObjectCreated:Copy", GW_COPY_KEY))
+    s3.put_object(Bucket=bucket, Key=summer, Body=GW_OVERWRITE_BODY)
+    expected.append(("overwrite.json", "s3:ObjectCreated:Put", summer))
+    s3.delete_object(Bucket=bucket, Key=summer)
+    expected.append(("delete.json", "s3:ObjectRemoved:Delete", summer))
+
+    records = read_until(
+        kafka_bootstrap, gw.topic, lambda rs: len(_object_records(rs)) >= len(expected)
+    )
+    (test_event,) = _test_events(records)
+    objects = sorted(
+        _object_records(records),
+        key=lambda r: int(_json(r)["Records"][0]["s3"]["object"]["sequencer"], 16),
+    )
+    assert len(objects) == len(expected)
+
+    for record, (_, event_name, key) in zip(objects, expected, strict=True):
+        (rec,) = _json(record)["Records"]
+        assert rec["eventName"] == event_name
+        assert rec["s3"]["bucket"]["name"] == bucket
+        # the raw key, not AWS's or MinIO's URL-encoded form
+        assert rec["s3"]["object"]["key"] == key
+        assert not record.key
+    # every record has a sequencer: hex of a per-process counter, one per event in order
+    assert [_json(r)["Records"][0]["s3"]["object"]["sequencer"] for r in objects] == [
+        format(i, "X") for i in range(1, len(expected) + 1)
+    ]
+
+    folder = FIXTURES / "versitygw"
+    recorded = [("test-event.json", test_event)] + [
+        (name, record) for record, (name, _, _) in zip(objects, expected, strict=True)
+    ]
+    if RECORD_FIXTURES:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, record in recorded:
+            (folder / name).write_bytes(record.value)
+        return
+
+    def timeless(value: Any) -> Any:
+        if "Records" not in value:
+            return {**value, "Time": "-"}
+        return {"Records": [{**r, "eventTime": "-"} for r in value["Records"]]}
+
+    for name, record in recorded:
+        fixture = json.loads((folder / name).read_bytes())
+        assert timeless(_json(record)) == timeless(fixture), name
