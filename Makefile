@@ -1,11 +1,18 @@
-# tagfleet developer entry points. The README's commands: `make test` and `make demo`.
+# tagfleet developer entry points. The README's commands: `make test`, `make unit` and `make demo`.
 #
 #   make setup        Debian packages (Java, Maven, PostgreSQL) when missing, .venv, pip install -e '.[dev]'
 #   make stack-up     start the local stack: Kafka 4 (KRaft), moto S3, PostgreSQL (infra/stack.sh up)
 #   make stack-down   stop it
-#   make lint         ruff over the Python trees
-#   make typecheck    mypy over consumers and models (not yet part of `make test`)
-#   make test         setup + stack-up + lint + pytest (extra pytest flags: PYTEST_ARGS="-k kafka")
+#   make format       ruff format: rewrite the Python trees in the one style
+#   make gate         the static checks, in seconds, no stack: format-check, lint, contracts, typecheck
+#     make format-check  ruff format --check over the Python trees
+#     make lint          ruff check over the Python trees
+#     make contracts     lint-imports: the import contracts of pyproject.toml ([tool.importlinter])
+#     make typecheck     mypy over consumers, models and the tests (but MYPY_TESTS_PENDING)
+#   make unit         the tests that need no stack (-m "not integration and not slow", without
+#                     tests/deploy and the end-to-end command-line runs), in parallel: under a
+#                     minute, starts no service (run `make setup` once first)
+#   make test         setup + gate + stack-up + the whole pytest suite (PYTEST_ARGS="-k kafka")
 #   make demo         setup + stack-up + `tagfleet demo` with the stack's environment
 
 VENV ?= .venv
@@ -14,7 +21,33 @@ RUFF := $(VENV)/bin/ruff
 LINT_PATHS := consumers models tests benchmarks
 PYTEST_ARGS ?=
 
-.PHONY: setup stack-up stack-down stack-status lint typecheck test demo
+# mypy checks every test module but these (type errors left to fix; see issue 12). A new test
+# module is checked from the start. tests/deploy is not checked yet (being reworked beside issue 12).
+MYPY_TESTS_PENDING := \
+	tests/consumers/test_budget.py \
+	tests/consumers/test_readiness.py \
+	tests/consumers/test_scheduler.py \
+	tests/consumers/test_service_e2e.py \
+	tests/faults/test_bad_input_and_security.py \
+	tests/faults/test_faults.py \
+	tests/faults/test_replay_and_shutdown.py \
+	tests/models/test_detect_cli.py \
+	tests/models/test_detect_data.py \
+	tests/models/test_detect_learning.py \
+	tests/models/test_detect_map.py
+MYPY_TESTS := $(filter-out $(MYPY_TESTS_PENDING), \
+	$(wildcard tests/*/test_*.py tests/*/*/test_*.py))
+MYPY_TESTS := $(filter-out tests/deploy/%, $(MYPY_TESTS))
+
+# The unit tier: no stack (integration), no learning runs (slow), not tests/deploy (helm and
+# promtool come from infra/ scripts), not the end-to-end runs of the tagfleet command (a fresh
+# torch import each, tens of seconds; `make test` runs them).
+UNIT_ARGS := -m "not integration and not slow" --ignore=tests/deploy -n auto \
+	--deselect tests/models/test_detect_cli.py::test_train_and_eval_detect_from_the_command_line \
+	--deselect tests/models/test_model_cli.py::test_train_eval_and_fleet_commands \
+	--deselect tests/consumers/test_backfill.py::test_tag_stores_the_good_images_and_reports_the_bad_ones
+
+.PHONY: setup stack-up stack-down stack-status format format-check lint contracts typecheck gate unit test demo
 
 setup:
 	infra/setup.sh
@@ -28,18 +61,39 @@ stack-down:
 stack-status:
 	infra/stack.sh status
 
+format:
+	$(RUFF) format $(LINT_PATHS)
+
+format-check:
+	$(RUFF) format --check $(LINT_PATHS)
+
 lint:
 	$(RUFF) check $(LINT_PATHS)
 
-typecheck:
-	$(VENV)/bin/mypy consumers models
+contracts:
+	$(VENV)/bin/lint-imports --no-logo
 
-# Sequential on purpose (also under -j): the stack must be up before pytest starts.
+typecheck:
+	$(VENV)/bin/mypy consumers models $(MYPY_TESTS)
+
+gate:
+	$(MAKE) --no-print-directory format-check
+	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory contracts
+	$(MAKE) --no-print-directory typecheck
+
+unit:
+	@rc=0; $(PYTHON) -m pytest $(UNIT_ARGS) $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make unit: pytest collected no tests; failing" >&2; fi; \
+	exit $$rc
+
+# Sequential on purpose (also under -j): the gate fails before the stack starts, and the stack
+# must be up before pytest starts.
 # pytest's exit code 5 ("no tests collected") is a failure here, never a silent pass.
 test:
 	$(MAKE) --no-print-directory setup
+	$(MAKE) --no-print-directory gate
 	$(MAKE) --no-print-directory stack-up
-	$(MAKE) --no-print-directory lint
 	@rc=0; $(PYTHON) -m pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; failing" >&2; fi; \
 	exit $$rc

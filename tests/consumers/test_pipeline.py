@@ -7,7 +7,8 @@ import json
 import threading
 import time
 from collections import namedtuple
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -17,7 +18,15 @@ from consumers.decode import DecodedImage
 from consumers.domain import PermanentError, Reason, TransientError
 from consumers.metrics import Metrics
 from consumers.pipeline import Parts, Pipeline
-from consumers.ports import Fleet, RebalanceEvent, RecordProducer, Source, Store
+from consumers.ports import (
+    Fleet,
+    Partition,
+    PolledRecord,
+    RebalanceEvent,
+    RecordProducer,
+    Source,
+    Store,
+)
 from consumers.settings import Settings
 from consumers.sinks import RecordRejected
 from consumers.store.errors import SchemaMissing
@@ -73,9 +82,12 @@ class FakeSource(Source):
     def assignment(self) -> set[TopicPartition]:
         return set(self.assigned)
 
-    def rewind(self, records: list[Record]) -> int:
+    def rewind(self, records: Sequence[PolledRecord]) -> int:
         for record in sorted(records, key=lambda r: r.offset, reverse=True):
-            self.pending[TopicPartition(record.topic, record.partition)].insert(0, record)
+            # the pipeline hands back only records this fake polled
+            self.pending[TopicPartition(record.topic, record.partition)].insert(
+                0, cast(Record, record)
+            )
         return len({(r.topic, r.partition) for r in records})
 
     def set_paused(self, paused: bool) -> int:
@@ -83,7 +95,7 @@ class FakeSource(Source):
         self.max_paused = max(self.max_paused, len(self.paused))
         return len(self.paused)
 
-    def commit(self, offsets: dict[TopicPartition, int]) -> bool:
+    def commit(self, offsets: Mapping[Partition, int]) -> bool:
         self.commits.append(dict(offsets))
         return True
 
@@ -453,7 +465,9 @@ def _notification(tp: TopicPartition, offset: int, keys: list[str]) -> Record:
 
 def _dead_letters(pipeline: Pipeline) -> list[dict[str, str]]:
     return [
-        {k: v.decode() for k, v in r.headers} for r in pipeline.parts.producer.sent if r.headers
+        {k: v.decode() for k, v in r.headers}
+        for r in cast(FakeProducer, pipeline.parts.producer).sent
+        if r.headers
     ]
 
 
