@@ -632,3 +632,34 @@ def test_gateway_notification_formats_match_recorded_fixtures(
     for name, record in recorded:
         fixture = json.loads((folder / name).read_bytes())
         assert timeless(_json(record)) == timeless(fixture), name
+
+
+def test_notification_fixtures_name_the_same_objects() -> None:
+    """tests/consumers/fixtures/cases.json: each case's AWS, MinIO and VersityGW records name
+    one object. AWS and MinIO URL-encode the key (form encoding: a space as '+', '+' as '%2B';
+    MinIO also '/' as '%2F'); VersityGW sends it raw, so decoding it as AWS's form is wrong."""
+    import json
+    from urllib.parse import unquote_plus
+
+    cases = json.loads((FIXTURES / "cases.json").read_text())
+    bucket = cases["bucket"]
+    misread = set()  # cases whose raw key, decoded as AWS's form, names another object
+    for case in cases["cases"]:
+        key = case["key"]
+        records = {
+            source: json.loads((FIXTURES / case[source]).read_bytes())["Records"]
+            for source in ("aws", "minio", "versitygw")
+        }
+        for source, (rec,) in records.items():
+            assert rec["s3"]["bucket"]["name"] == bucket, (source, case["file"])
+            assert rec["eventName"].removeprefix("s3:") == case["event"], (source, case["file"])
+        assert unquote_plus(records["aws"][0]["s3"]["object"]["key"]) == key
+        assert unquote_plus(records["minio"][0]["s3"]["object"]["key"]) == key
+        assert records["versitygw"][0]["s3"]["object"]["key"] == key
+        minio = json.loads((FIXTURES / case["minio"]).read_bytes())
+        assert minio["Key"] == f"{bucket}/{key}"  # MinIO's top-level Key: bucket/raw key
+        if unquote_plus(key) != key:
+            misread.add(case["file"])
+    assert misread == {c["file"] for c in cases["cases"] if "+" in c["key"]}
+    for source, path in cases["test_events"].items():
+        assert json.loads((FIXTURES / path).read_bytes())["Event"] == "s3:TestEvent", source
