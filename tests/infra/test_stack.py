@@ -420,13 +420,20 @@ class PrivateGateway:
 
 
 @pytest.fixture
-def private_gateway(stack: dict[str, str], kafka_admin: Any, tmp_path: Path) -> Any:
-    gw = PrivateGateway(stack, tmp_path / "stack")
+def private_gateway(stack: dict[str, str], kafka_admin: Any) -> Any:
+    import shutil
+
+    # beside the stack's own state, on a filesystem known to hold the posix backend's xattrs
+    # (tmp_path may be a tmpfs without user xattrs)
+    stack_dir = Path(os.environ.get("TAGFLEET_STACK_DIR", REPO_ROOT / "var" / "stack"))
+    state = stack_dir / "versitygw-tests" / uuid.uuid4().hex[:12]
+    gw = PrivateGateway(stack, state)
     gw.run("start")
     try:
         yield gw
     finally:
         gw.run("stop")
+        shutil.rmtree(state, ignore_errors=True)
         try:
             kafka_admin.delete_topics([gw.topic], timeout_ms=30_000, raise_errors=False)
         except Exception as exc:  # cleanup must not mask the outcome of the test
