@@ -40,12 +40,9 @@ MYPY_TESTS := $(filter-out $(MYPY_TESTS_PENDING), \
 MYPY_TESTS := $(filter-out tests/deploy/%, $(MYPY_TESTS))
 
 # The unit tier: no stack (integration), no learning runs (slow), not tests/deploy (helm and
-# promtool come from infra/ scripts), not the end-to-end runs of the tagfleet command (a fresh
-# torch import each, tens of seconds; `make test` runs them).
-UNIT_ARGS := -m "not integration and not slow" --ignore=tests/deploy -n auto \
-	--deselect tests/models/test_detect_cli.py::test_train_and_eval_detect_from_the_command_line \
-	--deselect tests/models/test_model_cli.py::test_train_eval_and_fleet_commands \
-	--deselect tests/consumers/test_backfill.py::test_tag_stores_the_good_images_and_reports_the_bad_ones
+# promtool come from infra/ scripts); the end-to-end runs of the tagfleet command are marked
+# slow (a fresh torch import each, tens of seconds; `make test` runs them).
+UNIT_ARGS := -m "not integration and not slow" --ignore=tests/deploy -n auto
 
 .PHONY: setup stack-up stack-down stack-status format format-check lint contracts typecheck gate unit test demo
 

@@ -96,10 +96,6 @@ def parse(spec: str) -> dict[str, Failpoint]:
 _ACTIVE: dict[str, Failpoint] = parse(os.environ.get(ENV, ""))
 
 
-def enabled() -> bool:
-    return bool(_ACTIVE)
-
-
 def hit(name: str, subjects: Sequence[str] = ()) -> None:
     """Act on failpoint ``name`` if it is configured; nothing (one dict lookup) otherwise.
 

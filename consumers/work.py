@@ -5,7 +5,6 @@ Pure data and logic; owned by the pipeline's source thread except where noted.
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -13,8 +12,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from consumers.domain import AssetRemoval, AssetRequest, SourcePosition
-
-_ids = itertools.count()
 
 
 @dataclass(eq=False, slots=True)
@@ -52,7 +49,6 @@ class WorkItem:
 
     message: Message
     request: AssetRequest | AssetRemoval | None
-    id: int = field(default_factory=lambda: next(_ids))
     attempts: int = 0
     failing_since: float | None = None  # monotonic time of the first transient failure
     reserved: int = 0  # bytes of the raw-bytes budget this item holds

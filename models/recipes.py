@@ -5,7 +5,7 @@ demo trains at first run is what the tests show to reach its held-out quality on
 data (``models.synthetic``: a colour per image for classify, 1-3 colours per image for tags).
 
 Tiny models train fastest on ONE CPU thread (``torch.set_num_threads(1)`` or
-``TAGFLEET_THREADS=1``): with two threads on a busy machine a training step was 10-30x slower.
+``OMP_NUM_THREADS=1``): with two threads on a busy machine a training step was 10-30x slower.
 """
 
 from __future__ import annotations

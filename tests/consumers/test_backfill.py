@@ -86,6 +86,7 @@ def _tag(folder: Path, store: str, fleet: Path, *extra: str) -> subprocess.Compl
     )
 
 
+@pytest.mark.slow  # the tagfleet command in a fresh process: tens of seconds
 def test_tag_stores_the_good_images_and_reports_the_bad_ones(
     tmp_path: Path, fleet_path: Path
 ) -> None:

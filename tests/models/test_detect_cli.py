@@ -8,13 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from detect_data import coco_scenes
 
 TAGFLEET = str(Path(sys.executable).parent / "tagfleet")
 
 
 def _run(*args: str) -> dict:
-    env = {**os.environ, "TAGFLEET_THREADS": "2"}
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
     done = subprocess.run(
         [TAGFLEET, *args], capture_output=True, text=True, env=env, timeout=600, check=False
     )
@@ -22,6 +23,7 @@ def _run(*args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # the tagfleet command in a fresh process: tens of seconds
 def test_train_and_eval_detect_from_the_command_line(tiny_config: str, tmp_path: Path) -> None:
     data = str(coco_scenes(tmp_path / "data", 16, seed=0, width=96, height=72))
     out = tmp_path / "logos"

@@ -19,6 +19,7 @@ def test_help_states_every_default(capsys: pytest.CaptureFixture[str]) -> None:
     assert out.count("(default:") >= 15
 
 
+@pytest.mark.slow  # the tagfleet command in a fresh process: tens of seconds
 def test_train_eval_and_fleet_commands(
     tiny_config: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
