@@ -12,14 +12,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from consumers.budget import ByteBudget
-from consumers.decode import DecodeLimits, decode_image
+from consumers.decode import DecodedImage
 from consumers.domain import AssetRequest, AssetResult, PermanentError, Reason
 from consumers.metrics import Metrics
 from consumers.ports import Fleet, Store
@@ -54,11 +53,17 @@ def local_requests(source: str) -> Iterator[AssetRequest]:
             )
 
 
-def read_local(request: AssetRequest, max_bytes: int) -> bytes:
+def read_local(
+    request: AssetRequest, max_bytes: int, reserve: Callable[[int], None] | None = None
+) -> bytes:
+    """The file's bytes; its size checked first and, when given, ``reserve(size)`` called
+    before it is read (as the S3 fetcher does)."""
     path = Path(request.key)
     size = path.stat().st_size
     if size > max_bytes:
         raise PermanentError(Reason.OBJECT_TOO_LARGE, f"{path} is {size} bytes, over {max_bytes}")
+    if reserve is not None:
+        reserve(size)
     return path.read_bytes()
 
 
@@ -66,22 +71,25 @@ def tag_requests(
     requests: Sequence[AssetRequest],
     fleet: Fleet,
     store: Store,
-    read: Callable[[AssetRequest], bytes],
+    read: Callable[[AssetRequest, Callable[[int], None]], bytes],
+    decode: Callable[[bytes], DecodedImage],
     *,
     batch_size: int = 32,
     workers: int = 8,
-    limits: DecodeLimits | None = None,
     progress: bool = True,
     retry: RetryPolicy | None = None,
+    max_failures: int = 8,
+    raw_bytes_limit: int = 256_000_000,
 ) -> TagSummary:
     """Read, decode, infer and store ``requests`` through the consumer's own stages.
 
-    The same code as the service from fetch to store: the decode limits, the canary that
-    tells a bad image from a bad model, the transient retries with their budget, and a bad
-    batch that costs its images, not the run. A fleet that fails on the canary too (a bad
-    deploy) stops the run: ``RuntimeError`` names why, and what was stored stays stored.
+    The same code as the service from fetch to store: ``decode`` is the service's decoder
+    (:func:`consumers.decoding.open_decoder`: limits, child processes, memory limits,
+    timeouts), ``read(request, reserve)`` reserves each object's size in the byte budget, and
+    the canary tells a bad image from a bad model; transient faults are retried within
+    ``retry``; a bad batch costs its images, not the run. A fleet that fails on the canary
+    too (a bad deploy) stops the run: ``RuntimeError`` names why, and what was stored stays.
     """
-    limits = limits or DecodeLimits()
     failed: list[tuple[str, str, str]] = []
     tagged = 0
     fatal: list[str] = []
@@ -115,15 +123,15 @@ def tag_requests(
     ready: queue.Queue[WorkItem] = queue.Queue(maxsize=2 * batch_size + workers)
     to_store: queue.Queue[tuple[WorkItem, AssetResult | None]] = queue.Queue()
     preparer = Preparer(
-        fetch=lambda request, _reserve: read(request),
-        decode=partial(decode_image, target=fleet.input_size, limits=limits),
+        fetch=read,
+        decode=decode,
         ready=ready,
         out=out,
         fetch_workers=workers,
         decode_workers=workers,
         draining=draining,
         retry=retry or RetryPolicy(),
-        raw_bytes=ByteBudget(256_000_000),
+        raw_bytes=ByteBudget(raw_bytes_limit),
     )
     inferencer = Inferencer(
         fleet=fleet,
@@ -133,7 +141,7 @@ def tag_requests(
         fatal=stop,
         batch_size=batch_size,
         batch_wait_s=0.02,
-        max_failures=8,
+        max_failures=max_failures,
         abandon=abandon,
     )
     writer = Storer(
@@ -172,11 +180,18 @@ def missing_only(requests: list[AssetRequest], fleet: Any, store: Any) -> list[A
 
 
 def run_tag(args: argparse.Namespace) -> int:
+    """``tagfleet tag``: the service's limits, decoder and retries (``TAGFLEET_*``), its own
+    sources, store and batch flags."""
+    from consumers.decoding import decode_limits, open_decoder
     from consumers.fetch import FetchSettings, S3Fetcher
+    from consumers.settings import Settings
     from consumers.store import TagStore
     from models import load_fleet
 
-    fetcher = S3Fetcher(FetchSettings(workers=args.workers))
+    settings = Settings()
+    fetcher = S3Fetcher(
+        FetchSettings(max_object_bytes=settings.max_object_bytes, workers=args.workers)
+    )
     requests: list[AssetRequest] = []
     for source in args.sources:
         requests += list(
@@ -184,34 +199,39 @@ def run_tag(args: argparse.Namespace) -> int:
         )
     fleet = load_fleet(args.fleet)
     store = TagStore(args.store)
-    store.upgrade()
+    if settings.migrate_on_start:
+        store.upgrade()
     total = len(requests)
     if args.missing_only:
         requests = missing_only(requests, fleet, store)
 
-    def read(request: AssetRequest) -> bytes:
-        return (
-            fetcher.fetch(request)
-            if request.uri.startswith("s3://")
-            else read_local(request, 50_000_000)
-        )
+    def read(request: AssetRequest, reserve: Callable[[int], None]) -> bytes:
+        if request.uri.startswith("s3://"):
+            return fetcher.fetch(request, reserve)
+        return read_local(request, settings.max_object_bytes, reserve)
 
     started = time.monotonic()
     try:
-        summary = tag_requests(
-            requests,
-            fleet,
-            store,
-            read,
-            batch_size=args.batch_size,
-            workers=args.workers,
-            progress=not args.no_progress and sys.stderr.isatty(),
-        )
+        with open_decoder(settings, fleet.input_size, decode_limits(settings)) as decode:
+            summary = tag_requests(
+                requests,
+                fleet,
+                store,
+                read,
+                decode,
+                batch_size=args.batch_size,
+                workers=args.workers,
+                progress=not args.no_progress and sys.stderr.isatty(),
+                retry=RetryPolicy(settings.retry_max_attempts, settings.retry_budget_s),
+                max_failures=settings.max_inference_failures,
+                raw_bytes_limit=settings.max_raw_bytes_in_flight,
+            )
     except RuntimeError as exc:
         print(f"tagfleet tag: stopped: {exc}", file=sys.stderr)
         return 3
     finally:
         store.close()
+        fetcher.close()
     elapsed = time.monotonic() - started
     print(
         f"tagged {summary.tagged} of {total} assets in {elapsed:.1f}s "

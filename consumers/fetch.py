@@ -103,12 +103,13 @@ class S3Fetcher:
         """
         return self._retrying(lambda: self._get(request.bucket, request.key, reserve), request.uri)
 
-    def exists(self, bucket: str, key: str) -> bool:
-        """Whether the object is there (a HEAD); False only on a 404. Blocks.
+    def readable(self, bucket: str, key: str) -> bool:
+        """Whether the service can still read the object (a HEAD answers 200). Blocks.
 
-        Raises :class:`TransientError` once the retry budget is spent, and
-        :class:`PermanentError` for what S3 refuses (a 403 among them: the service cannot
-        tell, so it does not say the object is gone).
+        False for a 404, and for a 403 too: without ``s3:ListBucket`` AWS answers a HEAD of a
+        missing key with 403, and an object the service may not read has no tags of its to
+        keep. Raises :class:`TransientError` once the retry budget is spent (5xx, throttling,
+        credentials) and :class:`PermanentError` for other refusals (another 4xx).
         """
         uri = f"s3://{bucket}/{key}"
 
@@ -116,9 +117,10 @@ class S3Fetcher:
             try:
                 self._client.head_object(Bucket=bucket, Key=key)
             except ClientError as exc:
-                if (
-                    _code(exc) in _NOT_FOUND
-                    or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404
+                error = classify_s3_error(exc, uri)
+                if isinstance(error, PermanentError) and error.reason in (
+                    Reason.OBJECT_NOT_FOUND,
+                    Reason.ACCESS_DENIED,
                 ):
                     return False
                 raise

@@ -123,10 +123,17 @@ class HealthServer:
                 else:
                     self._metrics_busy += 1
                     holds_slot = True  # until the answer is written: slow readers count too
-                    body = await asyncio.get_running_loop().run_in_executor(
-                        self._pool, generate_latest, self._registry
-                    )
-                    answer = (200, body, CONTENT_TYPE_LATEST)
+                    try:
+                        body = await asyncio.wait_for(
+                            asyncio.get_running_loop().run_in_executor(
+                                self._pool, generate_latest, self._registry
+                            ),
+                            self._timeout_s,
+                        )
+                        answer = (200, body, CONTENT_TYPE_LATEST)
+                    except Exception as exc:  # noqa: BLE001 - a collector that fails or hangs
+                        log.warning("metrics render failed", extra={"error": repr(exc)})
+                        answer = (500, b"metrics render failed\n", "text/plain")
             assert isinstance(answer, tuple)
             writer.write(_response(*answer))
             await asyncio.wait_for(writer.drain(), self._timeout_s)

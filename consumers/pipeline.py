@@ -54,7 +54,7 @@ class Parts:
     fetch: Callable[[AssetRequest, Callable[[int], None]], bytes]
     decode: Callable[[bytes], Any]
     new_source: Callable[[], Source] | None = None
-    object_exists: Callable[[str, str], bool] | None = None  # None: removals unconfirmed
+    object_readable: Callable[[str, str], bool] | None = None  # None: removals unconfirmed
 
 
 class Pipeline:
@@ -102,7 +102,7 @@ class Pipeline:
             draining=self.stopping,
             retry=RetryPolicy(settings.retry_max_attempts, settings.retry_budget_s),
             raw_bytes=ByteBudget(settings.max_raw_bytes_in_flight),
-            exists=parts.object_exists,
+            readable=parts.object_readable,
             removed=self._to_store,
         )
         self._inferencer = Inferencer(
@@ -242,7 +242,7 @@ class Pipeline:
     def _start(self, item: WorkItem) -> None:
         request = item.request
         if isinstance(request, AssetRemoval):
-            if self.parts.object_exists is None:
+            if self.parts.object_readable is None:
                 self._to_store.put((item, None))
             else:
                 self._preparer.submit(item)  # confirmed gone first

@@ -47,6 +47,7 @@ class Readiness:
         self.pipeline: Pipeline | None = None
         self._store_reached = False
         self._store_checked = 0.0
+        self._pinger: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def ready(self) -> dict[str, bool]:
@@ -84,11 +85,15 @@ class Readiness:
         # The ping runs on its own thread: a database that does not answer must not hold a
         # probe or /metrics (the ready gauge reads this) past Prometheus's scrape timeout.
         with self._lock:
-            due = time.monotonic() - self._store_checked > _STORE_PING_EVERY_S
+            pinging = self._pinger is not None and self._pinger.is_alive()
+            due = not pinging and time.monotonic() - self._store_checked > _STORE_PING_EVERY_S
             if due:
                 self._store_checked = time.monotonic()
-        if due:
-            threading.Thread(target=self._ping_store, name="store-ping", daemon=True).start()
+                self._pinger = threading.Thread(
+                    target=self._ping_store, name="store-ping", daemon=True
+                )
+        if due and self._pinger is not None:
+            self._pinger.start()
         return self._store_reached
 
     def _ping_store(self) -> None:

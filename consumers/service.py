@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
-from functools import partial
+from contextlib import ExitStack
 
 from kafka.errors import KafkaError
 
 from consumers import shutdown
 from consumers.cpus import cap_torch_threads
-from consumers.decode import DecodedImage, DecodeLimits, decode_image
-from consumers.decode_processes import DecodeProcesses
+from consumers.decoding import decode_limits, open_decoder
 from consumers.hardening import make_undumpable
 from consumers.health import HealthServer
 from consumers.logs import configure_logging
@@ -77,15 +74,11 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
     fetcher = S3Fetcher(
         FetchSettings(max_object_bytes=settings.max_object_bytes, workers=settings.fetch_workers)
     )
-    limits = DecodeLimits(
-        max_pixels=settings.max_pixels,
-        formats=settings.image_formats,
-        max_decode_bytes=settings.max_decode_bytes,
-    )
+    limits = decode_limits(settings)
     with ExitStack() as resources:
         resources.callback(store.close)
         try:
-            decode = resources.enter_context(decoder(settings, fleet.input_size, limits))
+            decode = resources.enter_context(open_decoder(settings, fleet.input_size, limits))
         except RuntimeError as exc:  # the decode processes did not start
             log.critical(str(exc))
             return EXIT_FATAL
@@ -103,7 +96,7 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
             store=store,
             producer=producer,
             fetch=fetcher.fetch,
-            object_exists=fetcher.exists,
+            object_readable=fetcher.readable,
             decode=decode,
         )
         pipeline = Pipeline(settings, parts, metrics)
@@ -122,32 +115,6 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
     else:
         log.info("stopped cleanly")
     return code
-
-
-@contextmanager
-def decoder(
-    settings: Settings, target: int, limits: DecodeLimits
-) -> Iterator[Callable[[bytes], DecodedImage]]:
-    """The decode function of ``settings.decode_mode``: a pool of child processes (closed on
-    exit) or :func:`decode_image` in the caller's thread."""
-    if settings.decode_mode == "thread":
-        yield partial(decode_image, target=target, limits=limits)
-        return
-    size = settings.decode_parallelism()
-    log_as = (settings.log_level, settings.log_format)
-    with DecodeProcesses(
-        size,
-        target,
-        limits,
-        timeout_s=settings.decode_timeout_s,
-        log=log_as,
-        memory_bytes=settings.decode_process_memory(),
-    ) as pool:
-        log.info(
-            "decode processes started",
-            extra={"processes": size, "memory_bytes_each": settings.decode_process_memory()},
-        )
-        yield pool
 
 
 def _connect_kafka(settings: Settings) -> tuple[Producer, KafkaSource]:

@@ -82,16 +82,16 @@ class Preparer(Stage):
         draining: threading.Event,
         retry: RetryPolicy,
         raw_bytes: ByteBudget,
-        exists: Callable[[str, str], bool] | None = None,
+        readable: Callable[[str, str], bool] | None = None,
         removed: queue.Queue[tuple[WorkItem, AssetResult | None]] | None = None,
     ) -> None:
         """``draining``: set on shutdown; an item that fails then is abandoned, not retried.
-        ``exists`` (bucket, key) confirms a removal before it goes to ``removed`` (the write
+        ``readable`` (bucket, key) confirms a removal before it goes to ``removed`` (the write
         stage's queue)."""
         self._fetch, self._decode, self._ready = fetch, decode, ready
         self._fail, self._finish, self._metrics = out.fail, out.finish, out.metrics
         self._draining, self._retry, self._raw_bytes = draining, retry, raw_bytes
-        self._exists, self._removed = exists, removed
+        self._readable, self._removed = readable, removed
         self._fetch_pool = ThreadPoolExecutor(fetch_workers, thread_name_prefix="fetch")
         self._decode_pool = ThreadPoolExecutor(decode_workers, thread_name_prefix="decode")
         self._scheduler = RetryScheduler()
@@ -105,25 +105,30 @@ class Preparer(Stage):
         self._fetch_pool.submit(self._in_pool, "fetch", work, item)
 
     def _confirm_removal(self, item: WorkItem) -> None:
-        """Hand a removal on only when its object is gone (HEAD answers 404): a removal
-        notification for an object that is still there (forged, or older than a re-upload)
-        must not wipe its tags."""
+        """Hand a removal on only when the service can no longer read its object (a HEAD
+        answers 404, or 403 as AWS does for a missing key without ``s3:ListBucket``): a
+        removal notification for an object that is still there (forged, or older than a
+        re-upload) must not wipe its tags."""
         request = item.request
         assert isinstance(request, AssetRemoval)
-        if self._removed is None or self._exists is None:
+        if self._removed is None or self._readable is None:
             raise RuntimeError("removals need a store queue and an object check")
         try:
-            exists = self._exists(request.bucket, request.key)
+            readable = self._readable(request.bucket, request.key)
         except PermanentError as exc:
             self._fail(item, exc)
             return
         except TransientError as exc:
             self._retry_later(item, exc)
             return
+        except Exception as exc:  # noqa: BLE001 - an unexpected fault must not lose the item
+            log.exception("unexpected error checking an object", extra={"asset_id": item.asset_id})
+            self._retry_later(item, TransientError(repr(exc)))
+            return
         self._last_success = time.monotonic()
-        if exists:
+        if readable:
             log.warning(
-                "removal ignored: the object still exists", extra={"asset_id": item.asset_id}
+                "removal ignored: the object is still there", extra={"asset_id": item.asset_id}
             )
             self._finish(item, "removal_ignored")
             return
@@ -182,7 +187,8 @@ class Preparer(Stage):
             self._retry_later(item, TransientError(repr(exc)))
             return
         self._last_success = time.monotonic()
-        self._refusals = 0
+        with self._refusal_lock:
+            self._refusals = 0
         self._metrics.stage_seconds.labels("fetch").observe(time.perf_counter() - started)
         self._decode_pool.submit(self._in_pool, "decode", self._decode_one, item)
 

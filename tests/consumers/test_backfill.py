@@ -105,13 +105,15 @@ def test_tag_stores_the_good_images_and_reports_the_bad_ones(
     bomb = io.BytesIO()
     Image.new("1", (12_000, 12_000)).save(bomb, format="PNG")  # 144 MP, a few kB
     (folder / "bomb.png").write_bytes(bomb.getvalue())
+    (folder / "scan.bmp").write_bytes(image_bytes(3, fmt="BMP"))  # off by default, as the service
     store = f"sqlite:///{tmp_path / 'tags.db'}"
 
     done = _tag(folder, store, fleet_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "tagged 9 of 11 assets" in done.stdout and "2 failed" in done.stdout
+    assert "tagged 9 of 12 assets" in done.stdout and "3 failed" in done.stdout
     assert f"failed file://{folder}/corrupt.png: image_decode_failed" in done.stderr
     assert f"failed file://{folder}/bomb.png: image_too_large" in done.stderr
+    assert f"failed file://{folder}/scan.bmp: unsupported_format" in done.stderr
     engine = sa.create_engine(store)
     with engine.connect() as conn:
         stored = {
@@ -121,4 +123,4 @@ def test_tag_stores_the_good_images_and_reports_the_bad_ones(
     assert stored == {f"file://{folder}/good-{i}.png" for i in range(9)}
 
     strict = _tag(folder, store, fleet_path, "--strict")
-    assert strict.returncode == 1 and "2 failed" in strict.stdout
+    assert strict.returncode == 1 and "3 failed" in strict.stdout

@@ -223,12 +223,45 @@ def test_reserve_is_called_with_the_size_before_the_body_is_read(
     assert sizes == [234]
 
 
-def test_exists_is_false_only_when_the_object_is_gone(
+def test_readable_is_false_when_the_object_is_gone(
     fetcher: S3Fetcher, s3: Any, bucket: str
 ) -> None:
     s3.put_object(Bucket=bucket, Key="here", Body=b"x")
-    assert fetcher.exists(bucket, "here") is True
-    assert fetcher.exists(bucket, "not-here") is False
+    assert fetcher.readable(bucket, "here") is True
+    assert fetcher.readable(bucket, "not-here") is False
+
+
+class _HeadClient:
+    """A client whose HEAD answers what a test needs (AWS's 403 for a missing key without
+    s3:ListBucket cannot be had from moto)."""
+
+    def __init__(self, code: str, status: int) -> None:
+        self.code, self.status = code, status
+
+    def head_object(self, **_: Any) -> None:
+        raise client_error(self.code, self.status)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "outcome"),
+    [
+        ("403", 403, False),  # AWS: a missing key, the role lacks s3:ListBucket
+        ("AccessDenied", 403, False),  # an object the service may not read has no tags to keep
+        ("404", 404, False),
+        ("BadRequest", 400, PermanentError),
+        ("InternalError", 500, TransientError),
+    ],
+)
+def test_readable_from_the_heads_answer(code: str, status: int, outcome: Any) -> None:
+    with S3Fetcher(FAST, client=_HeadClient(code, status), sleep=lambda _s: None) as fetcher:
+        if isinstance(outcome, bool):
+            assert fetcher.readable("b", "k") is outcome
+        else:
+            with pytest.raises(outcome):
+                fetcher.readable("b", "k")
 
 
 def test_unknown_exceptions_are_not_classified() -> None:

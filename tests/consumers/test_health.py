@@ -203,3 +203,25 @@ def test_a_check_that_raises_fails_its_probe_not_the_server(
     checks["alive"] = None  # type: ignore[assignment]  # .values() raises
     assert get(server, "/healthz")[0] == 500
     assert get(server, "/metrics")[0] == 200
+
+
+class _BrokenCollector:
+    def collect(self) -> Iterator[object]:
+        raise RuntimeError("a collector bug")
+
+
+def test_a_metrics_render_that_fails_is_a_500_and_the_probes_still_answer() -> None:
+    registry = CollectorRegistry()
+    registry.register(_BrokenCollector())  # type: ignore[arg-type]
+    health = HealthServer(
+        "127.0.0.1", 0, registry, readiness=lambda: {"ok": True}, liveness=lambda: {"ok": True}
+    )
+    health.start()
+    try:
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"http://127.0.0.1:{health.port}/metrics", timeout=5)  # noqa: S310
+        assert info.value.code == 500
+        with urllib.request.urlopen(f"http://127.0.0.1:{health.port}/healthz", timeout=5) as r:  # noqa: S310
+            assert r.status == 200
+    finally:
+        health.stop()

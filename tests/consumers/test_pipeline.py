@@ -197,7 +197,11 @@ def _records(tp: TopicPartition, n: int) -> list[Record]:
 
 
 def _pipeline(
-    source: FakeSource, fetch: Any = None, store: FakeStore | None = None, **settings: Any
+    source: FakeSource,
+    fetch: Any = None,
+    store: FakeStore | None = None,
+    object_readable: Any = None,
+    **settings: Any,
 ) -> tuple[Pipeline, FakeStore]:
     store = store or FakeStore()
     parts = Parts(
@@ -207,6 +211,7 @@ def _pipeline(
         producer=FakeProducer(),  # type: ignore[arg-type]
         fetch=fetch or (lambda request, _reserve: b"x"),
         decode=lambda data: DecodedImage(np.zeros((8, 8, 3), np.uint8), 10, 10, "PNG"),
+        object_readable=object_readable,
     )
     cfg = Settings(
         results_topic="",
@@ -634,11 +639,9 @@ def test_a_removal_is_applied_only_once_its_object_is_gone():
         for r in records
     ]
     source = FakeSource({TP0: records})
-    pipeline, store = _pipeline(source)
-    object.__setattr__(
-        pipeline.parts, "object_exists", lambda bucket, key: (bucket, key) in still_there
+    pipeline, store = _pipeline(
+        source, object_readable=lambda bucket, key: (bucket, key) in still_there
     )
-    pipeline._preparer._exists = pipeline.parts.object_exists
     _run_until(pipeline, lambda: source.last_commit(TP0) == 2)
     assert store.removed == ["s3://bkt/gone.png"]
     ignored = pipeline.metrics.registry.get_sample_value(
