@@ -96,6 +96,10 @@ class Readiness:
             self._pinger.start()
         return self._store_reached
 
+    def store_reached(self) -> None:
+        """Record that the store answered (the start-up migrations did): no ping needed."""
+        self._store_reached = True
+
     def _ping_store(self) -> None:
         try:
             self.store.ping()

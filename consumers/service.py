@@ -60,9 +60,10 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
     from models import load_fleet
 
     store = TagStore(settings.store_url())
+    readiness.store = store
     if settings.migrate_on_start:
         store.upgrade()
-    readiness.store = store
+        readiness.store_reached()  # the migrations just talked to it
     fleet = load_fleet(settings.fleet)
     cap_torch_threads(settings.cpus())
     for name, info in fleet.functions.items():

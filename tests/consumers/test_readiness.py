@@ -89,3 +89,12 @@ def test_a_store_that_does_not_answer_never_holds_a_probe_or_a_scrape() -> None:
     assert readiness.ready()["store_reached_once"] is False
     assert time.monotonic() - begun < 1.0
     hang.set()
+
+
+def test_a_store_the_service_already_used_counts_as_reached_without_a_ping() -> None:
+    readiness, store = Readiness(), Store()
+    started(readiness, store)
+    store.up = False  # down right after the start-up migrations
+    readiness.store_reached()
+    assert readiness.is_ready()
+    assert store.pings == 0
