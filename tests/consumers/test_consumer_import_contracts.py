@@ -10,31 +10,14 @@ contracts forbid put back breaks them and is named.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
 import pytest
+from lint_imports import lint
 
 ROOT = Path(__file__).resolve().parents[2]
-LINT_IMPORTS = str(Path(sys.executable).parent / "lint-imports")
-
-
-def _lint(root: Path) -> subprocess.CompletedProcess[str]:
-    """``lint-imports`` with ``root``'s pyproject.toml, importing the packages from ``root``."""
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    return subprocess.run(
-        [LINT_IMPORTS, "--no-cache", "--no-logo", str(root / "pyproject.toml")],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def _contract(contract_id: str) -> dict:
@@ -117,7 +100,7 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for package in ("models", "consumers"):
         shutil.copytree(ROOT / package, root / package, ignore=ignore)
     shutil.copy(ROOT / "pyproject.toml", root / "pyproject.toml")
-    done = _lint(root)
+    done = lint(root)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return root
 
@@ -133,7 +116,7 @@ def test_a_forbidden_edge_put_back_breaks_a_contract(
     module = root / "consumers" / path
     module.write_text(module.read_text() + f"\n\ndef _put_back() -> None:\n    {statement}\n")
 
-    done = _lint(root)
+    done = lint(root)
     assert done.returncode != 0
     assert "BROKEN" in done.stdout
     assert edge in done.stdout, done.stdout[-3000:]

@@ -6,34 +6,17 @@ that made the old cycles put back, ``lint-imports`` fails and names that edge.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from lint_imports import lint
 
 ROOT = Path(__file__).resolve().parents[2]
-LINT_IMPORTS = str(Path(sys.executable).parent / "lint-imports")
-
-
-def _lint(root: Path) -> subprocess.CompletedProcess[str]:
-    """``lint-imports`` with ``root``'s pyproject.toml, importing the packages from ``root``."""
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    return subprocess.run(
-        [LINT_IMPORTS, "--no-cache", "--no-logo", str(root / "pyproject.toml")],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_the_contracts_hold() -> None:
-    done = _lint(ROOT)
+    done = lint(ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert " 0 broken" in done.stdout
 
@@ -70,11 +53,11 @@ def test_an_old_edge_put_back_breaks_a_contract(
     for package in ("models", "consumers"):
         shutil.copytree(ROOT / package, tmp_path / package, ignore=ignore)
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    assert _lint(tmp_path).returncode == 0  # the copy as it is keeps the contracts
+    assert lint(tmp_path).returncode == 0  # the copy as it is keeps the contracts
     module = tmp_path / "models" / path
     module.write_text(module.read_text() + f"\n\ndef _put_back() -> None:\n    {statement}\n")
 
-    done = _lint(tmp_path)
+    done = lint(tmp_path)
     assert done.returncode != 0
     assert "BROKEN" in done.stdout
     assert edge in done.stdout, done.stdout[-3000:]
