@@ -12,6 +12,7 @@ import json
 import re
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import unquote_plus
@@ -50,6 +51,22 @@ _BUCKET = re.compile(r"[a-z0-9][a-z0-9.\-_]{1,61}[a-z0-9]")
 _LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
 _M = TypeVar("_M", bound=BaseModel)
 _CREATED = "ObjectCreated:"
+# Families of S3 (AWS, MinIO, VersityGW) event names that are not objects to tag or remove.
+IGNORED_KINDS = frozenset(
+    {
+        "TestEvent",
+        "ObjectAccessed",
+        "ObjectRestore",
+        "Replication",
+        "LifecycleTransition",
+        "IntelligentTiering",
+        "ObjectTagging",
+        "ObjectAcl",
+        "ReducedRedundancyLostObject",
+        "Scanner",
+        "other",
+    }
+)
 _REMOVED = ("ObjectRemoved:", "LifecycleExpiration:")
 
 
@@ -132,13 +149,18 @@ _NOTIFICATION = TypeAdapter(S3Notification)
 
 
 def parse_event(
-    value: bytes | None, key: bytes | None, policy: EventPolicy
+    value: bytes | None,
+    key: bytes | None,
+    policy: EventPolicy,
+    on_ignored: Callable[[str], None] | None = None,
 ) -> list[AssetRequest | AssetRemoval]:
     """Validate one message value and return what it asks for, in record order.
 
     A native event gives one :class:`AssetRequest`; a notification gives one request or removal
     per ``ObjectCreated``/``ObjectRemoved`` record and ignores other event names (``[]`` for a
-    notification with none, such as ``s3:TestEvent`` or ``ObjectAccessed``). When ``key`` is set
+    notification with none, such as ``s3:TestEvent`` or ``ObjectAccessed``), and calls
+    ``on_ignored(kind)`` once per record (or test event) it ignores, ``kind`` one of
+    :data:`IGNORED_KINDS` (a bounded set: event names are the sender's). When ``key`` is set
     on a native event it must equal ``asset_id``; a notification's key is not checked (MinIO keys
     by ``bucket/key``).
 
@@ -171,8 +193,10 @@ def parse_event(
                 f"notification has {len(records)} records, over the limit of"
                 f" {policy.max_records} (TAGFLEET_MAX_RECORDS_PER_EVENT)",
             )
-        return _from_notification(_validate(_NOTIFICATION, value), policy)
+        return _from_notification(_validate(_NOTIFICATION, value), policy, on_ignored)
     if document.get("Event") == "s3:TestEvent":
+        if on_ignored is not None:
+            on_ignored("TestEvent")
         return []
     return [_from_native(_validate(_NATIVE, value), key, policy)]
 
@@ -239,12 +263,16 @@ def _from_native(event: NativeEvent, key: bytes | None, policy: EventPolicy) -> 
 
 
 def _from_notification(
-    notification: S3Notification, policy: EventPolicy
+    notification: S3Notification,
+    policy: EventPolicy,
+    on_ignored: Callable[[str], None] | None = None,
 ) -> list[AssetRequest | AssetRemoval]:
     out: list[AssetRequest | AssetRemoval] = []
     for index, record in enumerate(notification.Records):
         name = record.eventName.removeprefix("s3:")
         if not name.startswith((_CREATED, *_REMOVED)):
+            if on_ignored is not None:
+                on_ignored(ignored_kind(name))
             continue
         try:
             object_key = unquote_plus(record.s3.object.key, errors="strict")
@@ -278,6 +306,14 @@ def _from_notification(
                 )
             )
     return out
+
+
+def ignored_kind(event_name: str) -> str:
+    """The kind of a record that is not an object to tag or remove: the event name's family
+    when it is one S3 or MinIO documents, else ``other`` (a metric label must not take any
+    string a sender writes)."""
+    family = event_name.removeprefix("s3:").partition(":")[0]
+    return family if family in IGNORED_KINDS else "other"
 
 
 def split_s3_uri(uri: str, policy: EventPolicy) -> tuple[str, str]:

@@ -20,6 +20,13 @@ class Metrics:
         self.dlq = Counter(
             "tagfleet_dlq", "Dead-lettered events by reason.", ["reason"], registry=r
         )
+        self.ignored_records = Counter(
+            "tagfleet_ignored_records",
+            "Notification records that are not objects to tag or remove (test events,"
+            " reads, restores, replication, lifecycle transitions), by kind.",
+            ["kind"],
+            registry=r,
+        )
         self.stage_seconds = Histogram(
             "tagfleet_stage_seconds",
             "Time spent per stage.",

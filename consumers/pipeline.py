@@ -223,7 +223,7 @@ class Pipeline:
             self._watermarks.track(tp, record.offset)
         self._fetched[tp] = record.offset + 1
         try:
-            requests = parse_event(record.value, record.key, self._policy)
+            requests = parse_event(record.value, record.key, self._policy, self._count_ignored)
         except PermanentError as exc:
             message.pending = message.items = 1
             self._items += 1
@@ -238,6 +238,9 @@ class Pipeline:
             item = WorkItem(message, request)
             if self._gate.admit(item) is not None:
                 self._start(item)
+
+    def _count_ignored(self, kind: str) -> None:
+        self.metrics.ignored_records.labels(kind).inc()
 
     def _start(self, item: WorkItem) -> None:
         request = item.request

@@ -18,6 +18,7 @@ from consumers.events import EventPolicy, event_json_schema, parse_event
 POLICY = EventPolicy(asset_id_binding="any")
 BOUND = EventPolicy()  # the default: a native asset_id must be its uri
 SCHEMA_FILE = Path(__file__).parents[2] / "docs" / "event.schema.json"
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def dumps(document: Any) -> bytes:
@@ -130,11 +131,33 @@ def test_removals(name: str) -> None:
     )
 
 
-def test_other_notifications_give_nothing() -> None:
+def test_other_notifications_give_nothing_and_are_counted_by_kind() -> None:
+    kinds: list[str] = []
     accessed = dumps({"Records": [record("s3:ObjectAccessed:Get", "a.jpg")]})
     test_event = dumps({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "photos"})
-    assert parse_event(accessed, None, POLICY) == []
-    assert parse_event(test_event, None, POLICY) == []
+    recorded = (FIXTURES / "versitygw" / "test-event.json").read_bytes()  # the gateway's own
+    mixed = dumps(
+        {
+            "Records": [
+                record("ObjectRestore:Completed", "a.jpg"),
+                record("ObjectCreated:Put", "b.jpg"),
+                record("s3:Replication:OperationFailedReplication", "c.jpg"),
+            ]
+        }
+    )
+    assert parse_event(accessed, None, POLICY, kinds.append) == []
+    assert parse_event(test_event, None, POLICY, kinds.append) == []
+    assert parse_event(recorded, None, POLICY, kinds.append) == []
+    assert len(parse_event(mixed, None, POLICY, kinds.append)) == 1
+    assert kinds == ["ObjectAccessed", "TestEvent", "TestEvent", "ObjectRestore", "Replication"]
+
+
+def test_ignored_kinds_are_a_bounded_set_whatever_the_sender_writes() -> None:
+    kinds: set[str] = set()
+    for i in range(500):
+        value = dumps({"Records": [record(f"s3:Made{i}Up:Thing", "a.jpg")]})
+        assert parse_event(value, None, POLICY, kinds.add) == []
+    assert kinds == {"other"}
 
 
 @pytest.mark.parametrize("value", [b"", b"{", b"not json", b"\xff\xfe{}", b'{"a": 1}x'])

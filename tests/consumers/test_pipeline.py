@@ -648,3 +648,17 @@ def test_a_removal_is_applied_only_once_its_object_is_gone():
         "tagfleet_events_total", {"outcome": "removal_ignored"}
     )
     assert ignored == 1
+
+
+def test_a_test_event_is_acknowledged_and_counted_not_dead_lettered():
+    test_event = Record(
+        TP0.topic, 0, 0, None, b'{"Event": "s3:TestEvent", "Bucket": "Test-Bucket"}', 0
+    )
+    source = FakeSource({TP0: [test_event, *_records(TP0, 3)[1:]]})
+    pipeline, store = _pipeline(source)
+    _run_until(pipeline, lambda: source.last_commit(TP0) == 3)
+    assert _dead_letters(pipeline) == []
+    counted = pipeline.metrics.registry.get_sample_value(
+        "tagfleet_ignored_records_total", {"kind": "TestEvent"}
+    )
+    assert counted == 1 and len(store.saved) == 2

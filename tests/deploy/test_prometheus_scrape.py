@@ -148,6 +148,7 @@ def test_every_dashboard_and_alert_query_returns_data_from_a_live_service(
     topic, results, dlq = new_topic(partitions=2), new_topic(partitions=1), new_topic(partitions=1)
     events = [harness.s3_notification(bucket, k) for k in keys[:8]]
     events += [(b"bad", b"not json"), harness.native_event(bucket, "missing.png")]
+    events.append((None, b'{"Event": "s3:TestEvent", "Bucket": "Test-Bucket"}'))  # ignored
     s3.delete_object(Bucket=bucket, Key=keys[11])  # removals are applied once the object is gone
     events.append(harness.s3_notification(bucket, keys[11], name="ObjectRemoved:Delete"))
     harness.produce(kafka_bootstrap, topic, events)
