@@ -35,7 +35,12 @@ def test_an_oversized_reservation_waits_for_an_empty_budget_then_passes() -> Non
     budget = ByteBudget(100)
     budget.reserve(60)
     got = threading.Event()
-    waiter = threading.Thread(target=lambda: (budget.reserve(500), got.set()))
+
+    def reserve_then_signal() -> None:
+        budget.reserve(500)
+        got.set()
+
+    waiter = threading.Thread(target=reserve_then_signal)
     waiter.start()
     assert not got.wait(0.1)
     budget.release(60)

@@ -82,7 +82,11 @@ def test_a_store_that_does_not_answer_never_holds_a_probe_or_a_scrape() -> None:
     readiness, store = Readiness(), Store()
     started(readiness, store)
     hang = threading.Event()
-    store.ping = lambda: hang.wait(30)  # type: ignore[method-assign]
+
+    def hanging_ping() -> None:
+        hang.wait(30)
+
+    store.ping = hanging_ping  # type: ignore[method-assign]
     readiness._store_checked = 0.0
     begun = time.monotonic()
     assert readiness.ready()["store_reached_once"] is False

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from typing import cast
 
 from consumers.scheduler import RetryScheduler
 
@@ -14,7 +16,11 @@ def test_callbacks_run_in_due_order_on_one_thread() -> None:
     done = threading.Event()
     before = threading.active_count()
     for name, delay in (("c", 0.15), ("a", 0.01), ("b", 0.05)):
-        scheduler.call_later(delay, lambda n=name: ran.append((n, threading.current_thread().name)))
+
+        def record(n: str = name) -> None:
+            ran.append((n, threading.current_thread().name))
+
+        scheduler.call_later(delay, record)
     scheduler.call_later(0.2, done.set)
     assert threading.active_count() == before  # no thread per waiting callback
     assert done.wait(5)
@@ -26,7 +32,7 @@ def test_callbacks_run_in_due_order_on_one_thread() -> None:
 def test_a_failing_callback_does_not_stop_the_others_and_close_drops_the_rest() -> None:
     scheduler = RetryScheduler()
     ran: list[int] = []
-    scheduler.call_later(0.0, lambda: 1 / 0)
+    scheduler.call_later(0.0, cast(Callable[[], None], lambda: 1 / 0))
     scheduler.call_later(0.02, lambda: ran.append(1))
     scheduler.call_later(30, lambda: ran.append(2))
     deadline = time.monotonic() + 5

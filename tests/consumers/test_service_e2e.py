@@ -125,7 +125,7 @@ def _bad_inputs(
     bomb = io.BytesIO()
     Image.new("1", (12_000, 12_000)).save(bomb, format="PNG")
     s3.put_object(Bucket=bucket, Key="bad/bomb.png", Body=bomb.getvalue())
-    bad = [
+    bad: list[tuple[str, tuple[bytes | None, bytes | None]]] = [
         ("invalid_json", (b"x", b"{oops")),
         ("invalid_event", (b"x", json.dumps({"uri": "s3://b/k"}).encode())),
         (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -41,7 +42,7 @@ def test_sigterm_mid_batch_redelivers_nothing_and_exits_0(scenario):
     assert max(shutdowns) < GRACE_S
 
 
-def _snapshot(url: str) -> tuple[list[Any], list[Any]]:
+def _snapshot(url: str) -> tuple[Sequence[Any], Sequence[Any]]:
     engine = sa.create_engine(url, poolclass=sa.NullPool)
     try:
         with engine.connect() as conn:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torchvision.ops import box_iou
 
 from models.synthetic import COLOURS, SHAPES, Obj, background, draw, random_box
@@ -17,10 +19,12 @@ from models.synthetic import COLOURS, SHAPES, Obj, background, draw, random_box
 DETECT_CLASSES = ("red", "blue")
 
 
-def _boxes(rng: np.random.Generator, k: int, width: int, height: int) -> list[tuple[int, ...]]:
+def _boxes(
+    rng: np.random.Generator, k: int, width: int, height: int
+) -> list[tuple[int, int, int, int]]:
     """k square-ish boxes that overlap little (IoU < 0.2), in a width x height image."""
     side = min(width, height)
-    placed: list[tuple[int, ...]] = []
+    placed: list[tuple[int, int, int, int]] = []
     while len(placed) < k:
         x1, y1, x2, y2 = random_box(rng, side, 0.25, 0.42)
         dx = int(rng.integers(0, width - side + 1))
@@ -33,7 +37,7 @@ def _boxes(rng: np.random.Generator, k: int, width: int, height: int) -> list[tu
 
 def detect_scene(
     rng: np.random.Generator, width: int, height: int, classes: tuple[str, ...] = DETECT_CLASSES
-) -> tuple[object, list[Obj]]:
+) -> tuple[Image.Image, list[Obj]]:
     """A ``width x height`` scene with 1 to 4 shapes; ``classes`` are colours or shapes."""
     img = background(rng, max(width, height)).crop((0, 0, width, height))
     objs = []
@@ -59,7 +63,8 @@ def coco_scenes(
     """Write ``n`` scenes as ``root/img/<i>.png`` and ``root/coco.json``; return the JSON path."""
     rng = np.random.default_rng(seed)
     (root / "img").mkdir(parents=True, exist_ok=True)
-    images, anns = [], []
+    images: list[dict[str, Any]] = []
+    anns: list[dict[str, Any]] = []
     cat_id = {name: i + 1 for i, name in enumerate(classes)}
     for i in range(n):
         img, objs = detect_scene(rng, width, height, classes)

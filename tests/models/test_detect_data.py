@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 from detect_data import coco_scenes
 from torchvision.transforms import v2
 
-from models.data.coco import read_detect_images
+from models.data.coco import DetectDataset, DetectSample, read_detect_images
 from models.data.load import load_dataset
 from models.data.samples import DatasetError
 from models.detection.augment import augment_sample, detect_augmentation
@@ -30,9 +31,11 @@ def _edit(path: Path, change) -> str:  # noqa: ANN001
 
 
 def test_loads_images_boxes_and_labels(coco: Path) -> None:
-    ds = load_dataset(str(coco), "detect")
+    ds = cast(DetectDataset, load_dataset(str(coco), "detect"))
     assert ds.labels == ["red", "blue"]  # category id order
-    assert len(ds.samples) == 8 and all(len(s.boxes) == len(s.labels) >= 1 for s in ds.samples)
+    assert len(ds.samples) == 8 and all(
+        len(cast(DetectSample, s).boxes) == len(s.labels) >= 1 for s in ds.samples
+    )
     images, hashes, sizes = read_detect_images(ds, 64)
     assert images.shape == (8, 64, 64, 3) and sizes == [(96, 72)] * 8 and len(set(hashes)) == 8
     assert ds.targets().shape == (8, 2)
@@ -75,13 +78,13 @@ def test_bad_coco_files_name_the_file_and_the_problem(coco: Path, change, messag
 def test_unreadable_and_mismatched_images_are_named(coco: Path) -> None:
     (coco.parent / "img" / "3.png").write_bytes(b"not an image")
     with pytest.raises(DatasetError, match=r"unreadable image .*img/3.png"):
-        read_detect_images(load_dataset(str(coco), "detect"), 64)
+        read_detect_images(cast(DetectDataset, load_dataset(str(coco), "detect")), 64)
     path = _edit(coco, lambda d: d["images"][3].update(file_name="img/missing.png"))
     with pytest.raises(DatasetError, match=r"cannot read image .*img/missing.png"):
-        read_detect_images(load_dataset(path, "detect"), 64)
+        read_detect_images(cast(DetectDataset, load_dataset(path, "detect")), 64)
     path = _edit(coco, lambda d: d["images"][0].update(width=200))
     with pytest.raises(DatasetError, match=r"img/0.png is 96x72 but the COCO file says 200x72"):
-        read_detect_images(load_dataset(path, "detect"), 64)
+        read_detect_images(cast(DetectDataset, load_dataset(path, "detect")), 64)
 
 
 def test_eval_labels_must_be_the_functions(coco: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
 
@@ -15,7 +17,7 @@ def _truth(*boxes: list[int], labels: list[int] | None = None) -> ImageBoxes:
 
 
 def _dets(
-    boxes: list[list[float]], scores: list[float], labels: list[int] | None = None
+    boxes: Sequence[Sequence[float]], scores: list[float], labels: list[int] | None = None
 ) -> ImageBoxes:
     return ImageBoxes(
         np.array(boxes, dtype=float).reshape(-1, 4),
