@@ -13,8 +13,12 @@ import time
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
+
+if TYPE_CHECKING:
+    from pydantic.fields import FieldInfo
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "tagfleet"
@@ -67,7 +71,7 @@ def render(helm: Path, *args: str, chart: Path = CHART) -> list[dict]:
 
 
 @cache
-def settings_fields() -> dict[str, object]:
+def settings_fields() -> dict[str, FieldInfo]:
     from consumers.settings import Settings
 
     return dict(Settings.model_fields)

@@ -381,11 +381,16 @@ def test_values_schema_config_names_are_settings_with_matching_types() -> None:
     unknown = set(config["properties"]) - set(fields)
     assert not unknown, f"values.schema.json config has no such settings: {unknown}"
     for name, prop in config["properties"].items():
-        annotation = fields[name].annotation  # type: ignore[attr-defined]
+        annotation = fields[name].annotation
         if typing.get_origin(annotation) is typing.Literal:
             assert prop["enum"] == list(typing.get_args(annotation)), name
         elif annotation in (int, float, bool, str):
-            expected = {int: "integer", float: "number", bool: "boolean", str: "string"}
+            expected: dict[object, str] = {
+                int: "integer",
+                float: "number",
+                bool: "boolean",
+                str: "string",
+            }
             assert prop["type"] == expected[annotation], name
 
 

@@ -123,7 +123,9 @@ def test_kafka_address_and_topics_agree_across_services() -> None:
     for address in (tf["TAGFLEET_BOOTSTRAP_SERVERS"], env("s3")["VGW_EVENT_KAFKA_URL"]):
         assert _host_port(address) in advertised
     assert _host_port(tf["TAGFLEET_BOOTSTRAP_SERVERS"])[0] == "kafka"
-    created = re.search(r"for topic in ([^;]+);", script("kafka-init")).group(1).split()
+    topics = re.search(r"for topic in ([^;]+);", script("kafka-init"))
+    assert topics is not None
+    created = topics.group(1).split()
     for key in ("TAGFLEET_TOPIC", "TAGFLEET_RESULTS_TOPIC", "TAGFLEET_DLQ_TOPIC"):
         assert tf[key] in created, key
     # The S3 server publishes its bucket notifications to the topic tagfleet consumes.
@@ -168,7 +170,7 @@ def test_store_url_is_the_postgres_service() -> None:
 def test_metrics_port_is_published_and_scraped_by_prometheus() -> None:
     port = int(
         env("tagfleet").get("TAGFLEET_METRICS_PORT", settings_fields()["metrics_port"].default)
-    )  # type: ignore[attr-defined]
+    )
     assert f"127.0.0.1:{port}:{port}" in services()["tagfleet"]["ports"]
     mounts = dict(m.split(":")[:2] for m in services()["prometheus"]["volumes"])
     assert mounts["./prometheus"] == "/etc/prometheus"

@@ -75,7 +75,7 @@ def test_weights_cache_volume_and_health_check() -> None:
     assert json.loads(runtime["VOLUME"]) == ["/var/cache/tagfleet"]
     assert "TAGFLEET_CACHE_DIR=/var/cache/tagfleet" in runtime["ENV"]
     assert "/healthz" in runtime["HEALTHCHECK"] and "CMD [" in runtime["HEALTHCHECK"]
-    port = settings_fields()["metrics_port"].default  # type: ignore[attr-defined]
+    port = settings_fields()["metrics_port"].default
     assert runtime["EXPOSE"] == str(port)
     assert f"TAGFLEET_METRICS_PORT={port}" in runtime["ENV"]
 
