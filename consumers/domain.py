@@ -7,7 +7,7 @@ may pass (retried with backoff, never dead-lettered).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -83,6 +83,12 @@ class AssetRequest:
     event_time: datetime | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
     size: int | None = None
+    alternative_key: str | None = None  # the key's other reading (consumers.object_keys)
+
+    def with_key(self, key: str) -> AssetRequest:
+        """This request for the same bucket's object ``key`` (its other reading)."""
+        uri = f"s3://{self.bucket}/{key}"
+        return replace(self, key=key, uri=uri, asset_id=uri, alternative_key=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +101,12 @@ class AssetRemoval:
     event_time: datetime | None = None
     bucket: str = ""
     key: str = ""
+    alternative_key: str | None = None  # the key's other reading (consumers.object_keys)
+
+    def with_key(self, key: str, alternative_key: str | None = None) -> AssetRemoval:
+        """This removal for the same bucket's object ``key`` (its other reading)."""
+        uri = f"s3://{self.bucket}/{key}"
+        return replace(self, key=key, uri=uri, asset_id=uri, alternative_key=alternative_key)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
-from urllib.parse import unquote_plus
 
 from pydantic import (
     AfterValidator,
@@ -28,6 +27,7 @@ from pydantic import (
 )
 
 from consumers.domain import AssetRemoval, AssetRequest, PermanentError, Reason
+from consumers.object_keys import from_versitygw, key_readings
 from consumers.safe_text import MAX_ID_BYTES, MAX_SHORT_BYTES, key_problem, text_problem
 
 
@@ -111,6 +111,7 @@ class NativeEvent(_Strict):
 
 class S3Bucket(_Strict):
     name: Short
+    arn: EncodedKey | None = None
 
 
 class S3Object(_Strict):
@@ -130,6 +131,7 @@ class S3Record(_Strict):
         description="e.g. ObjectCreated:Put (AWS) or s3:ObjectCreated:Put (MinIO)."
     )
     eventTime: AwareDatetime | None = None
+    userIdentity: dict[str, Any] | None = None
     s3: S3Entity
 
 
@@ -268,31 +270,35 @@ def _from_notification(
     on_ignored: Callable[[str], None] | None = None,
 ) -> list[AssetRequest | AssetRemoval]:
     out: list[AssetRequest | AssetRemoval] = []
-    for index, record in enumerate(notification.Records):
+    for record in notification.Records:
         name = record.eventName.removeprefix("s3:")
         if not name.startswith((_CREATED, *_REMOVED)):
             if on_ignored is not None:
                 on_ignored(ignored_kind(name))
             continue
-        try:
-            object_key = unquote_plus(record.s3.object.key, errors="strict")
-        except UnicodeDecodeError:
-            raise PermanentError(
-                Reason.INVALID_EVENT, f"Records.{index}.s3.object.key: not UTF-8 once decoded"
-            ) from None
-        uri = f"s3://{record.s3.bucket.name}/{object_key}"
+        raw = from_versitygw(record.userIdentity, record.s3.bucket.arn)
+        first, other = key_readings(record.s3.object.key, raw)
+        uri = f"s3://{record.s3.bucket.name}/{first}"
         bucket, object_key = split_s3_uri(uri, policy)
+        alternative = None
+        if other is not None:
+            try:
+                alternative = split_s3_uri(f"s3://{bucket}/{other}", policy)[1]
+            except PermanentError:
+                alternative = None  # a reading S3 could not serve anyway
         if name.startswith(_CREATED):
+            etag = record.s3.object.eTag
             out.append(
                 AssetRequest(
                     asset_id=uri,
                     uri=uri,
                     bucket=bucket,
                     key=object_key,
-                    etag=record.s3.object.eTag,
+                    etag=etag.strip('"') or None if etag is not None else None,
                     content_type=record.s3.object.contentType,
                     event_time=record.eventTime,
                     size=record.s3.object.size,
+                    alternative_key=alternative,
                 )
             )
         else:
@@ -303,6 +309,7 @@ def _from_notification(
                     event_time=record.eventTime,
                     bucket=bucket,
                     key=object_key,
+                    alternative_key=alternative,
                 )
             )
     return out

@@ -20,6 +20,15 @@ class Metrics:
         self.dlq = Counter(
             "tagfleet_dlq", "Dead-lettered events by reason.", ["reason"], registry=r
         )
+        self.key_readings = Counter(
+            "tagfleet_key_readings",
+            "Objects found by the first reading of a notification's key, or by its other"
+            " reading after a 404 (servers disagree on URL-encoding keys).",
+            ["reading"],
+            registry=r,
+        )
+        for reading in ("first", "alternative"):
+            self.key_readings.labels(reading)
         self.ignored_records = Counter(
             "tagfleet_ignored_records",
             "Notification records that are not objects to tag or remove (test events,"

@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from consumers.budget import ByteBudget
@@ -245,7 +245,8 @@ class Pipeline:
     def _start(self, item: WorkItem) -> None:
         request = item.request
         if isinstance(request, AssetRemoval):
-            if self.parts.object_readable is None:
+            if self.parts.object_readable is None:  # unconfirmed: the first reading only
+                item.request = replace(request, alternative_key=None)
                 self._to_store.put((item, None))
             else:
                 self._preparer.submit(item)  # confirmed gone first

@@ -53,6 +53,7 @@ class WorkItem:
     failing_since: float | None = None  # monotonic time of the first transient failure
     reserved: int = 0  # bytes of the raw-bytes budget this item holds
     aggregate: bool = False  # the one dead letter of a message whose records failed
+    gate_key: str | None = None  # the asset id the KeyGate admitted it under
     data: bytes | None = None
     decoded: Any = None
 
@@ -75,20 +76,22 @@ class KeyGate:
 
     def admit(self, item: WorkItem) -> WorkItem | None:
         assert item.asset_id is not None
-        queue = self._waiting.get(item.asset_id)
+        item.gate_key = item.asset_id  # kept: the fetch may find the object by another key
+        queue = self._waiting.get(item.gate_key)
         if queue is None:
-            self._waiting[item.asset_id] = deque()
+            self._waiting[item.gate_key] = deque()
             return item
         queue.append(item)
         return None
 
     def release(self, item: WorkItem) -> WorkItem | None:
-        queue = self._waiting.get(item.asset_id) if item.asset_id is not None else None
+        key = item.gate_key
+        queue = self._waiting.get(key) if key is not None else None
         if queue is None:
             return None
         if queue:
             return queue.popleft()
-        del self._waiting[item.asset_id]  # type: ignore[arg-type]
+        del self._waiting[key]  # type: ignore[arg-type]
         return None
 
     def __len__(self) -> int:

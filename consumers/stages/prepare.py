@@ -105,16 +105,17 @@ class Preparer(Stage):
         self._fetch_pool.submit(self._in_pool, "fetch", work, item)
 
     def _confirm_removal(self, item: WorkItem) -> None:
-        """Hand a removal on only when the service can no longer read its object (a HEAD
-        answers 404, or 403 as AWS does for a missing key without ``s3:ListBucket``): a
-        removal notification for an object that is still there (forged, or older than a
-        re-upload) must not wipe its tags."""
+        """Hand a removal on only for the readings of its key whose object the service can
+        no longer read (a HEAD answers 404, or 403 as AWS does for a missing key without
+        ``s3:ListBucket``): a removal notification for an object that is still there (forged,
+        or older than a re-upload) must not wipe its tags."""
         request = item.request
         assert isinstance(request, AssetRemoval)
         if self._removed is None or self._readable is None:
             raise RuntimeError("removals need a store queue and an object check")
+        readings = [request.key, *([request.alternative_key] if request.alternative_key else [])]
         try:
-            readable = self._readable(request.bucket, request.key)
+            gone = [key for key in readings if not self._readable(request.bucket, key)]
         except PermanentError as exc:
             self._fail(item, exc)
             return
@@ -126,12 +127,13 @@ class Preparer(Stage):
             self._retry_later(item, TransientError(repr(exc)))
             return
         self._last_success = time.monotonic()
-        if readable:
+        if not gone:
             log.warning(
                 "removal ignored: the object is still there", extra={"asset_id": item.asset_id}
             )
             self._finish(item, "removal_ignored")
             return
+        item.request = request.with_key(gone[0], gone[1] if len(gone) > 1 else None)
         self._removed.put((item, None))
 
     def _in_pool(self, where: str, work: Callable[[WorkItem], None], item: WorkItem) -> None:
@@ -165,7 +167,7 @@ class Preparer(Stage):
         started = time.perf_counter()
         try:
             failpoints.hit("fetch")
-            item.data = self._fetch(item.request, lambda size: self._reserve(item, size))
+            item.data = self._fetch_either_reading(item)
         except PermanentError as exc:
             self._release(item)
             if self._refused_in_a_row(exc) >= SYSTEMIC_REFUSALS:
@@ -191,6 +193,24 @@ class Preparer(Stage):
             self._refusals = 0
         self._metrics.stage_seconds.labels("fetch").observe(time.perf_counter() - started)
         self._decode_pool.submit(self._in_pool, "decode", self._decode_one, item)
+
+    def _fetch_either_reading(self, item: WorkItem) -> bytes:
+        """The object's bytes, by the key's first reading, else (a 404) by its other one
+        (:mod:`consumers.object_keys`); the item then names the object really found."""
+        request = item.request
+        assert isinstance(request, AssetRequest)
+        try:
+            data = self._fetch(request, lambda size: self._reserve(item, size))
+        except PermanentError as exc:
+            if exc.reason is not Reason.OBJECT_NOT_FOUND or request.alternative_key is None:
+                raise
+            other = request.with_key(request.alternative_key)
+            data = self._fetch(other, lambda size: self._reserve(item, size))
+            item.request = other
+            self._metrics.key_readings.labels("alternative").inc()
+            return data
+        self._metrics.key_readings.labels("first").inc()
+        return data
 
     def _decode_one(self, item: WorkItem) -> None:
         started = time.perf_counter()

@@ -128,10 +128,17 @@ class Storer(Stage):
             for item in removals:
                 request = item.request
                 assert isinstance(request, AssetRemoval)
-                remove = functools.partial(
-                    self._store.remove, [request.asset_id], item.message.position, uri=request.uri
-                )
-                self._retry(remove, "store")
+                readings = [request]
+                if request.alternative_key is not None:  # both readings are gone (prepare)
+                    readings.append(request.with_key(request.alternative_key))
+                for removal in readings:
+                    remove = functools.partial(
+                        self._store.remove,
+                        [removal.asset_id],
+                        item.message.position,
+                        uri=removal.uri,
+                    )
+                    self._retry(remove, "store")
         self._metrics.stage_seconds.labels("store").observe(time.perf_counter() - started)
         if self._producer is not None and self._topic:
             records = [self._record(item, result, now) for item, result in group]

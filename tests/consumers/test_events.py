@@ -128,6 +128,7 @@ def test_removals(name: str) -> None:
         event_time=datetime(2024, 5, 1, 10, 0, 0, 123000, tzinfo=UTC),
         bucket="photos",
         key="a b.jpg",
+        alternative_key="a+b.jpg",
     )
 
 
@@ -208,7 +209,9 @@ def test_tombstone_and_key_mismatch() -> None:
     assert reason_of(native(), key=b"other") is Reason.INVALID_EVENT
 
 
-def test_key_with_bad_percent_encoding() -> None:
+def test_a_key_with_no_utf8_decoding_is_read_raw() -> None:
+    """``%ff.jpg`` decodes to no UTF-8 text: no server would have encoded a key so, so it is
+    a raw key (VersityGW's form) of that literal name."""
     value = dumps(
         {
             "Records": [
@@ -219,7 +222,9 @@ def test_key_with_bad_percent_encoding() -> None:
             ]
         }
     )
-    assert reason_of(value) is Reason.INVALID_EVENT
+    [request] = parse_event(value, None, POLICY)
+    assert isinstance(request, AssetRequest)
+    assert (request.key, request.alternative_key) == ("%ff.jpg", None)
 
 
 def test_event_too_large_is_checked_before_parsing() -> None:
@@ -368,10 +373,11 @@ def test_text_the_store_or_s3_would_refuse_is_refused(value: bytes, reason: Reas
     assert reason_of(value) == reason
 
 
-def test_lone_surrogate_in_a_notification_key() -> None:
+def test_an_encoded_lone_surrogate_is_a_literal_key_not_a_surrogate() -> None:
     value = notification(record("ObjectCreated:Put", "x"))
     value = value.replace(b'"key": "x"', b'"key": "%ED%A0%80"')
-    assert reason_of(value) == Reason.INVALID_EVENT
+    [request] = parse_event(value, None, POLICY)
+    assert isinstance(request, AssetRequest) and request.key == "%ED%A0%80"
 
 
 def test_byte_limits_count_bytes_not_characters() -> None:
@@ -406,3 +412,38 @@ def test_text_problems_name_what_is_wrong() -> None:
     assert "8 UTF-8 bytes" in (text_problem("\U0001f600" * 2, 7) or "")
     assert "'..'" in (key_problem("a/../b") or "")
     assert key_problem("a/..b/c.") is None  # dots inside a segment are fine
+
+
+CASES = json.loads((FIXTURES / "cases.json").read_text())
+
+
+@pytest.mark.parametrize("server", ["aws", "minio", "versitygw"])
+@pytest.mark.parametrize("case", CASES["cases"], ids=lambda c: c["file"])
+def test_every_servers_form_names_the_same_object(server: str, case: dict[str, Any]) -> None:
+    """AWS's and MinIO's URL-encoded keys (built from their documentation's rules) and
+    VersityGW's raw keys (recorded from the server) resolve to the same asset, at the first
+    reading."""
+    if case.get(server) is None:
+        pytest.skip(f"no {server} fixture for {case['file']}")
+    value = (FIXTURES / case[server]).read_bytes()
+    items = parse_event(value, None, EventPolicy(asset_id_binding="any"))
+    assert [item.asset_id for item in items] == [case["uri"]] * len(items)
+    assert items
+
+
+@pytest.mark.parametrize(
+    ("key", "versitygw", "readings"),
+    [
+        ("a+b.jpg", False, ("a b.jpg", "a+b.jpg")),  # AWS/MinIO: '+' is a space; raw is the other
+        ("a+b.jpg", True, ("a+b.jpg", "a b.jpg")),  # the gateway sends keys raw
+        ("a b.jpg", False, ("a b.jpg", None)),  # a space is never left by URL-encoding: raw
+        ("100%25.jpg", False, ("100%.jpg", "100%25.jpg")),
+        ("100% off.jpg", False, ("100% off.jpg", None)),
+        ("plain/key.jpg", False, ("plain/key.jpg", None)),
+        ("caf%C3%A9.jpg", True, ("caf%C3%A9.jpg", "café.jpg")),
+    ],
+)
+def test_key_readings(key: str, versitygw: bool, readings: tuple[str, str | None]) -> None:
+    from consumers.object_keys import key_readings
+
+    assert key_readings(key, versitygw) == readings

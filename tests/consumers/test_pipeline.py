@@ -662,3 +662,41 @@ def test_a_test_event_is_acknowledged_and_counted_not_dead_lettered():
         "tagfleet_ignored_records_total", {"kind": "TestEvent"}
     )
     assert counted == 1 and len(store.saved) == 2
+
+
+def test_a_key_not_found_by_its_first_reading_is_fetched_by_the_other():
+    """AWS-form ``a+b.png`` reads first as ``a b.png``; the object is really ``a+b.png`` (a
+    server that sends raw keys without the gateway's marks): found on the second reading,
+    stored under the object's real name, counted; the next event of the same key follows."""
+
+    def fetch(request: Any, _reserve: Any) -> bytes:
+        if request.key == "a b.png":
+            raise PermanentError(Reason.OBJECT_NOT_FOUND, "NoSuchKey")
+        return b"x"
+
+    records = [_notification(TP0, 0, ["a+b.png"]), _notification(TP0, 1, ["a+b.png"])]
+    source = FakeSource({TP0: records})
+    pipeline, store = _pipeline(source, fetch=fetch)
+    _run_until(pipeline, lambda: source.last_commit(TP0) == 2)
+    assert store.saved == ["s3://bkt/a+b.png", "s3://bkt/a+b.png"]
+    assert _dead_letters(pipeline) == []
+    second = pipeline.metrics.registry.get_sample_value(
+        "tagfleet_key_readings_total", {"reading": "alternative"}
+    )
+    assert second == 2
+
+
+def test_a_removal_removes_only_the_readings_whose_object_is_gone():
+    """A removal of AWS-form ``a+b.png``: the object ``a b.png`` (first reading) is still
+    there, ``a+b.png`` is gone: only the asset of ``a+b.png`` loses its tags."""
+    still_there = {("bkt", "a b.png")}
+    record = _notification(TP0, 0, ["a+b.png"])
+    record = record._replace(
+        value=record.value.replace(b"ObjectCreated:Put", b"ObjectRemoved:Delete")
+    )
+    source = FakeSource({TP0: [record]})
+    pipeline, store = _pipeline(
+        source, object_readable=lambda bucket, key: (bucket, key) in still_there
+    )
+    _run_until(pipeline, lambda: source.last_commit(TP0) == 1)
+    assert store.removed == ["s3://bkt/a+b.png"]
