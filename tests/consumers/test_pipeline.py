@@ -488,7 +488,10 @@ def test_backpressure_counts_work_items_not_messages():
     thread = threading.Thread(target=pipeline.run)
     thread.start()
     try:
-        time.sleep(0.5)
+        deadline = time.monotonic() + 20
+        while source.max_paused == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # a few more turns of the loop: it stays paused
         assert source.max_paused == 1
         assert pipeline.in_flight <= 4  # one poll of 4 messages, 200 items, then paused
     finally:
