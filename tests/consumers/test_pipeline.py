@@ -335,7 +335,10 @@ def test_backpressure_pauses_partitions_instead_of_buffering(limit: int):
     thread = threading.Thread(target=pipeline.run)
     thread.start()
     try:
-        time.sleep(0.5)
+        deadline = time.monotonic() + 20
+        while source.max_paused == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # a few more turns of the loop: it stays paused
         assert source.max_paused == 1
         assert limit <= pipeline.in_flight <= limit + 4  # at most one poll beyond the bound
     finally:
