@@ -224,6 +224,14 @@ def _pipeline(
     return Pipeline(cfg, parts, Metrics()), store
 
 
+def _wait_until_paused(source: FakeSource, timeout_s: float = 20) -> None:
+    """Until the loop has paused its partitions, then a few more turns (it stays paused)."""
+    deadline = time.monotonic() + timeout_s
+    while source.max_paused == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)
+
+
 def _run_until(pipeline: Pipeline, done: Any, timeout_s: float = 20) -> None:
     thread = threading.Thread(target=pipeline.run)
     thread.start()
@@ -335,10 +343,7 @@ def test_backpressure_pauses_partitions_instead_of_buffering(limit: int):
     thread = threading.Thread(target=pipeline.run)
     thread.start()
     try:
-        deadline = time.monotonic() + 20
-        while source.max_paused == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.3)  # a few more turns of the loop: it stays paused
+        _wait_until_paused(source)
         assert source.max_paused == 1
         assert limit <= pipeline.in_flight <= limit + 4  # at most one poll beyond the bound
     finally:
@@ -491,10 +496,7 @@ def test_backpressure_counts_work_items_not_messages():
     thread = threading.Thread(target=pipeline.run)
     thread.start()
     try:
-        deadline = time.monotonic() + 20
-        while source.max_paused == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.3)  # a few more turns of the loop: it stays paused
+        _wait_until_paused(source)
         assert source.max_paused == 1
         assert pipeline.in_flight <= 4  # one poll of 4 messages, 200 items, then paused
     finally:
