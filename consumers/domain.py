@@ -84,6 +84,7 @@ class AssetRequest:
     attributes: dict[str, Any] = field(default_factory=dict)
     size: int | None = None
     alternative_key: str | None = None  # the key's other reading (consumers.object_keys)
+    sequencer: str | None = None  # order key among this object's events (consumers.sequencer)
 
     def with_key(self, key: str) -> AssetRequest:
         """This request for the same bucket's object ``key`` (its other reading)."""
@@ -102,6 +103,7 @@ class AssetRemoval:
     bucket: str = ""
     key: str = ""
     alternative_key: str | None = None  # the key's other reading (consumers.object_keys)
+    sequencer: str | None = None  # order key among this object's events (consumers.sequencer)
 
     def with_key(self, key: str, alternative_key: str | None = None) -> AssetRemoval:
         """This removal for the same bucket's object ``key`` (its other reading)."""
@@ -128,3 +130,4 @@ class AssetResult:
     processed_at: datetime
     latency_ms: float | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    sequencer: str | None = None  # order key of the event (consumers.sequencer); None: unordered

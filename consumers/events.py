@@ -29,6 +29,7 @@ from pydantic import (
 from consumers.domain import AssetRemoval, AssetRequest, PermanentError, Reason
 from consumers.object_keys import from_versitygw, key_readings
 from consumers.safe_text import MAX_ID_BYTES, MAX_SHORT_BYTES, key_problem, text_problem
+from consumers.sequencer import order_key
 
 
 def _limited(max_bytes: int) -> AfterValidator:
@@ -119,6 +120,11 @@ class S3Object(_Strict):
     size: int | None = Field(default=None, ge=0)
     eTag: OptionalShort | None = None
     contentType: OptionalShort | None = None
+    sequencer: str | None = Field(
+        default=None,
+        max_length=MAX_SHORT_BYTES,
+        description="Hex; orders the events of one object (docs/events.md, order per object).",
+    )
 
 
 class S3Entity(_Strict):
@@ -277,6 +283,7 @@ def _from_notification(
                 on_ignored(ignored_kind(name))
             continue
         raw = from_versitygw(record.userIdentity, record.s3.bucket.arn)
+        order = order_key(record.s3.object.sequencer, versitygw=raw, event_time=record.eventTime)
         first, other = key_readings(record.s3.object.key, raw)
         uri = f"s3://{record.s3.bucket.name}/{first}"
         bucket, object_key = split_s3_uri(uri, policy)
@@ -299,6 +306,7 @@ def _from_notification(
                     event_time=record.eventTime,
                     size=record.s3.object.size,
                     alternative_key=alternative,
+                    sequencer=order,
                 )
             )
         else:
@@ -310,6 +318,7 @@ def _from_notification(
                     bucket=bucket,
                     key=object_key,
                     alternative_key=alternative,
+                    sequencer=order,
                 )
             )
     return out

@@ -96,7 +96,7 @@ class Metrics:
         self.inference_failures = Counter(
             "tagfleet_inference_failures", "Images the fleet failed on.", registry=r
         )
-        for outcome in ("stored", "removed", "dead_lettered", "removal_ignored"):
+        for outcome in ("stored", "removed", "dead_lettered", "removal_ignored", "stale"):
             self.events.labels(outcome)
         for stage in ("fetch", "decode", "infer", "store", "publish"):
             self.stage_seconds.labels(stage)

@@ -104,6 +104,7 @@ class Pipeline:
             raw_bytes=ByteBudget(settings.max_raw_bytes_in_flight),
             readable=parts.object_readable,
             removed=self._to_store,
+            superseded=self._removed_later,
         )
         self._inferencer = Inferencer(
             fleet=parts.fleet,
@@ -145,6 +146,13 @@ class Pipeline:
             self._finish(item, "failed")
         else:
             self._dlq.put(item, error)
+
+    def _removed_later(self, request: AssetRequest) -> bool:
+        """Whether a removal newer than ``request`` was applied to either reading of its key."""
+        ids = [request.asset_id]
+        if request.alternative_key is not None:
+            ids.append(request.with_key(request.alternative_key).asset_id)
+        return self.parts.store.removed_later(ids, request.sequencer)
 
     def _on_fatal(self, reason: str) -> None:
         log.critical("stopping: %s", reason)

@@ -88,13 +88,24 @@ class StoreUnusable(RuntimeError):
     it cannot store."""
 
 
+class StaleEvent(Exception):
+    """The store holds a newer event of the object than the one it was asked to apply
+    (docs/events.md, "Order per object"): the event is acknowledged as stale, not applied."""
+
+
 class Store(Protocol):
     """The metadata store: idempotent writes; ``TransientError`` for faults that may pass."""
 
     def save(self, results: Sequence[AssetResult]) -> Any: ...
     def remove(
-        self, asset_ids: Sequence[str], source: SourcePosition | None, *, uri: str | None = None
+        self,
+        asset_ids: Sequence[str],
+        source: SourcePosition | None,
+        *,
+        uri: str | None = None,
+        sequencer: str | None = None,
     ) -> int: ...
+    def removed_later(self, asset_ids: Sequence[str], sequencer: str | None) -> bool: ...
     def ping(self) -> None: ...
     def verify_schema(self) -> None: ...
 

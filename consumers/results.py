@@ -56,6 +56,7 @@ def build_result(
         processed_at=processed_at,
         latency_ms=latency_ms,
         attributes=request.attributes,
+        sequencer=request.sequencer,
     )
 
 

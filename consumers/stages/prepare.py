@@ -84,14 +84,17 @@ class Preparer(Stage):
         raw_bytes: ByteBudget,
         readable: Callable[[str, str], bool] | None = None,
         removed: queue.Queue[tuple[WorkItem, AssetResult | None]] | None = None,
+        superseded: Callable[[AssetRequest], bool] | None = None,
     ) -> None:
         """``draining``: set on shutdown; an item that fails then is abandoned, not retried.
         ``readable`` (bucket, key) confirms a removal before it goes to ``removed`` (the write
-        stage's queue)."""
+        stage's queue). ``superseded`` tells whether a create whose object is missing was
+        followed by a removal already applied (the store's ``removed_later``): such an item
+        finishes ``stale`` instead of being dead-lettered; it may raise ``TransientError``."""
         self._fetch, self._decode, self._ready = fetch, decode, ready
         self._fail, self._finish, self._metrics = out.fail, out.finish, out.metrics
         self._draining, self._retry, self._raw_bytes = draining, retry, raw_bytes
-        self._readable, self._removed = readable, removed
+        self._readable, self._removed, self._superseded = readable, removed, superseded
         self._fetch_pool = ThreadPoolExecutor(fetch_workers, thread_name_prefix="fetch")
         self._decode_pool = ThreadPoolExecutor(decode_workers, thread_name_prefix="decode")
         self._scheduler = RetryScheduler()
@@ -170,6 +173,8 @@ class Preparer(Stage):
             item.data = self._fetch_either_reading(item)
         except PermanentError as exc:
             self._release(item)
+            if exc.reason is Reason.OBJECT_NOT_FOUND and self._removed_since(item):
+                return
             if self._refused_in_a_row(exc) >= SYSTEMIC_REFUSALS:
                 self._retry_later(item, TransientError(f"{_SYSTEMIC}; this one: {exc}"))
             else:
@@ -193,6 +198,24 @@ class Preparer(Stage):
             self._refusals = 0
         self._metrics.stage_seconds.labels("fetch").observe(time.perf_counter() - started)
         self._decode_pool.submit(self._in_pool, "decode", self._decode_one, item)
+
+    def _removed_since(self, item: WorkItem) -> bool:
+        """Finish ``item`` (a create whose object is missing) as ``stale`` when a newer
+        removal of its object was applied, or schedule it again when the store cannot say;
+        False when it is a missing object to dead-letter."""
+        request = item.request
+        assert isinstance(request, AssetRequest)
+        if self._superseded is None or request.sequencer is None:
+            return False
+        try:
+            superseded = self._superseded(request)
+        except TransientError as exc:
+            self._retry_later(item, exc)
+            return True
+        if superseded:
+            log.info("create older than its object's removal", extra={"asset_id": item.asset_id})
+            self._finish(item, "stale")
+        return superseded
 
     def _fetch_either_reading(self, item: WorkItem) -> bytes:
         """The object's bytes, by the key's first reading, else (a 404) by its other one

@@ -20,7 +20,7 @@ from consumers.domain import (
     PermanentError,
     Reason,
 )
-from consumers.ports import OutRecord, RecordProducer, Store, StoreUnusable
+from consumers.ports import OutRecord, RecordProducer, StaleEvent, Store, StoreUnusable
 from consumers.results import encode_event, removal_event, result_event
 from consumers.retry import GaveUp, retry_transient
 from consumers.stages.base import Outlets, Stage
@@ -118,41 +118,63 @@ class Storer(Stage):
         self._fail(item, PermanentError(reason, str(exc)[:2000]))
 
     def _write(self, group: list[tuple[WorkItem, AssetResult | None]]) -> None:
+        """Store then publish ``group``; an item older than what the store holds for its
+        object (``stale``) is neither applied nor published, and finishes as ``stale``."""
         results = [r for _, r in group if r is not None]
         removals = [item for item, r in group if r is None]
         now = datetime.now(UTC)
         started = time.perf_counter()
+        stale: set[int] = set()
         with _sink("store"):
             if results:
-                self._retry(lambda: self._store.save(results), "store")
+                stats = self._retry(lambda: self._store.save(results), "store")
+                older = set(getattr(stats, "stale", ()))
+                stale |= {id(i) for i, r in group if r is not None and r.asset_id in older}
             for item in removals:
-                request = item.request
-                assert isinstance(request, AssetRemoval)
-                readings = [request]
-                if request.alternative_key is not None:  # both readings are gone (prepare)
-                    readings.append(request.with_key(request.alternative_key))
-                for removal in readings:
-                    remove = functools.partial(
-                        self._store.remove,
-                        [removal.asset_id],
-                        item.message.position,
-                        uri=removal.uri,
-                    )
-                    self._retry(remove, "store")
+                if self._remove(item):
+                    stale.add(id(item))
         self._metrics.stage_seconds.labels("store").observe(time.perf_counter() - started)
         if self._producer is not None and self._topic:
-            records = [self._record(item, result, now) for item, result in group]
+            records = [
+                self._record(item, result, now) for item, result in group if id(item) not in stale
+            ]
             started = time.perf_counter()
             with _sink("publish"):
                 self._retry(lambda: self._producer.send_all(records), "publish")  # type: ignore[union-attr]
             self._metrics.stage_seconds.labels("publish").observe(time.perf_counter() - started)
         failpoints.hit("after_store")
         for item, result in group:
+            if id(item) in stale:
+                self._finish(item, "stale")
+                continue
             event_time = item.event_time
             if result is not None and event_time is not None:
                 age = (now - event_time).total_seconds()
                 self._metrics.end_to_end.observe(max(0.0, age))
             self._finish(item, "stored" if result is not None else "removed")
+
+    def _remove(self, item: WorkItem) -> bool:
+        """Apply one removal (each reading of its key whose object is gone); True when every
+        reading is stale (the store holds a newer event of the object)."""
+        request = item.request
+        assert isinstance(request, AssetRemoval)
+        readings = [request]
+        if request.alternative_key is not None:  # both readings are gone (prepare)
+            readings.append(request.with_key(request.alternative_key))
+        stale = 0
+        for removal in readings:
+            remove = functools.partial(
+                self._store.remove,
+                [removal.asset_id],
+                item.message.position,
+                uri=removal.uri,
+                sequencer=removal.sequencer,
+            )
+            try:
+                self._retry(remove, "store")
+            except StaleEvent:
+                stale += 1
+        return stale == len(readings)
 
     def _record(self, item: WorkItem, result: AssetResult | None, now: datetime) -> OutRecord:
         if result is None:

@@ -73,6 +73,8 @@ class Asset(SourceColumns, Base):
     height: Mapped[int | None] = mapped_column(sa.Integer)
     removed: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # order key of the newest event applied (consumers.sequencer); an older one is stale
+    sequencer: Mapped[str | None] = mapped_column(sa.Text)
 
 
 class FunctionResult(SourceColumns, Base):

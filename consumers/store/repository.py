@@ -18,6 +18,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from consumers import failpoints
 from consumers.domain import AssetResult, SourcePosition
+from consumers.ports import StaleEvent
+from consumers.sequencer import is_older
 from consumers.store import migrate
 from consumers.store.engine import create_store_engine, writer
 from consumers.store.errors import SchemaMissing, translate_errors
@@ -103,17 +105,35 @@ class TagStore:
         is written); otherwise the result row is replaced and that function's tags are deleted
         and inserted again. Functions absent from a result are left alone. The asset row (uri,
         etag, size) is updated only when it differs, and a removed asset is restored. When the
-        batch holds an asset or an (asset, function) more than once, its last occurrence counts.
-        Raises ``ValueError`` (before any write) for a result object of unknown type.
+        batch holds an asset or an (asset, function) more than once, its last occurrence counts
+        (unless it is the older event).
+
+        Order: a result whose ``sequencer`` is older than the one stored with its asset (a
+        newer create or removal of the object was applied first) is not applied; its asset is
+        listed in ``SaveStats.stale``. The asset rows are locked before they are compared
+        (new ones inserted first), so two consumers saving two events of one object at once
+        keep the newer. Raises ``ValueError`` (before any write) for a result object of
+        unknown type.
         """
         latest_assets, latest = _collapse(results)
         if not latest_assets:
             return SaveStats()
         _failpoint(sorted(latest_assets))
-        keys = sorted(latest)
-        new_rows = {key: tag_rows(key, *latest[key]) for key in keys}
         now = self._clock()
         with translate_errors("save"), self._writer.begin() as conn:
+            order = _lock_assets(
+                conn, [asset_row(latest_assets[a], now) for a in sorted(latest_assets)]
+            )
+            stale = tuple(
+                a
+                for a in sorted(latest_assets)
+                if is_older(latest_assets[a].sequencer, order.get(a))
+            )
+            for a in stale:
+                del latest_assets[a]
+            latest = {k: v for k, v in latest.items() if k[0] in latest_assets}
+            keys = sorted(latest)
+            new_rows = {key: tag_rows(key, *latest[key]) for key in keys}
             stored_assets, stored_results = _stored_state(conn, sorted(latest_assets))
             candidates = [
                 k
@@ -124,7 +144,8 @@ class TagStore:
             asset_rows = [
                 row
                 for a in sorted(latest_assets)
-                if (row := asset_row(latest_assets[a], now))["asset_id"] in touched
+                if (row := _ordered(asset_row(latest_assets[a], now), order.get(a)))["asset_id"]
+                in touched
                 or stored_assets.get(a) != _asset_key(row)
             ]
             # The asset rows first (locked even when unchanged), then results, then tags:
@@ -140,10 +161,16 @@ class TagStore:
             deleted_tags=deleted,
             unchanged_functions=len(keys) - len(written),
             replaced_functions=len(written),
+            stale=stale,
         )
 
     def remove(
-        self, asset_ids: Sequence[str], source: SourcePosition | None, *, uri: str | None = None
+        self,
+        asset_ids: Sequence[str],
+        source: SourcePosition | None,
+        *,
+        uri: str | None = None,
+        sequencer: str | None = None,
     ) -> int:
         """Delete the assets' tags and results and mark them removed, recording ``source``.
 
@@ -151,30 +178,79 @@ class TagStore:
         notification for one bucket's object cannot remove an asset whose object lives
         elsewhere. Returns how many of them were present and not yet removed; unknown or
         already removed ids are no-ops. A later :meth:`save` of the asset tags it again.
+
+        With ``sequencer`` (the removal's order key) and ``uri``, an asset never stored gets a
+        removed row with that key, so a create delivered after the removal it preceded is
+        stale; an asset whose stored key is newer is left alone, and when every asset is,
+        :class:`~consumers.ports.StaleEvent` is raised (nothing was changed).
         """
         ids = sorted(set(asset_ids))
         _failpoint(ids)
         removed = 0
+        applied = 0
         with translate_errors("remove"), self._writer.begin() as conn:
+            now = self._clock()
+            if sequencer is not None and uri is not None:
+                tombstones = [
+                    {
+                        "asset_id": a,
+                        "uri": uri,
+                        "removed": True,
+                        "updated_at": now,
+                        "sequencer": sequencer,
+                        **source_values(source),
+                    }
+                    for a in ids
+                ]
+                _lock_assets(conn, tombstones)
             for all_ids in _chunks(ids):
                 # Lock the asset rows first: the same order as save, so the two never deadlock.
                 locked = conn.execute(
-                    sa.select(assets.c.asset_id, assets.c.uri)
+                    sa.select(assets.c.asset_id, assets.c.uri, assets.c.sequencer)
                     .where(assets.c.asset_id.in_(all_ids))
                     .order_by(assets.c.asset_id)
                     .with_for_update()
                 ).all()
-                chunk = [a for a, stored in locked if uri is None or stored == uri]
+                chunk = [
+                    a
+                    for a, stored, order in locked
+                    if (uri is None or stored == uri) and not is_older(sequencer, order)
+                ]
+                applied += len(chunk)
                 removed += conn.execute(
                     sa.update(assets)
                     .where(assets.c.asset_id.in_(chunk), assets.c.removed.is_(False))
-                    .values(removed=True, updated_at=self._clock(), **source_values(source))
+                    .values(removed=True, updated_at=now, **source_values(source))
                 ).rowcount
+                if sequencer is not None:
+                    conn.execute(
+                        sa.update(assets)
+                        .where(
+                            assets.c.asset_id.in_(chunk),
+                            assets.c.sequencer.is_distinct_from(sequencer),
+                        )
+                        .values(sequencer=sequencer)
+                    )
                 conn.execute(sa.delete(tags).where(tags.c.asset_id.in_(chunk)))
                 conn.execute(
                     sa.delete(function_results).where(function_results.c.asset_id.in_(chunk))
                 )
+        if sequencer is not None and ids and not applied:
+            raise StaleEvent(f"a newer event of {ids[0]!r} is stored")
         return removed
+
+    def removed_later(self, asset_ids: Sequence[str], sequencer: str | None) -> bool:
+        """Whether one of the assets is stored as removed by an event newer than
+        ``sequencer``: a create whose object is gone because that removal ran is stale, not
+        a missing object. False without a ``sequencer`` (an unordered event)."""
+        if sequencer is None or not asset_ids:
+            return False
+        a = assets.c
+        query = sa.select(a.sequencer).where(
+            a.asset_id.in_(sorted(set(asset_ids))), a.removed.is_(True)
+        )
+        with translate_errors("removed_later"), self.engine.connect() as conn:
+            return any(is_older(sequencer, order) for order in conn.scalars(query))
 
     def tags_for_asset(self, asset_id: str) -> list[TagRow]:
         """All current tags of one asset, ordered by function, label and ordinal."""
@@ -236,15 +312,48 @@ def _upsert(conn: sa.Connection, table: sa.Table, key: list[str], compare: list[
 def _collapse(
     results: Sequence[AssetResult],
 ) -> tuple[dict[str, AssetResult], dict[FunctionKey, tuple[AssetResult, dict[str, Any]]]]:
-    """The last result of each asset and the last result object of each (asset, function)."""
+    """The last result of each asset and the last result object of each (asset, function);
+    a result of an older event than one already seen for its asset is passed over."""
     functions: dict[FunctionKey, tuple[AssetResult, dict[str, Any]]] = {}
+    chosen: dict[str, AssetResult] = {}
     for r in results:
+        seen = chosen.get(r.asset_id)
+        if seen is not None and is_older(r.sequencer, seen.sequencer):
+            continue
+        chosen[r.asset_id] = r
         for name, obj in r.functions.items():
             functions[(r.asset_id, name)] = (r, obj)
-    return {r.asset_id: r for r in results}, functions
+    return chosen, functions
 
 
-_ASSET_COMPARED = ("uri", "etag", "width", "height", "removed")
+def _lock_assets(conn: sa.Connection, rows: list[dict[str, Any]]) -> dict[str, str | None]:
+    """Insert the asset rows that do not exist yet (as given), lock every one in key order and
+    return each one's stored order key. A concurrent writer of a new asset waits on the
+    inserted row, then reads the committed one: the comparison is made under the lock."""
+    if not rows:
+        return {}
+    stmt = _insert(conn, assets).on_conflict_do_nothing(index_elements=[assets.c.asset_id])
+    conn.execute(stmt, rows)
+    order: dict[str, str | None] = {}
+    for chunk in _chunks(sorted(row["asset_id"] for row in rows)):
+        locked = conn.execute(
+            sa.select(assets.c.asset_id, assets.c.sequencer)
+            .where(assets.c.asset_id.in_(chunk))
+            .order_by(assets.c.asset_id)
+            .with_for_update()
+        )
+        order.update({a: o for a, o in locked})
+    return order
+
+
+def _ordered(row: dict[str, Any], stored: str | None) -> dict[str, Any]:
+    """An unordered result (no sequencer) keeps the order key stored with its asset."""
+    if row["sequencer"] is None:
+        row["sequencer"] = stored
+    return row
+
+
+_ASSET_COMPARED = ("uri", "etag", "width", "height", "removed", "sequencer")
 _RESULT_COMPARED = ("model_version", "etag")
 
 

@@ -22,13 +22,15 @@ class SaveStats:
 
     ``replaced_functions`` counts (asset, function) results written (first time, or a new model
     version or etag); ``unchanged_functions`` those skipped because the stored version and etag
-    already matched. Tags are counted in rows.
+    already matched. Tags are counted in rows. ``stale`` names the assets whose result was
+    not applied because a newer event of the object is stored (:mod:`consumers.sequencer`).
     """
 
     inserted_tags: int = 0
     deleted_tags: int = 0
     unchanged_functions: int = 0
     replaced_functions: int = 0
+    stale: tuple[str, ...] = ()  # assets whose result is older than their stored event
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +125,7 @@ def asset_row(r: AssetResult, now: datetime) -> dict[str, Any]:
         "height": r.height,
         "removed": False,
         "updated_at": now,
+        "sequencer": r.sequencer,
         **source_values(r.source),
     }
 

@@ -168,9 +168,19 @@ class FakeStore(Store):
             raise ValueError("a value the database refuses")
         self.saved += [r.asset_id for r in results]
 
-    def remove(self, asset_ids: Any, source: Any, *, uri: str | None = None) -> int:
+    def remove(
+        self,
+        asset_ids: Any,
+        source: Any,
+        *,
+        uri: str | None = None,
+        sequencer: str | None = None,
+    ) -> int:
         self.removed += list(asset_ids)
         return 0
+
+    def removed_later(self, asset_ids: Any, sequencer: str | None) -> bool:
+        return False
 
     def verify_schema(self) -> None:
         if not self.schema_ok:
