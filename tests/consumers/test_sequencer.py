@@ -83,5 +83,5 @@ def test_each_servers_records_carry_their_order(server: str) -> None:
         [item] = parse_event(value, None, EventPolicy())
         events.append(item)
     assert len({e.asset_id for e in events}) == 1
-    keys = [e.sequencer for e in events]
-    assert None not in keys and keys == sorted(keys) and len(set(keys)) == 3
+    keys = [e.sequencer or "" for e in events]
+    assert "" not in keys and keys == sorted(keys) and len(set(keys)) == 3
