@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -30,7 +30,15 @@ from consumers.domain import (
 )
 from consumers.events import EventPolicy, parse_event
 from consumers.metrics import Metrics
-from consumers.ports import Fleet, Partition, PolledRecord, RecordProducer, Source, Store
+from consumers.ports import (
+    Fleet,
+    Partition,
+    PolledRecord,
+    RebalanceEvent,
+    RecordProducer,
+    Source,
+    Store,
+)
 from consumers.results import aggregate_failures, public_error
 from consumers.settings import Settings
 from consumers.stages import DeadLetterer, Inferencer, Outlets, Preparer, RetryPolicy, Storer
@@ -55,6 +63,47 @@ class Parts:
     decode: Callable[[bytes], Any]
     new_source: Callable[[], Source] | None = None
     object_readable: Callable[[str, str], bool] | None = None  # None: removals unconfirmed
+
+
+_REBUILD_BACKOFF_S = 5.0  # between attempts to build a consumer after the last one was closed
+
+
+class _DetachedSource:
+    """The source between closing a stuck consumer and its replacement, while no replacement
+    could be built: it owns nothing and polls nothing."""
+
+    joined = False
+
+    def poll(self, timeout_ms: int) -> list[PolledRecord]:
+        time.sleep(timeout_ms / 1000)  # a poll's wait, so the loop does not spin
+        return []
+
+    def take_rebalance_events(self) -> list[RebalanceEvent]:
+        return []
+
+    def assignment(self) -> set[Partition]:
+        return set()
+
+    def set_paused(self, paused: bool) -> int:
+        return 0
+
+    def rewind(self, records: Sequence[PolledRecord]) -> int:
+        return 0
+
+    def commit(self, offsets: Mapping[Partition, int]) -> bool:
+        return False
+
+    def member_lost(self) -> bool:
+        return False
+
+    def end_offsets(self) -> dict[Partition, int]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+_DETACHED: Source = _DetachedSource()
 
 
 class Pipeline:
@@ -85,6 +134,7 @@ class Pipeline:
             asset_id_binding=settings.asset_id_binding,
         )
         self._items = 0  # work items between dispatch and completion (backpressure counts them)
+        self._messages = 0  # messages between dispatch and completion, on any partition
         workers = settings.decode_parallelism()
         ready: queue.Queue[WorkItem] = queue.Queue(maxsize=2 * settings.batch_size + workers)
         self._to_store: queue.Queue[tuple[WorkItem, AssetResult | None]] = queue.Queue()
@@ -177,7 +227,6 @@ class Pipeline:
 
     def _tick(self, poll_ms: int) -> None:
         self.loop_heartbeat = time.monotonic()
-        self._apply_rebalances()
         self._rejoin_if_stuck()
         self._apply_completions()
         self._commit(force=False)
@@ -187,6 +236,9 @@ class Pipeline:
         self._paused = paused
         self.metrics.paused_partitions.set(self.source.set_paused(paused))
         records = self.source.poll(poll_ms)
+        # the listener ran inside that poll: its events apply before the poll's records (a
+        # partition lost and assigned again restarts from the last commit)
+        self._apply_rebalances()
         if records or paused:
             self._starved_since = None
         if paused and records:
@@ -230,6 +282,7 @@ class Pipeline:
             self._forget({tp})
             self._watermarks.track(tp, record.offset)
         self._fetched[tp] = record.offset + 1
+        self._messages += 1
         try:
             requests = parse_event(record.value, record.key, self._policy, self._count_ignored)
         except PermanentError as exc:
@@ -307,6 +360,7 @@ class Pipeline:
     def _done_message(self, message: Message) -> None:
         pos = message.position
         assert pos is not None  # every message of the loop comes from a polled record
+        self._messages -= 1
         self._watermarks.done(Partition(pos.topic, pos.partition), pos.offset)
 
     def _apply_rebalances(self) -> None:
@@ -318,7 +372,13 @@ class Pipeline:
                     "partitions": sorted(f"{tp.topic}/{tp.partition}" for tp in event.partitions),
                 },
             )
-            if event.kind == "revoked":
+            if event.kind == "lost":
+                # the member was dropped from the group: kafka-python forgot its positions, so
+                # if these come back they restart from the last commit, as for another owner
+                self._forget(set(event.partitions))
+                self._revoking -= event.partitions
+                self._rebalancing_since = self._rebalancing_since or time.monotonic()
+            elif event.kind == "revoked":
                 self._revoking |= event.partitions
                 self._rebalancing_since = self._rebalancing_since or time.monotonic()
             else:
@@ -343,8 +403,11 @@ class Pipeline:
 
     @property
     def in_flight(self) -> int:
-        """Messages polled and not yet stored or dead-lettered, on partitions we still own."""
-        return self._watermarks.in_flight()
+        """Messages polled and not yet stored or dead-lettered, whoever owns their partition
+        now: the work of a partition revoked or lost still runs until it completes (its
+        completion is then ignored for commits), and a partition that comes back is polled
+        again from the last commit, so both copies count until each is done."""
+        return self._messages
 
     def _commit(self, force: bool) -> None:
         now = time.monotonic()
@@ -368,6 +431,11 @@ class Pipeline:
         if now - self._last_lag < 2.0:
             return
         self._last_lag = now
+        if self._revoking or self._rebalancing_since is not None:
+            # no ListOffsets (up to 2 s) on the loop while the join needs its polls; the
+            # fetch-stall clock does not run either: nothing is fetched during a rebalance
+            self._starved_since = None
+            return
         ends = self.source.end_offsets()
         backlog = 0
         for tp, end in ends.items():
@@ -389,9 +457,16 @@ class Pipeline:
         until the broker evicted it, and to stop fetching a partition for good (see
         :func:`consumers.source.release_parked_records`); a fresh consumer joins and fetches at
         once. Work of the partitions we held is forgotten: it is redelivered from the last
-        commit."""
+        commit.
+
+        The old consumer is closed (it leaves the group) before the new one is built: built
+        first, the new member would join a group the old one still sits in, and the old one's
+        leave would then rebalance the group a second time."""
         now = time.monotonic()
         if self.parts.new_source is None or self.stopping.is_set() or now < self._next_rejoin:
+            return
+        if self.source is _DETACHED:
+            self._attach_new_source(now, "joining again")
             return
         stuck = "group (re)join" if self.rebalancing_s() >= self.settings.rejoin_stuck_s else None
         if stuck is None and self._join_looks_lost(now):
@@ -401,19 +476,26 @@ class Pipeline:
         if stuck is None:
             return
         waited = round(max(self.rebalancing_s(), self.fetch_stalled_s()), 1)
-        try:
-            fresh = self.parts.new_source()
-        except Exception:  # noqa: BLE001 - broker unreachable: keep the old one, try later
-            self._next_rejoin = now + self.settings.rejoin_stuck_s
-            log.warning(f"{stuck} is stuck and a new consumer could not be made", exc_info=True)
-            return
-        log.warning(f"{stuck} was stuck; joined with a new consumer", extra={"waited_s": waited})
         self._forget(set(self._watermarks.partitions()) | self._revoking)
         self._revoking = set()
         with contextlib.suppress(Exception):
             self.source.close()
-        self.source = fresh
+        self.source = _DETACHED
         self._rebalancing_since, self._starved_since = now, None  # the new member joins
+        self._attach_new_source(now, f"{stuck} was stuck", waited_s=waited)
+
+    def _attach_new_source(self, now: float, why: str, **extra: Any) -> None:
+        """Build the next consumer; when that fails (the broker unreachable), stay detached and
+        try again after a back-off."""
+        assert self.parts.new_source is not None
+        try:
+            self.source = self.parts.new_source()
+        except Exception:  # noqa: BLE001 - broker unreachable: try again later
+            self._next_rejoin = now + _REBUILD_BACKOFF_S
+            log.warning(f"{why}; a new consumer could not be made yet", exc_info=True)
+            return
+        self._rebalancing_since = now  # its join starts now
+        log.warning(f"{why}; joined with a new consumer", extra=extra)
 
     def _join_looks_lost(self, now: float) -> bool:
         """A join longer than one session whose member the broker no longer lists (asked at

@@ -28,9 +28,11 @@ class Partition(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class RebalanceEvent:
-    """Partitions taken from (``revoked``) or given to (``assigned``) this member."""
+    """Partitions taken from (``revoked``), given to (``assigned``) or lost by (``lost``: the
+    member was dropped from the group, so nothing of them may be committed and, should they
+    come back, they restart from the last commit) this member."""
 
-    kind: str  # "assigned" | "revoked"
+    kind: str  # "assigned" | "revoked" | "lost"
     partitions: frozenset[Partition]
 
 
@@ -62,8 +64,14 @@ class Source(Protocol):
     def set_paused(self, paused: bool) -> int: ...
     def rewind(self, records: Sequence[PolledRecord]) -> int: ...
     def commit(self, offsets: Mapping[Partition, int]) -> bool: ...
-    def member_lost(self) -> bool: ...
-    def end_offsets(self) -> dict[Partition, int]: ...
+    def member_lost(self) -> bool:
+        """Whether the broker no longer lists this member, as far as is known; never blocks."""
+        ...
+
+    def end_offsets(self) -> dict[Partition, int]:
+        """End offsets of the assigned partitions; the loop does not ask mid-rebalance."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
@@ -21,7 +21,7 @@ from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssi
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from kafka.errors import CommitFailedError, KafkaError
-from kafka.structs import OffsetAndMetadata
+from kafka.structs import MemberState, OffsetAndMetadata
 
 from consumers.ports import Partition, PolledRecord, RebalanceEvent
 from consumers.settings import Settings
@@ -40,16 +40,33 @@ def _partitions(tps: Iterable[Any]) -> frozenset[Partition]:
 
 
 class _Listener(ConsumerRebalanceListener):
-    def __init__(self) -> None:
+    """Records the events for the loop; pauses what it is given while the loop is saturated.
+
+    kafka-python runs it on its I/O thread, inside the loop's ``poll()``: partitions assigned
+    there start unpaused and the same poll may fetch and return their records, past the
+    loop's bound, unless they are paused here, before the poll goes on to fetch.
+    """
+
+    def __init__(self, pause: Callable[[Iterable[Any]], None]) -> None:
         self._lock = threading.Lock()
+        self._pause = pause
         self.events: list[RebalanceEvent] = []
         self.joined = threading.Event()
+        self.saturated = False  # set by the loop thread (KafkaSource.set_paused)
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         with self._lock:
             self.events.append(RebalanceEvent("revoked", _partitions(revoked)))
 
+    def on_partitions_lost(self, lost: Any) -> None:
+        # dropped from the group (session expired, fenced): kafka-python forgets the
+        # positions; the loop forgets the partitions at once (not "revoked": not ours to commit)
+        with self._lock:
+            self.events.append(RebalanceEvent("lost", _partitions(lost)))
+
     def on_partitions_assigned(self, assigned: Any) -> None:
+        if self.saturated and assigned:
+            self._pause(assigned)
         with self._lock:
             self.events.append(RebalanceEvent("assigned", _partitions(assigned)))
         self.joined.set()
@@ -77,13 +94,12 @@ class KafkaSource:
             partition_assignment_strategy=[_ASSIGNORS[settings.assignment_strategy]],
             client_id=f"tagfleet-{settings.group_id}",
         )
-        self._listener = _Listener()
+        self._listener = _Listener(lambda tps: self._consumer.pause(*tps))
         self._consumer.subscribe([settings.topic], listener=self._listener)
         await_metadata_snapshot(self._consumer, settings.topic)
         self._end_offsets: dict[Partition, int] = {}
         self._end_offsets_at = 0.0
-        self._settings = settings
-        self._admin: Any = None
+        self._membership = _MembershipProbe(settings)
 
     @property
     def joined(self) -> bool:
@@ -104,6 +120,7 @@ class KafkaSource:
     def set_paused(self, paused: bool) -> int:
         """Pause (or resume) every assigned partition; idempotent, so it re-pauses after a
         rebalance (pause state does not survive one). Returns the number paused."""
+        self._listener.saturated = paused
         assigned = set(self._consumer.assignment())
         if paused:
             todo = assigned - set(self._consumer.paused())
@@ -157,31 +174,18 @@ class KafkaSource:
             return False
 
     def member_lost(self) -> bool:
-        """True when the broker no longer lists this consumer's member id in the group.
+        """True when the broker no longer lists this consumer's member id in the group, as far
+        as is known now: never blocks (the broker is asked on the probe's own thread, and the
+        answer is there for a later call).
 
         Asked only while a (re)join drags on. kafka-python 3.0.12 was seen to send its
         SyncGroup, stop heartbeating and then wait for ever, while the broker removed the
         member after one session timeout: a healthy long join (other members slow to rejoin)
         keeps the member listed, a lost one does not.
         """
-        member_id = getattr(getattr(self._consumer, "_coordinator", None), "_generation", None)
-        member_id = getattr(member_id, "member_id", None)
-        if not member_id:
-            return False
-        try:
-            if self._admin is None:
-                from kafka.admin import KafkaAdminClient
-
-                self._admin = KafkaAdminClient(
-                    **self._settings.kafka_common(),
-                    client_id=f"tagfleet-{self._settings.group_id}-check",
-                )
-            group = self._admin.describe_groups([self._settings.group_id])
-            members = group[self._settings.group_id]["members"]
-        except Exception as exc:  # noqa: BLE001 - unknown: do not act on it
-            log.debug("group membership unavailable: %r", exc)
-            return False
-        return member_id not in {m["member_id"] for m in members}
+        generation = getattr(getattr(self._consumer, "_coordinator", None), "_generation", None)
+        member_id = getattr(generation, "member_id", None)
+        return bool(member_id) and self._membership.lost(str(member_id))
 
     def end_offsets(self, refresh_s: float = 5.0) -> dict[Partition, int]:
         """End offset of every assigned partition: the latest of the high watermark seen in
@@ -193,8 +197,10 @@ class KafkaSource:
         """
         assigned = set(self._consumer.assignment())
         now = time.monotonic()
-        if assigned and (
-            now - self._end_offsets_at > refresh_s or not assigned <= set(self._end_offsets)
+        if (
+            assigned
+            and not self._rebalancing()
+            and (now - self._end_offsets_at > refresh_s or not assigned <= set(self._end_offsets))
         ):
             try:
                 answer = self._consumer.end_offsets(list(assigned), timeout_ms=2000)
@@ -209,12 +215,75 @@ class KafkaSource:
                 ends[Partition(tp.topic, tp.partition)] = max(known)
         return ends
 
+    def _rebalancing(self) -> bool:
+        """The group is rebalancing as far as this member knows (a heartbeat was answered
+        REBALANCE_IN_PROGRESS, or the join has not completed): no ListOffsets then, the loop
+        must get back to ``poll()``."""
+        coordinator = self._consumer._coordinator
+        return bool(coordinator.need_rejoin() or coordinator.state is not MemberState.STABLE)
+
     def close(self) -> None:
         """Leave the group without committing anything we did not commit explicitly."""
-        if self._admin is not None:
-            with contextlib.suppress(Exception):
-                self._admin.close()
+        self._membership.close()
         self._consumer.close(autocommit=False, timeout_ms=5000)
+
+
+class _MembershipProbe:
+    """Asks the broker whether it lists a member of the group, on its own thread: an admin
+    client's ``describe_groups`` blocks for up to a request timeout, which the loop, in the
+    middle of a join, cannot afford. :meth:`lost` answers from the last reply at once."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._wanted = threading.Event()
+        self._closed = False
+        self._member_id: str | None = None  # the member to look for
+        self._lost_member: str | None = None  # the last member the broker did not list
+        self._thread: threading.Thread | None = None
+
+    def lost(self, member_id: str) -> bool:
+        """Whether the broker's last reply missed ``member_id``; asks again in the background."""
+        self._member_id = member_id
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="tagfleet-membership", daemon=True
+            )
+            self._thread.start()
+        self._wanted.set()
+        return self._lost_member == member_id
+
+    def _run(self) -> None:
+        admin: Any = None
+        try:
+            while True:
+                self._wanted.wait()
+                self._wanted.clear()
+                if self._closed:
+                    return
+                member_id, group = self._member_id, self._settings.group_id
+                try:
+                    if admin is None:
+                        from kafka.admin import KafkaAdminClient
+
+                        admin = KafkaAdminClient(
+                            **self._settings.kafka_common(), client_id=f"tagfleet-{group}-check"
+                        )
+                    members = admin.describe_groups([group])[group]["members"]
+                except Exception as exc:  # noqa: BLE001 - unknown: do not act on it
+                    log.debug("group membership unavailable: %r", exc)
+                    continue
+                if member_id not in {m["member_id"] for m in members}:
+                    self._lost_member = member_id
+        finally:
+            if admin is not None:
+                with contextlib.suppress(Exception):
+                    admin.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wanted.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
 
 
 def await_metadata_snapshot(consumer: KafkaConsumer, topic: str, timeout_s: float = 15.0) -> bool:

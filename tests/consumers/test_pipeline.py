@@ -7,7 +7,7 @@ import json
 import threading
 import time
 from collections import namedtuple
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -50,8 +50,14 @@ class FakeSource(Source):
         self.ends = {tp: len(rs) for tp, rs in records.items()}
         self.stall_after: int | None = None  # hand out this many records, then none (a client
         self.handed = 0  # that stopped fetching)
+        self.rewound = 0
+        self.in_poll: list[Callable[[], None]] = []  # one runs inside each poll (the listener)
+        self.closed = False
+        self.log: list[str] | None = None  # "closed" is appended here on close()
 
     def poll(self, timeout_ms: int) -> list[Record]:
+        if self.in_poll:
+            self.in_poll.pop(0)()
         if self.stall_after is not None and self.handed >= self.stall_after:
             time.sleep(0.005)
             return []
@@ -88,6 +94,7 @@ class FakeSource(Source):
             self.pending[TopicPartition(record.topic, record.partition)].insert(
                 0, cast(Record, record)
             )
+        self.rewound += len(records)
         return len({(r.topic, r.partition) for r in records})
 
     def set_paused(self, paused: bool) -> int:
@@ -103,7 +110,9 @@ class FakeSource(Source):
         return {tp: self.ends[tp] for tp in self.assigned}
 
     def close(self) -> None:
-        pass
+        self.closed = True
+        if self.log is not None:
+            self.log.append("closed")
 
     @property
     def joined(self) -> bool:
@@ -315,6 +324,63 @@ def test_partitions_revoked_and_reassigned_in_one_rebalance_keep_their_offsets()
     assert source.last_commit(TP0) == 8
 
 
+@pytest.mark.parametrize("max_in_flight", [100, 10])
+def test_a_lost_then_reassigned_partition_leaves_no_message_in_flight_uncounted(
+    max_in_flight: int,
+):
+    """kafka-python calls on_partitions_lost when the member was dropped from the group, and
+    on_partitions_assigned when it joins again, inside one poll; a partition that comes back
+    restarts from the last commit, while the work polled before is still running. Every
+    message between dispatch and completion counts, both copies, and the bound holds."""
+    gate = threading.Event()
+    records = _records(TP0, 8)
+    source = FakeSource({TP0: records})
+    pipeline, store = _pipeline(
+        source, fetch=lambda request, _reserve: gate.wait(20) and b"x", max_in_flight=max_in_flight
+    )
+
+    def lost_then_assigned_again() -> None:
+        source.events += [
+            RebalanceEvent("lost", frozenset({TP0})),
+            RebalanceEvent("assigned", frozenset({TP0})),
+        ]
+        source.pending[TP0] = list(records)  # from the last commit: nothing committed yet
+
+    thread = threading.Thread(target=pipeline.run)
+    thread.start()
+    handed_out: list[int] = []
+    try:
+        deadline = time.monotonic() + 10
+        while pipeline.in_flight < 8 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert pipeline.in_flight == 8
+        source.in_poll.append(lost_then_assigned_again)
+        deadline = time.monotonic() + 10  # until the loop polled what it may take again
+        expected = 8  # polls of 4 records are taken while fewer than max_in_flight are in flight
+        while expected < min(16, max_in_flight):
+            expected += 4
+        while source.handed - source.rewound < expected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for _ in range(30):  # nothing completes while the gate is shut: the count is exact
+            handed_out.append(source.handed - source.rewound)
+            assert pipeline.in_flight == handed_out[-1], (pipeline.in_flight, handed_out)
+            time.sleep(0.01)
+        assert handed_out[-1] == expected
+        assert pipeline.in_flight <= max_in_flight + 4  # max_in_flight + one poll
+    finally:
+        gate.set()
+        deadline = time.monotonic() + 20
+        while (source.last_commit(TP0) != 8 or pipeline.in_flight) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.01)
+        pipeline.stopping.set()
+        thread.join(30)
+    assert source.last_commit(TP0) == 8
+    assert pipeline.in_flight == 0
+    assert set(store.saved) == {f"s3://bkt/0-{i}" for i in range(8)}
+
+
 def test_a_partition_taken_by_another_member_is_no_longer_committed():
     gate = threading.Event()
     source = FakeSource({TP0: _records(TP0, 5), TP1: _records(TP1, 5)})
@@ -430,20 +496,29 @@ def test_a_crashing_stage_stops_the_service_instead_of_stalling_it():
 
 
 def _run_until_replaced(
-    old: FakeSource, timeout_s: float = 20, **settings: Any
+    old: FakeSource, timeout_s: float = 20, unreachable: int = 0, **settings: Any
 ) -> tuple[list[FakeSource], FakeStore]:
     """Run ``old`` until a fresh source (6 records of TP0), made through ``new_source``, has
-    committed them all; returns the sources made and the store."""
+    committed them all; returns the sources made and the store. The first ``unreachable``
+    attempts to make one raise (the broker unreachable). Every source made is built after
+    ``old`` was closed (it left the group first)."""
     fresh = FakeSource({TP0: _records(TP0, 6)})
+    fresh.events.append(RebalanceEvent("assigned", frozenset({TP0})))  # it joins
     made: list[FakeSource] = []
+    order: list[str] = []
+    old.log = order
 
     def new_source() -> FakeSource:
+        order.append("built" if len(order) > unreachable else "refused")
+        if order[-1] == "refused":
+            raise ConnectionError("no broker")
         made.append(fresh)
         return fresh
 
     pipeline, store = _pipeline(old, **settings)
     object.__setattr__(pipeline.parts, "new_source", new_source)  # Parts is frozen
     _run_until(pipeline, lambda: fresh.last_commit(TP0) == 6, timeout_s)
+    assert order == ["closed"] + ["refused"] * unreachable + ["built"]  # closed, then built
     return made, store
 
 
@@ -464,6 +539,15 @@ def test_a_consumer_that_stops_fetching_a_backlog_is_replaced_by_a_new_one():
     assert len(made) == 1
     assert stalled.handed == 4  # it did hand out records before it stopped
     assert set(store.saved) == {f"s3://bkt/0-{i}" for i in range(6)}  # redelivered, all stored
+
+
+def test_a_replacement_that_cannot_be_built_at_first_is_built_later_old_one_closed_first():
+    stuck = FakeSource({TP0: _records(TP0, 6)})
+    stuck.events.append(RebalanceEvent("revoked", frozenset({TP0})))  # and never assigned again
+    stuck.pending[TP0] = []
+    made, store = _run_until_replaced(stuck, timeout_s=30, unreachable=1, rejoin_stuck_s=1)
+    assert len(made) == 1
+    assert len(store.saved) == 6
 
 
 def test_a_join_the_broker_dropped_is_retried_after_one_session_not_rejoin_stuck_s():

@@ -10,7 +10,8 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
-from consumers.source import await_metadata_snapshot, release_parked_records
+from consumers.settings import Settings
+from consumers.source import KafkaSource, await_metadata_snapshot, release_parked_records
 
 pytestmark = pytest.mark.integration
 
@@ -128,3 +129,65 @@ def test_kafka_python_still_rebalances_twice_without_the_metadata_wait(
     calls = _rebalances_after_start(kafka_bootstrap, two_partitions, lambda c: None)
     assert [c for c in calls if c.startswith("assigned")][-1] == "assigned 2", calls
     assert sum(c.startswith("assigned") for c in calls) == 2, calls
+
+
+def _saturated_member_takes_over(bootstrap: str, topic: str, listener_pauses: bool) -> int:
+    """Two KafkaSources share ``topic``'s group; the first is saturated (everything paused,
+    as the loop does before each poll) when the second leaves, so the first is assigned the
+    second's partitions inside one of its polls. Returns the records its polls handed out
+    over 3 s (the loop wants none while saturated)."""
+    settings = Settings(
+        bootstrap_servers=bootstrap, topic=topic, group_id=f"g-{topic}", results_topic=""
+    )
+    saturated, leaving = KafkaSource(settings), KafkaSource(settings)
+    try:
+        deadline = time.monotonic() + 30
+        while len(saturated.assignment()) + len(leaving.assignment()) < 4 or not (
+            saturated.assignment() and leaving.assignment()
+        ):
+            assert time.monotonic() < deadline, "the two members did not share the topic"
+            saturated.set_paused(True)
+            assert saturated.poll(100) == []
+            leaving.set_paused(True)
+            leaving.poll(100)
+        if not listener_pauses:
+            saturated._listener._pause = lambda tps: None
+        leaving.close()
+        handed = 0
+        deadline = time.monotonic() + 30
+        while len(saturated.assignment()) < 4:
+            assert time.monotonic() < deadline, "the partitions did not move"
+            saturated.set_paused(True)
+            handed += len(saturated.poll(1000))  # long: a fetch fits in the same poll
+        for _ in range(3):
+            saturated.set_paused(True)
+            handed += len(saturated.poll(1000))
+        return handed
+    finally:
+        saturated.close()
+
+
+@pytest.fixture
+def four_partitions(kafka_bootstrap: str, new_topic: Any) -> str:
+    topic = new_topic(partitions=4)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    for partition in range(4):
+        for i in range(20):
+            producer.send(topic, f"{partition}-{i}".encode(), partition=partition)
+    producer.flush()
+    producer.close()
+    return topic
+
+
+def test_partitions_assigned_to_a_saturated_member_are_paused_before_any_fetch(
+    kafka_bootstrap: str, four_partitions: str
+) -> None:
+    assert _saturated_member_takes_over(kafka_bootstrap, four_partitions, True) == 0
+
+
+def test_without_the_listener_pause_a_saturated_member_polls_records_it_must_not_take(
+    kafka_bootstrap: str, four_partitions: str
+) -> None:
+    """Why the listener pauses: kafka-python fetches partitions assigned inside a poll before
+    the loop can pause them (the loop's rewind is the second line of defence)."""
+    assert _saturated_member_takes_over(kafka_bootstrap, four_partitions, False) > 0
