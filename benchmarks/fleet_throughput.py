@@ -20,10 +20,10 @@ from models.backbones import Backbone, load_backbone, resolve_ref
 from models.manifest import BackboneRef
 
 
-def build_fleet(model: str, device: str | None) -> Fleet:
+def build_fleet(model: str, device: str | None, compile: bool = False) -> Fleet:
     """Three zero-shot functions sharing one randomly initialised ``model`` backbone."""
     ref = resolve_ref(model, "random:0")
-    encoder = load_backbone(ref, device=device)
+    encoder = load_backbone(ref, device=device, compile=compile)
     artifacts = fleet_artifacts(ref, encoder)
     return Fleet.from_artifacts(artifacts, device=device, backbones={encoder.key: encoder})
 

@@ -43,8 +43,6 @@ def main() -> None:
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("gpu_fleet.py needs a CUDA device")
-    if args.compile:
-        os.environ["TAGFLEET_COMPILE"] = "1"
     torch.backends.cuda.matmul.allow_tf32 = True
     print(
         f"torch {torch.__version__}, {torch.cuda.get_device_name()}, bf16 autocast, "
@@ -52,7 +50,7 @@ def main() -> None:
     )
     print(f"{'model':<10} {'batch':>5} {'images/s':>10} {'peak GiB':>9}")
     for model in args.models:
-        fleet = build_fleet(model, "cuda")
+        fleet = build_fleet(model, "cuda", compile=args.compile)
         backbone = next(iter(fleet.backbones.values()))
         assert backbone.autocast_dtype in (torch.bfloat16, torch.float16)
         for batch in args.batches:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import queue
 import sys
@@ -21,10 +20,13 @@ from consumers.budget import ByteBudget
 from consumers.decode import DecodedImage
 from consumers.domain import AssetRequest, AssetResult, PermanentError, Reason
 from consumers.metrics import Metrics
+from consumers.options import PublishOptions
 from consumers.ports import Fleet, Store
 from consumers.results import encode_event, rfc3339
+from consumers.settings import KafkaSettings
 from consumers.stages import Inferencer, Outlets, Preparer, RetryPolicy, Storer
 from consumers.work import Message, WorkItem
+from models.options import Options
 
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp"}
 
@@ -179,30 +181,39 @@ def missing_only(requests: list[AssetRequest], fleet: Any, store: Any) -> list[A
     return [r for r in requests if current.get(r.asset_id) != wanted]
 
 
-def run_tag(args: argparse.Namespace) -> int:
-    """``tagfleet tag``: the service's limits, decoder and retries (``TAGFLEET_*``), its own
-    sources, store and batch flags."""
+def run_tag(sources: Sequence[str], options: Options) -> int:
+    """``tagfleet tag``: the service's image limits, decoder and retries
+    (:class:`TaggingSettings`, the same ``TAGFLEET_*`` variables), the store and the fleet the
+    service uses, its own batch and worker options (``TAGFLEET_TAG_*``)."""
     from consumers.decoding import decode_limits, open_decoder
     from consumers.fetch import FetchSettings, S3Fetcher
-    from consumers.settings import Settings
+    from consumers.options import TagOptions
+    from consumers.settings import StoreSettings, TaggingSettings
     from consumers.store import TagStore
     from models import load_fleet
+    from models.settings import FleetFile, Runtime, Serving
 
-    settings = Settings()
+    tag, settings = options[TagOptions], options[TaggingSettings]
+    runtime, serving = options[Runtime], options[Serving]
     fetcher = S3Fetcher(
-        FetchSettings(max_object_bytes=settings.max_object_bytes, workers=args.workers)
+        FetchSettings(max_object_bytes=settings.max_object_bytes, workers=tag.workers)
     )
     requests: list[AssetRequest] = []
-    for source in args.sources:
+    for source in sources:
         requests += list(
             fetcher.list_objects(source) if source.startswith("s3://") else local_requests(source)
         )
-    fleet = load_fleet(args.fleet)
-    store = TagStore(args.store)
+    fleet = load_fleet(
+        options[FleetFile].fleet,
+        device=runtime.device,
+        compile=serving.compile,
+        cache_dir=runtime.cache_dir,
+    )
+    store = TagStore(options[StoreSettings].store_url())
     if settings.migrate_on_start:
         store.upgrade()
     total = len(requests)
-    if args.missing_only:
+    if tag.missing_only:
         requests = missing_only(requests, fleet, store)
 
     def read(request: AssetRequest, reserve: Callable[[int], None]) -> bytes:
@@ -219,9 +230,9 @@ def run_tag(args: argparse.Namespace) -> int:
                 store,
                 read,
                 decode,
-                batch_size=args.batch_size,
-                workers=args.workers,
-                progress=not args.no_progress and sys.stderr.isatty(),
+                batch_size=tag.batch_size,
+                workers=tag.workers,
+                progress=tag.progress and sys.stderr.isatty(),
                 retry=RetryPolicy(settings.retry_max_attempts, settings.retry_budget_s),
                 max_failures=settings.max_inference_failures,
                 raw_bytes_limit=settings.max_raw_bytes_in_flight,
@@ -239,7 +250,7 @@ def run_tag(args: argparse.Namespace) -> int:
     )
     for asset_id, reason, message in summary.failed:
         print(f"  failed {asset_id}: {reason}: {message}", file=sys.stderr)
-    return 1 if summary.failed and args.strict else 0
+    return 1 if summary.failed and tag.strict else 0
 
 
 def native_event(request: AssetRequest, functions: list[str] | None = None) -> dict[str, Any]:
@@ -255,22 +266,23 @@ def native_event(request: AssetRequest, functions: list[str] | None = None) -> d
     return event
 
 
-def run_publish(args: argparse.Namespace) -> int:
+def run_publish(prefix: str, options: PublishOptions, kafka: KafkaSettings) -> int:
+    """``tagfleet publish``: one native asset event per object under ``prefix``, onto the
+    service's topic of asset events on the service's cluster (its security settings too)."""
     from consumers.fetch import FetchSettings, S3Fetcher
-    from consumers.settings import Settings
     from consumers.sinks import OutRecord, Producer
 
-    if not args.prefix.startswith("s3://"):
+    if not prefix.startswith("s3://"):
         raise SystemExit("tagfleet publish: give an s3://bucket/prefix URI")
-    functions = [f.strip() for f in args.functions.split(",")] if args.functions else None
-    requests = list(S3Fetcher(FetchSettings(workers=4)).list_objects(args.prefix))
-    producer = Producer(Settings(bootstrap_servers=args.bootstrap_servers).kafka_common())
+    functions = list(options.functions) or None
+    requests = list(S3Fetcher(FetchSettings(workers=4)).list_objects(prefix))
+    producer = Producer(kafka.kafka_common())
     records = [
-        OutRecord(args.topic, r.asset_id.encode(), encode_event(native_event(r, functions)))
+        OutRecord(kafka.topic, r.asset_id.encode(), encode_event(native_event(r, functions)))
         for r in requests
     ]
     for start in tqdm(range(0, len(records), 500), unit="batch", disable=not sys.stderr.isatty()):
         producer.send_all(records[start : start + 500])
     producer.close()
-    print(json.dumps({"published": len(records), "topic": args.topic, "prefix": args.prefix}))
+    print(json.dumps({"published": len(records), "topic": kafka.topic, "prefix": prefix}))
     return 0

@@ -10,12 +10,12 @@ from functools import partial
 
 from consumers.decode import DecodedImage, DecodeLimits, decode_image
 from consumers.decode_processes import DecodeProcesses
-from consumers.settings import Settings
+from consumers.settings import TaggingSettings
 
 log = logging.getLogger(__name__)
 
 
-def decode_limits(settings: Settings) -> DecodeLimits:
+def decode_limits(settings: TaggingSettings) -> DecodeLimits:
     """What the decoder accepts, from the settings."""
     return DecodeLimits(
         max_pixels=settings.max_pixels,
@@ -26,15 +26,18 @@ def decode_limits(settings: Settings) -> DecodeLimits:
 
 @contextmanager
 def open_decoder(
-    settings: Settings, target: int, limits: DecodeLimits
+    settings: TaggingSettings,
+    target: int,
+    limits: DecodeLimits,
+    log_as: tuple[str, str] = ("WARNING", "text"),
 ) -> Iterator[Callable[[bytes], DecodedImage]]:
     """The decode function of ``settings.decode_mode``: a pool of child processes (closed on
-    exit) or :func:`decode_image` in the caller's thread."""
+    exit; they log at ``log_as``: level and format) or :func:`decode_image` in the caller's
+    thread."""
     if settings.decode_mode == "thread":
         yield partial(decode_image, target=target, limits=limits)
         return
     size = settings.decode_parallelism()
-    log_as = (settings.log_level, settings.log_format)
     with DecodeProcesses(
         size,
         target,

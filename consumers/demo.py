@@ -8,7 +8,6 @@ Each run uses new topics, so it processes exactly its own events.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import os
@@ -24,8 +23,10 @@ import numpy as np
 
 from consumers.logs import configure_logging
 from consumers.metrics import Metrics
+from consumers.options import DemoOptions
 from consumers.service import Readiness, serve
 from consumers.settings import Settings
+from models.settings import Runtime, from_values
 
 BUCKET = "tagfleet-demo"
 _S3_DEFAULTS = {
@@ -36,20 +37,22 @@ _S3_DEFAULTS = {
 }
 
 
-def run_demo(args: argparse.Namespace) -> int:
+def run_demo(options: DemoOptions, runtime: Runtime) -> int:
+    """The demo on the local stack: none of a deployment's ``TAGFLEET_*`` settings apply."""
     configure_logging("WARNING", "text")
     for name, value in _S3_DEFAULTS.items():
         os.environ.setdefault(name, value)
-    workdir = Path(args.workdir).resolve()
+    workdir = Path(options.workdir).resolve()
     fleet_path = build_demo_fleet(workdir / "fleet")
-    if args.build_fleet_only:
+    if options.build_fleet_only:
         print(f"demo fleet: {fleet_path}")
         return 0
-    _ensure_stack(args.bootstrap_servers)
-    assets = _upload_images(args.images)
+    _ensure_stack(options.bootstrap_servers)
+    assets = _upload_images(options.images)
     run = time.strftime("%Y%m%d%H%M%S")
-    settings = Settings(
-        bootstrap_servers=args.bootstrap_servers,
+    settings = from_values(
+        Settings,
+        bootstrap_servers=options.bootstrap_servers,
         topic=f"tagfleet-demo-{run}",
         results_topic=f"tagfleet-demo-{run}.tags",
         dlq_topic=f"tagfleet-demo-{run}.dlq",
@@ -60,6 +63,8 @@ def run_demo(args: argparse.Namespace) -> int:
         log_level="WARNING",
         log_format="text",
         batch_size=8,
+        device=runtime.device,
+        cache_dir=runtime.cache_dir,
     )
     _create_topics(settings)
     published = _publish(settings, assets)

@@ -33,6 +33,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from consumers.domain import AssetRequest, PermanentError, Reason, TransientError
 from consumers.retry import backoff_s
+from models import s3uri
 
 T = TypeVar("T")
 _NOT_FOUND = frozenset({"NoSuchKey", "NoSuchBucket", "NoSuchVersion", "NotFound", "404"})
@@ -276,11 +277,7 @@ def classify_s3_error(exc: BaseException, uri: str) -> PermanentError | Transien
 
 def split_prefix(uri_prefix: str) -> tuple[str, str]:
     """``(bucket, prefix)`` of ``s3://bucket[/prefix]``; ``ValueError`` for anything else."""
-    scheme, sep, rest = uri_prefix.partition("://")
-    bucket, _, prefix = rest.partition("/")
-    if scheme != "s3" or not sep or not bucket:
-        raise ValueError(f"not an s3://bucket[/prefix] URI: {uri_prefix!r}")
-    return bucket, prefix
+    return s3uri.split(uri_prefix, key_required=False)
 
 
 def _code(exc: ClientError) -> str:

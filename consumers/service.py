@@ -64,7 +64,12 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
     if settings.migrate_on_start:
         store.upgrade()
         readiness.store_reached()  # the migrations just talked to it
-    fleet = load_fleet(settings.fleet)
+    fleet = load_fleet(
+        settings.fleet,
+        device=settings.device,
+        compile=settings.compile,
+        cache_dir=settings.cache_dir,
+    )
     cap_torch_threads(settings.cpus())
     for name, info in fleet.functions.items():
         metrics.fleet_function.labels(name, info.type, info.version).set(1)
@@ -79,7 +84,11 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
     with ExitStack() as resources:
         resources.callback(store.close)
         try:
-            decode = resources.enter_context(open_decoder(settings, fleet.input_size, limits))
+            decode = resources.enter_context(
+                open_decoder(
+                    settings, fleet.input_size, limits, (settings.log_level, settings.log_format)
+                )
+            )
         except RuntimeError as exc:  # the decode processes did not start
             log.critical(str(exc))
             return EXIT_FATAL

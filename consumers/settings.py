@@ -1,15 +1,18 @@
-"""The one frozen settings object, built in the entry point and passed down.
+"""The service's settings models, built once by the command line and passed down.
 
-Values come, in increasing priority, from defaults, ``TAGFLEET_*`` environment variables and
-command-line flags. Kafka security settings pass straight through to kafka-python; S3
-endpoint, region and credentials come from boto3's own chain (``AWS_ENDPOINT_URL_S3`` ...).
-``python -m consumers.settings`` prints the reference page kept in ``docs/configuration.md``.
+:class:`KafkaSettings`, :class:`StoreSettings` and :class:`TaggingSettings` are shared with the
+commands that need the same values (``publish``, ``tag``, ``db upgrade``); :class:`Settings` is
+the service's whole configuration. Values come, in increasing priority, from defaults,
+``TAGFLEET_*`` environment variables and command-line flags (:mod:`models.options`). Kafka
+security settings pass straight through to kafka-python; S3 endpoint, region and credentials
+come from boto3's own chain (``AWS_ENDPOINT_URL_S3`` ...).
+``python -m consumers.configuration`` prints the reference page kept in ``docs/configuration.md``.
 """
 
 from __future__ import annotations
 
 import os
-import sys
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,12 +31,16 @@ from consumers.cpus import (
     cgroup_memory_limit,
     decode_process_count,
 )
+from models import s3uri
+from models.options import NO_FLAG
+from models.settings import FleetFile, Runtime, Serving
 
 # Settings that hold secrets: SecretStr (never in repr or logs), no command-line flag (a flag
 # shows in the process list), and readable from a file named by TAGFLEET_<NAME>_FILE.
 SECRET_SETTINGS = ("store", "sasl_plain_password")
 # The file formats people upload to an asset library (see docs/configuration.md).
 DEFAULT_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 class SecretFilesSource(PydanticBaseSettingsSource):
@@ -47,6 +54,8 @@ class SecretFilesSource(PydanticBaseSettingsSource):
     def __call__(self) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for name in SECRET_SETTINGS:
+            if name not in self.settings_cls.model_fields:
+                continue
             path = os.environ.get(f"TAGFLEET_{name.upper()}_FILE")
             if path:
                 try:
@@ -58,8 +67,8 @@ class SecretFilesSource(PydanticBaseSettingsSource):
         return values
 
 
-class Settings(BaseSettings):
-    """tagfleet service configuration (``TAGFLEET_<NAME>`` or ``--<name>``)."""
+class TagfleetSettings(BaseSettings):
+    """Base of the ``TAGFLEET_<NAME>`` settings models: frozen, secrets also from files."""
 
     model_config = SettingsConfigDict(env_prefix="TAGFLEET_", frozen=True, extra="ignore")
 
@@ -74,25 +83,14 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, SecretFilesSource(settings_cls))
 
-    # Kafka
+
+class KafkaSettings(TagfleetSettings):
+    """The Kafka cluster and the topic of asset events: the service, ``publish``."""
+
     bootstrap_servers: str = Field(
         "127.0.0.1:19092", description="Kafka bootstrap servers, comma separated."
     )
     topic: str = Field("assets", description="Topic of asset events.")
-    group_id: str = Field("tagfleet", description="Consumer group id.")
-    results_topic: str = Field("asset-tags", description="Topic of result events ('' disables).")
-    dlq_topic: str = Field("assets.dlq", description="Dead-letter topic.")
-    auto_offset_reset: Literal["earliest", "latest"] = Field(
-        "earliest", description="Where a new group starts; 'earliest' so no backlog is skipped."
-    )
-    max_poll_records: int = Field(256, ge=1, description="Records per poll() call.")
-    max_poll_interval_ms: int = Field(
-        300_000, ge=1000, description="kafka-python max_poll_interval_ms."
-    )
-    session_timeout_ms: int = Field(10_000, ge=1000, description="Group session timeout.")
-    assignment_strategy: Literal["range", "roundrobin", "cooperative-sticky"] = Field(
-        "range", description="Partition assignment strategy."
-    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="Kafka security protocol."
     )
@@ -102,6 +100,7 @@ class Settings(BaseSettings):
     sasl_plain_username: str | None = Field(None, description="SASL username.")
     sasl_plain_password: SecretStr | None = Field(
         None,
+        json_schema_extra=NO_FLAG,
         description="SASL password (never logged; environment or TAGFLEET_SASL_PLAIN_PASSWORD_FILE"
         " only, no flag).",
     )
@@ -109,21 +108,54 @@ class Settings(BaseSettings):
     ssl_certfile: str | None = Field(None, description="Client certificate for SSL.")
     ssl_keyfile: str | None = Field(None, description="Client key for SSL.")
 
-    # Fleet and store
-    fleet: str = Field("fleet.yaml", description="Path or s3:// URI of fleet.yaml.")
+    def kafka_common(self) -> dict[str, Any]:
+        """kafka-python keyword arguments shared by consumers, producers and admin clients."""
+        cfg: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            cfg["sasl_mechanism"] = self.sasl_mechanism
+            cfg["sasl_plain_username"] = self.sasl_plain_username
+            if self.sasl_plain_password is not None:
+                cfg["sasl_plain_password"] = self.sasl_plain_password.get_secret_value()
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            if getattr(self, name):
+                cfg[name] = getattr(self, name)
+        return cfg
+
+
+class StoreSettings(TagfleetSettings):
+    """The metadata store: the service, ``tag``, ``db upgrade``."""
+
     store: SecretStr = Field(
         SecretStr("sqlite:///tags.db"),
         description="SQLAlchemy URL of the metadata store (never logged; a URL with a password"
         " only from the environment or TAGFLEET_STORE_FILE, not the --store flag).",
     )
-    migrate_on_start: bool = Field(True, description="Run store migrations at start-up.")
 
-    # Pipeline
-    batch_size: int = Field(32, ge=1, description="Largest inference batch.")
-    batch_wait_ms: int = Field(
-        20, ge=0, description="Longest wait to fill a batch once one image is ready."
-    )
-    fetch_workers: int = Field(16, ge=1, description="Parallel S3 GETs (and connection pool size).")
+    @field_validator("store", mode="after")
+    @classmethod
+    def _store_url(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value().strip()
+        if not url:
+            raise ValueError("the store URL is empty")
+        if not _URL.match(url):
+            raise ValueError(
+                "not a SQLAlchemy URL: give dialect[+driver]://..., e.g. sqlite:///tags.db or"
+                " postgresql+psycopg://user@host/db"
+            )
+        return value
+
+    def store_url(self) -> str:
+        """The store's SQLAlchemy URL, password included (never log it)."""
+        return self.store.get_secret_value()
+
+
+class TaggingSettings(TagfleetSettings):
+    """What tagging one image may cost and how it is retried: the service and ``tag`` alike."""
+
+    migrate_on_start: bool = Field(True, description="Run store migrations at start-up.")
     decode_workers: int = Field(
         0,
         ge=0,
@@ -156,21 +188,6 @@ class Settings(BaseSettings):
         description="CPUs this pod may use, in millicores (the chart sets it from limits.cpu;"
         " 0 = the affinity mask and the cgroup's cpu.max).",
     )
-    max_in_flight: int = Field(
-        512, ge=1, description="Messages between poll and commit before partitions pause."
-    )
-    drain_timeout_s: float = Field(
-        25.0, ge=0, description="On SIGTERM, longest wait for in-flight work."
-    )
-    commit_interval_ms: int = Field(
-        500, ge=0, description="Shortest interval between offset commits."
-    )
-    rejoin_stuck_s: float = Field(
-        120.0,
-        ge=1,
-        description="A group (re)join, or a backlog of unpaused partitions not fetched, lasting"
-        " longer than this re-creates the consumer.",
-    )
     max_inference_failures: int = Field(
         8, ge=1, description="Consecutive failed images after which the service stops (bad deploy)."
     )
@@ -189,25 +206,6 @@ class Settings(BaseSettings):
         ge=1,
         description="Fetched object bytes held in memory awaiting decode; fetches wait beyond it.",
     )
-
-    # Limits and safety
-    max_event_bytes: int = Field(1_000_000, ge=1, description="Largest event value accepted.")
-    max_records_per_event: int = Field(
-        100,
-        ge=1,
-        description="Records of one S3 notification; more is one dead letter (too_many_records).",
-    )
-    asset_id_binding: Literal["uri", "any"] = Field(
-        "uri",
-        description="'uri': a native event's asset_id must be its uri, so no producer can write"
-        " tags onto another object's asset; 'any': any id (producers trusted, e.g. a DAM's ids).",
-    )
-    dlq_reveal_missing: bool = Field(
-        False,
-        description="Dead-letter missing and forbidden objects as object_not_found and"
-        " access_denied; off: both are object_unavailable, so a sender cannot probe which"
-        " objects exist (the service's log always has the precise cause).",
-    )
     max_object_bytes: int = Field(50_000_000, ge=1, description="Largest object fetched.")
     max_pixels: int = Field(
         100_000_000, ge=1, description="Largest decoded image (width x height)."
@@ -218,40 +216,31 @@ class Settings(BaseSettings):
         description="Largest decoded pixel buffer (width x height x bytes per pixel of the"
         " decoded mode, after JPEG draft scaling), checked from the header before decoding.",
     )
-    allowed_buckets: Annotated[tuple[str, ...], NoDecode] = Field(
-        (), description="Bucket allow-list (empty: any bucket the role can read)."
-    )
     image_formats: Annotated[tuple[str, ...], NoDecode] = Field(
         DEFAULT_FORMATS,
         description="Pillow formats accepted; TIFF and BMP are off unless added here"
         " (docs/configuration.md says why).",
     )
 
-    # Service
-    metrics_host: str = Field("0.0.0.0", description="Bind address of /metrics, /healthz, /readyz.")  # noqa: S104
-    metrics_port: int = Field(
-        9108, ge=0, le=65535, description="Port of the metrics server (0 = off)."
-    )
-    log_level: str = Field("INFO", description="Log level.")
-    log_format: Literal["json", "text"] = Field("json", description="Log format.")
-
-    @field_validator("allowed_buckets", "image_formats", mode="before")
+    @field_validator("image_formats", mode="before")
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(v.strip() for v in value.split(",") if v.strip())
         return value
 
-    @field_validator("store", mode="after")
+    @field_validator("image_formats", mode="after")
     @classmethod
-    def _store_url(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
-            raise ValueError("the store URL is empty")
-        return value
+    def _known_formats(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from PIL import Image
 
-    def store_url(self) -> str:
-        """The store's SQLAlchemy URL, password included (never log it)."""
-        return self.store.get_secret_value()
+        Image.init()
+        wrong = [name for name in value if name not in Image.OPEN]
+        if wrong:
+            raise ValueError(
+                f"not image formats Pillow reads: {', '.join(wrong)} (e.g. JPEG,PNG,WEBP,GIF,TIFF)"
+            )
+        return value
 
     def cpus(self) -> int:
         """CPUs this process may use: :func:`available_cpus`, capped by ``cpu_limit_millicores``."""
@@ -281,76 +270,91 @@ class Settings(BaseSettings):
         share = int(limit * DECODE_MEMORY_SHARE)
         return min(self.decode_memory_bytes, max(256_000_000, share))
 
-    def kafka_common(self) -> dict[str, Any]:
-        """kafka-python keyword arguments shared by consumers, producers and admin clients."""
-        cfg: dict[str, Any] = {
-            "bootstrap_servers": self.bootstrap_servers.split(","),
-            "security_protocol": self.security_protocol,
-        }
-        if self.sasl_mechanism:
-            cfg["sasl_mechanism"] = self.sasl_mechanism
-            cfg["sasl_plain_username"] = self.sasl_plain_username
-            if self.sasl_plain_password is not None:
-                cfg["sasl_plain_password"] = self.sasl_plain_password.get_secret_value()
-        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-            if getattr(self, name):
-                cfg[name] = getattr(self, name)
-        return cfg
 
+class Settings(KafkaSettings, StoreSettings, FleetFile, Runtime, Serving, TaggingSettings):
+    """The service (``tagfleet consume``): the shared models above and its own settings."""
 
-def reference_markdown() -> str:
-    """The configuration reference page, generated from :class:`Settings`."""
-    lines = [
-        "# Configuration reference",
-        "",
-        "Generated by `python -m consumers.settings`; do not edit by hand.",
-        "Every setting is an environment variable `TAGFLEET_<NAME>` and a flag `--<name>`",
-        "(flags win). S3 endpoint, region and credentials come from boto3's standard chain",
-        "(`AWS_ENDPOINT_URL_S3`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, instance roles ...).",
-        "",
-        "| environment variable | flag | default | description |",
-        "|---|---|---|---|",
-    ]
-    for name, field in Settings.model_fields.items():
-        default = field.default
-        if isinstance(default, tuple):
-            default = ",".join(default)
-        if isinstance(default, SecretStr):
-            default = default.get_secret_value()
-        flag = "--" + name.replace("_", "-")
-        if name in SECRET_SETTINGS:
-            flag = (flag + "` (no password) or `" if name == "store" else "") + (
-                f"TAGFLEET_{name.upper()}_FILE"
-            )
-        lines.append(
-            f"| `TAGFLEET_{name.upper()}` | `{flag}` | `{default}` | {field.description or ''} |"
-        )
-    return "\n".join(lines) + "\n" + _NOTES
+    model_config = SettingsConfigDict(env_prefix="TAGFLEET_", frozen=True, extra="ignore")
 
+    # Kafka consumer
+    group_id: str = Field("tagfleet", description="Consumer group id.")
+    results_topic: str = Field("asset-tags", description="Topic of result events ('' disables).")
+    dlq_topic: str = Field("assets.dlq", description="Dead-letter topic.")
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="Where a new group starts; 'earliest' so no backlog is skipped."
+    )
+    max_poll_records: int = Field(256, ge=1, description="Records per poll() call.")
+    max_poll_interval_ms: int = Field(
+        300_000, ge=1000, description="kafka-python max_poll_interval_ms."
+    )
+    session_timeout_ms: int = Field(10_000, ge=1000, description="Group session timeout.")
+    assignment_strategy: Literal["range", "roundrobin", "cooperative-sticky"] = Field(
+        "range", description="Partition assignment strategy."
+    )
 
-_NOTES = """
-## Choices behind some defaults
+    # Pipeline
+    batch_size: int = Field(32, ge=1, description="Largest inference batch.")
+    batch_wait_ms: int = Field(
+        20, ge=0, description="Longest wait to fill a batch once one image is ready."
+    )
+    fetch_workers: int = Field(16, ge=1, description="Parallel S3 GETs (and connection pool size).")
+    max_in_flight: int = Field(
+        512, ge=1, description="Messages between poll and commit before partitions pause."
+    )
+    drain_timeout_s: float = Field(
+        25.0, ge=0, description="On SIGTERM, longest wait for in-flight work."
+    )
+    commit_interval_ms: int = Field(
+        500, ge=0, description="Shortest interval between offset commits."
+    )
+    rejoin_stuck_s: float = Field(
+        120.0,
+        ge=1,
+        description="A group (re)join, or a backlog of unpaused partitions not fetched, lasting"
+        " longer than this re-creates the consumer.",
+    )
 
-- **Secrets** (`TAGFLEET_STORE`, `TAGFLEET_SASL_PLAIN_PASSWORD`) are never logged or shown in
-  `repr`. Each also reads a file named by `TAGFLEET_<NAME>_FILE` (a mounted Kubernetes or
-  Docker secret; the variable itself wins when both are set). There is no flag for the SASL
-  password, and `--store` refuses a URL with a password: flags show in the process list to
-  every user of the host.
-- **Image formats**: JPEG, PNG, WEBP and GIF, the formats people upload to an asset library
-  from phones, cameras (after export) and the web. TIFF and BMP are off by default: TIFF has
-  the widest decoder surface in Pillow (dozens of compressions, 16/32-bit and float modes: a
-  690 kB TIFF can ask for gigabytes) and BMP is rarely uploaded; a library of scans or print
-  masters adds them (`TAGFLEET_IMAGE_FORMATS=JPEG,PNG,WEBP,GIF,TIFF`). Either way each decode is
-  budgeted (`max_decode_bytes`) and runs in a memory-limited process (`decode_memory_bytes`).
-- **`asset_id_binding=uri`**: a native event's `asset_id` must be its `uri`, so a producer
-  cannot overwrite another asset's tags; `any` for trusted producers with their own ids.
-- **`dlq_reveal_missing=false`**: a missing and a forbidden object are both dead-lettered as
-  `object_unavailable`, so whoever reads the DLQ cannot probe which objects exist.
-- **Retries**: an image is dead-lettered (`retries_exhausted`) only after `retry_max_attempts`
-  attempts over at least `retry_budget_s` while other images succeed; an outage (nothing
-  succeeds) is waited out.
-"""
+    # Limits and safety
+    max_event_bytes: int = Field(1_000_000, ge=1, description="Largest event value accepted.")
+    max_records_per_event: int = Field(
+        100,
+        ge=1,
+        description="Records of one S3 notification; more is one dead letter (too_many_records).",
+    )
+    asset_id_binding: Literal["uri", "any"] = Field(
+        "uri",
+        description="'uri': a native event's asset_id must be its uri, so no producer can write"
+        " tags onto another object's asset; 'any': any id (producers trusted, e.g. a DAM's ids).",
+    )
+    dlq_reveal_missing: bool = Field(
+        False,
+        description="Dead-letter missing and forbidden objects as object_not_found and"
+        " access_denied; off: both are object_unavailable, so a sender cannot probe which"
+        " objects exist (the service's log always has the precise cause).",
+    )
+    allowed_buckets: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Bucket allow-list (empty: any bucket the role can read)."
+    )
 
+    # Service
+    metrics_host: str = Field("0.0.0.0", description="Bind address of /metrics, /healthz, /readyz.")  # noqa: S104
+    metrics_port: int = Field(
+        9108, ge=0, le=65535, description="Port of the metrics server (0 = off)."
+    )
+    log_level: str = Field("INFO", description="Log level.")
+    log_format: Literal["json", "text"] = Field("json", description="Log format.")
 
-if __name__ == "__main__":
-    sys.stdout.write(reference_markdown())
+    @field_validator("allowed_buckets", mode="before")
+    @classmethod
+    def _split_buckets(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("allowed_buckets", mode="after")
+    @classmethod
+    def _bucket_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        wrong = [name for name in value if not s3uri.is_bucket_name(name)]
+        if wrong:
+            raise ValueError(f"not S3 bucket names: {', '.join(wrong)}")
+        return value

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,7 +98,7 @@ def _instantiate(config: dict[str, Any], seed: int) -> torch.nn.Module:
         return cls(**config)
 
 
-def _weights_path(ref: BackboneRef) -> tuple[Path, dict[str, Any]]:
+def _weights_path(ref: BackboneRef, cache: Path | None) -> tuple[Path, dict[str, Any]]:
     """Local path of the weights and the pretrained tag's preprocessing overrides."""
     assert ref.weights is not None
     tag_cfg = open_clip.get_pretrained_cfg(ref.model, ref.weights) if ref.config is None else {}
@@ -107,11 +106,11 @@ def _weights_path(ref: BackboneRef) -> tuple[Path, dict[str, Any]]:
         from open_clip.pretrained import download_pretrained
 
         return Path(download_pretrained(tag_cfg)), tag_cfg
-    return fetch_local(ref.weights), {}
+    return fetch_local(ref.weights, cache), {}
 
 
 def build_model(
-    ref: BackboneRef, state: StateDict | None = None
+    ref: BackboneRef, state: StateDict | None = None, cache_dir: Path | None = None
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Build the open_clip model of ``ref`` on the CPU; return it and its preprocess config.
 
@@ -128,16 +127,15 @@ def build_model(
     if state is not None:
         model.load_state_dict(state, strict=True)
     elif seed is None:
-        path, tag_cfg = _weights_path(ref)
+        path, tag_cfg = _weights_path(ref, cache_dir)
         open_clip.load_checkpoint(model, str(path), strict=True, weights_only=True)
         preprocess.update({k: tag_cfg[k] for k in ("mean", "std") if k in tag_cfg})
     return model.eval(), preprocess
 
 
 def auto_device() -> torch.device:
-    """CUDA when available (``TAGFLEET_DEVICE`` overrides), else the CPU."""
-    if os.environ.get("TAGFLEET_DEVICE"):
-        return torch.device(os.environ["TAGFLEET_DEVICE"])
+    """CUDA when available, else the CPU (``TAGFLEET_DEVICE`` reaches :class:`Backbone` as its
+    ``device``)."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -265,14 +263,11 @@ def load_backbone(
     state: StateDict | None = None,
     weights_id: str | None = None,
     device: torch.device | str | None = None,
-    compile: bool | None = None,
+    compile: bool = False,
+    cache_dir: Path | None = None,
 ) -> Backbone:
-    """Build a :class:`Backbone` for ``ref`` (``state`` overrides its weights, see build_model).
-
-    ``compile`` defaults to ``TAGFLEET_COMPILE=1``.
-    """
-    if compile is None:
-        compile = os.environ.get("TAGFLEET_COMPILE") == "1"
-    model, preprocess = build_model(ref, state)
+    """Build a :class:`Backbone` for ``ref`` (``state`` overrides its weights, see build_model;
+    ``cache_dir``: where fetched weights are kept)."""
+    model, preprocess = build_model(ref, state, cache_dir)
     key = backbone_key(ref, weights_id)
     return Backbone(model, key, preprocess, make_tokenizer(ref), device=device, compile=compile)

@@ -79,6 +79,8 @@ class Fleet:
         artifacts: Iterable[tuple[str, Artifact]] | Iterable[Artifact],
         device: str | None = None,
         backbones: dict[str, Backbone] | None = None,
+        compile: bool = False,
+        cache_dir: Path | None = None,
     ) -> Fleet:
         """Build a fleet from artifacts (optionally ``(name, artifact)`` pairs).
 
@@ -93,7 +95,12 @@ class Fleet:
             key = backbone_key(ref, weights_id)
             if key not in shared:
                 shared[key] = load_backbone(
-                    ref, state=artifact.backbone_state, weights_id=weights_id, device=device
+                    ref,
+                    state=artifact.backbone_state,
+                    weights_id=weights_id,
+                    device=device,
+                    compile=compile,
+                    cache_dir=cache_dir,
                 )
             functions.append(Function(artifact, shared[key], name=name))
         return cls(functions)
@@ -154,8 +161,14 @@ class Fleet:
         return [every if f is None else set(f) & every for f in functions]
 
 
-def load_fleet(path: str | Path, device: str | None = None) -> Fleet:
-    """Load every enabled function of ``fleet.yaml``, building each distinct backbone once.
+def load_fleet(
+    path: str | Path,
+    device: str | None = None,
+    compile: bool = False,
+    cache_dir: Path | None = None,
+) -> Fleet:
+    """Load every enabled function of ``fleet.yaml``, building each distinct backbone once
+    (on ``device``, compiled when asked, fetched weights kept in ``cache_dir``).
 
     Relative artifact paths are resolved against the directory of ``path``.
     """
@@ -165,4 +178,4 @@ def load_fleet(path: str | Path, device: str | None = None) -> Fleet:
         raise FileNotFoundError(f"fleet file not found: {path}")
     entries = [e for e in config.functions if e.enabled]
     artifacts = [(e.name, load_artifact(_resolve(e.artifact, path.parent))) for e in entries]
-    return Fleet.from_artifacts(artifacts, device=device)
+    return Fleet.from_artifacts(artifacts, device=device, compile=compile, cache_dir=cache_dir)

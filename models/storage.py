@@ -12,18 +12,18 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from models import s3uri
+
 
 def is_s3(uri: str | Path) -> bool:
     """True when ``uri`` is an ``s3://`` URI."""
-    return str(uri).startswith("s3://")
+    return s3uri.is_s3(uri)
 
 
 def split_s3(uri: str) -> tuple[str, str]:
-    """``s3://bucket/a/b`` -> ``("bucket", "a/b")``."""
-    bucket, _, key = str(uri)[len("s3://") :].partition("/")
-    if not bucket:
-        raise ValueError(f"not an s3 URI with a bucket: {uri!r}")
-    return bucket, key
+    """``s3://bucket/a/b`` -> ``("bucket", "a/b")`` (:func:`models.s3uri.split`; the key may be
+    empty: a prefix)."""
+    return s3uri.split(uri, key_required=False)
 
 
 def join(base: str | Path, name: str) -> str:

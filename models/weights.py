@@ -11,7 +11,6 @@ A weights reference is one of:
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import torch
@@ -19,6 +18,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from models import storage
+from models.settings import Runtime, defaults
 
 StateDict = dict[str, torch.Tensor]
 
@@ -33,20 +33,21 @@ def random_seed(weights: str | None) -> int | None:
 
 
 def cache_dir() -> Path:
-    """Where fetched weights and embedding caches live (``TAGFLEET_CACHE_DIR``)."""
-    default = Path.home() / ".cache" / "tagfleet"
-    return Path(os.environ.get("TAGFLEET_CACHE_DIR", default))
+    """The default cache of fetched weights and embeddings (:class:`~models.settings.Runtime`'s
+    ``cache_dir``; the command line passes the configured one down)."""
+    return defaults(Runtime).cache_dir
 
 
-def fetch_local(uri: str) -> Path:
-    """Return a local path for ``uri``, downloading an ``s3://`` object into the cache once."""
+def fetch_local(uri: str, cache: Path | None = None) -> Path:
+    """Return a local path for ``uri``, downloading an ``s3://`` object into ``cache``
+    (default: :func:`cache_dir`) once."""
     if not storage.is_s3(uri):
         path = Path(uri)
         if not path.is_file():
             raise FileNotFoundError(f"weights file not found: {uri}")
         return path
     name = hashlib.sha256(uri.encode()).hexdigest()[:16] + "-" + Path(uri).name
-    path = cache_dir() / "weights" / name
+    path = (cache or cache_dir()) / "weights" / name
     if not path.exists():
         storage.write_bytes(path.with_suffix(".part"), storage.read_bytes(uri))
         path.with_suffix(".part").replace(path)

@@ -1,24 +1,34 @@
+import json
+
 import pytest
 
-from consumers.cli import build_parser, settings_from_args
+from consumers.cli import build_parser, main
 
 
-def test_consume_flags_override_environment(monkeypatch: pytest.MonkeyPatch):
+def test_consume_flags_override_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
     monkeypatch.setenv("TAGFLEET_BOOTSTRAP_SERVERS", "env:9092")
     monkeypatch.setenv("TAGFLEET_GROUP_ID", "from-env")
-    args = build_parser().parse_args(["consume", "--group-id", "from-flag", "--batch-size", "4"])
-    settings = settings_from_args(args)
-    assert settings.bootstrap_servers == "env:9092"
-    assert settings.group_id == "from-flag"
-    assert settings.batch_size == 4
+    assert main(["consume", "--group-id", "from-flag", "--batch-size", "4", "--show-config"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["TAGFLEET_BOOTSTRAP_SERVERS"] == "env:9092"
+    assert shown["TAGFLEET_GROUP_ID"] == "from-flag"
+    assert shown["TAGFLEET_BATCH_SIZE"] == 4
 
 
-def test_every_subcommand_flag_reads_its_environment_variable(monkeypatch: pytest.MonkeyPatch):
+def test_tag_reads_its_own_namespace_and_the_shared_store(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
     monkeypatch.setenv("TAGFLEET_STORE", "sqlite:///from-env.db")
-    monkeypatch.setenv("TAGFLEET_MISSING_ONLY", "true")
-    args = build_parser().parse_args(["tag", "some/folder"])
-    assert args.store == "sqlite:///from-env.db"
-    assert args.missing_only is True
+    monkeypatch.setenv("TAGFLEET_TAG_MISSING_ONLY", "true")
+    monkeypatch.setenv("TAGFLEET_BATCH_SIZE", "7")  # the service's, not tag's
+    assert main(["tag", "some/folder", "--show-config"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["TAGFLEET_STORE"] == "**********"  # set, and never printed
+    assert shown["TAGFLEET_TAG_MISSING_ONLY"] is True
+    assert shown["TAGFLEET_TAG_BATCH_SIZE"] == 32
+    assert "TAGFLEET_BATCH_SIZE" not in shown
 
 
 def test_help_lists_the_subcommands(capsys: pytest.CaptureFixture[str]):
@@ -32,7 +42,6 @@ def test_help_lists_the_subcommands(capsys: pytest.CaptureFixture[str]):
 def test_db_upgrade_creates_the_schema(tmp_path, capsys: pytest.CaptureFixture[str]):
     import sqlalchemy as sa
 
-    from consumers.cli import main
     from consumers.store import current
 
     url = f"sqlite:///{tmp_path / 'tags.db'}"

@@ -117,9 +117,10 @@ def test_list_objects_pages_and_skips_folder_markers(
 
 
 def test_split_prefix() -> None:
-    assert split_prefix("s3://b") == ("b", "")
-    assert split_prefix("s3://b/p/q") == ("b", "p/q")
-    for bad in ("file:///etc", "b/p", "s3:///p"):
+    assert split_prefix("s3://photos") == ("photos", "")
+    assert split_prefix("s3://photos/p/q") == ("photos", "p/q")
+    assert split_prefix("S3://photos/p") == ("photos", "p")
+    for bad in ("file:///etc", "photos/p", "s3:///p", "s3://Not_A_Bucket!/p"):
         with pytest.raises(ValueError):
             split_prefix(bad)
 

@@ -88,14 +88,11 @@ def _walk_parser(parser: argparse.ArgumentParser) -> Iterator[argparse.Action]:
 
 @cache
 def known_env() -> frozenset[str]:
-    """Every ``TAGFLEET_*`` variable the code reads: a setting, a flag of any subcommand
-    (``TAGFLEET_<DEST>``), or a literal ``os.environ`` lookup in consumers/ or models/."""
-    from consumers.cli import build_parser
+    """Every ``TAGFLEET_*`` variable a command reads (the reference page's, from the parser)
+    or a literal ``os.environ`` lookup in consumers/ or models/ reads."""
+    from consumers.configuration import variables
 
-    names = {f"TAGFLEET_{name.upper()}" for name in settings_fields()}
-    names |= {
-        f"TAGFLEET_{a.dest.upper()}" for a in _walk_parser(build_parser()) if a.dest != "help"
-    }
+    names = set(variables())
     lookup = re.compile(r"""environ(?:\.get\(|\[)\s*["'](TAGFLEET_[A-Z0-9_]+)["']""")
     for package in ("consumers", "models"):
         for source in (REPO / package).rglob("*.py"):

@@ -1,0 +1,88 @@
+"""The options of the commands other than the service, one settings model per command.
+
+Each reads ``TAGFLEET_<COMMAND>_<NAME>``: a ``tag`` batch size is not the service's
+``TAGFLEET_BATCH_SIZE``. What the commands share with the service (the Kafka cluster, the
+store, the fleet file, the runtime, the image limits) comes from the shared models of
+:mod:`consumers.settings` and :mod:`models.settings`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# The names fleet.yaml and the manifests accept (models.fleet.FleetEntry).
+FUNCTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def _config(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=prefix, frozen=True, extra="ignore")
+
+
+class TagOptions(BaseSettings):
+    """``tagfleet tag``."""
+
+    model_config = _config("TAGFLEET_TAG_")
+
+    missing_only: bool = Field(
+        False, description="skip assets the current fleet version already tagged"
+    )
+    batch_size: int = Field(32, ge=1, description="inference batch size")
+    workers: int = Field(8, ge=1, description="parallel reads and decodes")
+    progress: bool = Field(True, description="a progress bar on stderr when it is a terminal")
+    strict: bool = Field(
+        False,
+        description="exit 1 when any image failed (off: failures are reported on stderr and the"
+        " exit code is 0; 3 when the fleet itself is broken)",
+    )
+
+
+class PublishOptions(BaseSettings):
+    """``tagfleet publish``."""
+
+    model_config = _config("TAGFLEET_PUBLISH_")
+
+    functions: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="comma-separated function names to request (empty: all)"
+    )
+
+    @field_validator("functions", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("functions", mode="after")
+    @classmethod
+    def _names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        wrong = [name for name in value if not FUNCTION_NAME.fullmatch(name)]
+        if wrong:
+            raise ValueError(f"not function names: {', '.join(wrong)}")
+        return value
+
+
+class DbUpgradeOptions(BaseSettings):
+    """``tagfleet db upgrade``."""
+
+    model_config = _config("TAGFLEET_DB_")
+
+    revision: str = Field("head", description="target revision")
+
+
+class DemoOptions(BaseSettings):
+    """``tagfleet demo``: the local stack, nothing of a deployment's settings."""
+
+    model_config = _config("TAGFLEET_DEMO_")
+
+    workdir: str = Field("var/demo", description="where the demo keeps its fleet, images and store")
+    images: int = Field(12, ge=1, le=500, description="number of demo images")
+    build_fleet_only: bool = Field(
+        False, description="only build the demo fleet into --workdir and exit"
+    )
+    bootstrap_servers: str = Field(
+        "127.0.0.1:19092", description="Kafka of the local stack (infra/stack.sh)"
+    )
