@@ -58,8 +58,13 @@ lint:
 contracts:
 	$(VENV)/bin/lint-imports --no-logo
 
+# conftest.py files all share one module name, so each gets a run of its own (cached: seconds);
+# tests/consumers holds the helpers the fault suite's conftest imports.
+CONFTESTS := $(wildcard tests/conftest.py tests/*/conftest.py tests/*/*/conftest.py)
+
 typecheck:
 	$(VENV)/bin/mypy consumers models $(MYPY_TESTS)
+	@for f in $(CONFTESTS); do MYPYPATH=tests/consumers $(VENV)/bin/mypy --no-error-summary $$f || exit 1; done
 
 gate:
 	$(MAKE) --no-print-directory format-check

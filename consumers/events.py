@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 import socket
 import sys
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from consumers.domain import AssetRemoval, AssetRequest, PermanentError, Reason
 from consumers.object_keys import from_versitygw, key_readings
 from consumers.safe_text import MAX_ID_BYTES, MAX_SHORT_BYTES, key_problem, text_problem
 from consumers.sequencer import order_key
+from models import s3uri
 
 
 def _limited(max_bytes: int) -> AfterValidator:
@@ -48,7 +48,6 @@ Short = Annotated[str, Field(min_length=1, max_length=MAX_SHORT_BYTES), _limited
 OptionalShort = Annotated[str, Field(max_length=MAX_SHORT_BYTES), _limited(MAX_SHORT_BYTES)]
 # URL-encoded keys may be three times their decoded size; the decoded key is checked after.
 EncodedKey = Annotated[str, Field(min_length=1, max_length=4 * MAX_ID_BYTES)]
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9.\-_]{1,61}[a-z0-9]")
 _LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
 _M = TypeVar("_M", bound=BaseModel)
 _CREATED = "ObjectCreated:"
@@ -75,7 +74,7 @@ _REMOVED = ("ObjectRemoved:", "LifecycleExpiration:")
 class EventPolicy:
     """What an event may ask for. The defaults are the consume-mode rules of DESIGN.md."""
 
-    max_event_bytes: int = 1024 * 1024
+    max_event_bytes: int = 1_000_000
     allowed_schemes: frozenset[str] = frozenset({"s3"})
     allowed_buckets: frozenset[str] | None = None
     max_records: int = 100
@@ -341,13 +340,11 @@ def split_s3_uri(uri: str, policy: EventPolicy) -> tuple[str, str]:
     characters, over 1,024 UTF-8 bytes, ``.``/``..`` segments: :func:`key_problem`),
     ``bucket_not_allowed`` when an allow-list is set and lacks it.
     """
-    scheme, sep, rest = uri.partition("://")
-    if not sep or scheme.lower() not in policy.allowed_schemes:
-        raise PermanentError(Reason.UNSUPPORTED_URI, f"only s3://bucket/key is accepted: {uri!r}")
-    bucket, slash, key = rest.partition("/")
-    if not slash or not key:
-        raise PermanentError(Reason.UNSUPPORTED_URI, f"no object key in {uri!r}")
-    if not _BUCKET.fullmatch(bucket) or _looks_like_host(bucket):
+    try:
+        bucket, key = s3uri.split(uri)
+    except ValueError as exc:
+        raise PermanentError(Reason.UNSUPPORTED_URI, str(exc)) from None
+    if _looks_like_host(bucket):
         raise PermanentError(Reason.UNSUPPORTED_URI, f"not an S3 bucket name: {bucket!r}")
     problem = key_problem(key)
     if problem:
