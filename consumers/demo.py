@@ -1,9 +1,13 @@
 """``tagfleet demo``: the main job end to end on the embedded defaults.
 
-Local Kafka and S3 (started with ``infra/stack.sh up`` when not reachable), the SQLite store,
-and a demo fleet trained here (once, about a minute) on generated pictures of coloured shapes:
-``colour`` (classify: the colour of the shape) and ``colours`` (tags: every colour present).
-Each run uses new topics, so it processes exactly its own events.
+Local Kafka (the stack is started with ``infra/stack.sh up`` when it is not reachable), an S3
+server that publishes its own bucket notifications (VersityGW, one per run:
+:mod:`consumers.demo_gateway`), the SQLite store, and a demo fleet trained here (once, about a
+minute) on generated pictures of coloured shapes: ``colour`` (classify: the colour of the
+shape) and ``colours`` (tags: every colour present). The demo uploads its pictures and writes
+no event but one malformed one; the tags appear from the gateway's notifications. Then it
+deletes one picture and shows its tags gone. Each run uses new topics and its own gateway, so
+it processes exactly its own events.
 """
 
 from __future__ import annotations
@@ -15,12 +19,12 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from consumers.demo_gateway import DemoGateway, follow
 from consumers.logs import configure_logging
 from consumers.metrics import Metrics
 from consumers.options import DemoOptions
@@ -29,12 +33,7 @@ from consumers.settings import Settings
 from models.settings import Runtime, from_values
 
 BUCKET = "tagfleet-demo"
-_S3_DEFAULTS = {
-    "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:15000",
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+_S3_DEFAULTS = {"AWS_DEFAULT_REGION": "us-east-1"}  # endpoint and keys: the demo's gateway
 
 
 def run_demo(options: DemoOptions, runtime: Runtime) -> int:
@@ -48,12 +47,27 @@ def run_demo(options: DemoOptions, runtime: Runtime) -> int:
         print(f"demo fleet: {fleet_path}")
         return 0
     _ensure_stack(options.bootstrap_servers)
-    assets = _upload_images(options.images)
     run = time.strftime("%Y%m%d%H%M%S")
+    topic = f"tagfleet-demo-{run}"
+    gateway = DemoGateway.start(Path.cwd(), topic, options.bootstrap_servers)
+    try:
+        gateway.use()
+        return _tag_uploads(options, runtime, gateway, workdir, fleet_path)
+    finally:
+        gateway.stop()
+
+
+def _tag_uploads(
+    options: DemoOptions, runtime: Runtime, gateway: DemoGateway, workdir: Path, fleet_path: Path
+) -> int:
+    """Upload the pictures to ``gateway``, serve its notifications until they are tagged, then
+    delete one picture and show its tags gone."""
+    run = gateway.topic.removeprefix("tagfleet-demo-")
+    assets = _upload_images(options.images)
     settings = from_values(
         Settings,
         bootstrap_servers=options.bootstrap_servers,
-        topic=f"tagfleet-demo-{run}",
+        topic=gateway.topic,
         results_topic=f"tagfleet-demo-{run}.tags",
         dlq_topic=f"tagfleet-demo-{run}.dlq",
         group_id=f"tagfleet-demo-{run}",
@@ -67,15 +81,26 @@ def run_demo(options: DemoOptions, runtime: Runtime) -> int:
         cache_dir=runtime.cache_dir,
     )
     _create_topics(settings)
-    published = _publish(settings, assets)
-    print(f"published {published} events ({len(assets)} images + 1 malformed) to {settings.topic}")
+    _publish_malformed(settings)
+    print(
+        f"uploaded {len(assets)} pictures to VersityGW at {gateway.endpoint}: it publishes"
+        f" their notifications to {settings.topic} (the demo adds 1 malformed event, nothing"
+        " else)"
+    )
     metrics, stop = Metrics(), threading.Event()
+    deleted = assets[0][0]
+
+    def show_then_delete() -> None:
+        _print_tags(settings.store_url(), assets, metrics)
+        print(f"\ndeleting {deleted.removeprefix(f's3://{BUCKET}/')} from the gateway ...")
+        _delete(deleted)
+
     watcher = threading.Thread(
-        target=_stop_when_done, args=(metrics, published, stop, 300.0), daemon=True
+        target=follow, args=(metrics, len(assets), show_then_delete, stop, 300.0), daemon=True
     )
     watcher.start()
     code = serve(settings, metrics, Readiness(), stop)
-    _print_tags(settings.store_url(), assets, metrics)
+    _print_removed(settings.store_url(), deleted, metrics)
     return code
 
 
@@ -162,38 +187,19 @@ def _upload_images(count: int) -> list[tuple[str, str]]:
     return assets
 
 
-def _publish(settings: Settings, assets: list[tuple[str, str]]) -> int:
-    import json
-
+def _publish_malformed(settings: Settings) -> None:
+    """The one event the demo writes: not JSON, so it is dead-lettered (a bad producer)."""
     from consumers.sinks import OutRecord, Producer
 
-    records = []
-    for i, (asset_id, _) in enumerate(assets):
-        key = asset_id.split("/", 3)[3]
-        if i % 2:
-            value: dict[str, Any] = {
-                "asset_id": asset_id,
-                "uri": asset_id,
-                "attributes": {"demo": True},
-            }
-        else:
-            value = {
-                "Records": [
-                    {
-                        "eventName": "ObjectCreated:Put",
-                        "s3": {
-                            "bucket": {"name": BUCKET},
-                            "object": {"key": urllib.parse.quote_plus(key)},
-                        },
-                    }
-                ]
-            }
-        records.append(OutRecord(settings.topic, asset_id.encode(), json.dumps(value).encode()))
-    records.append(OutRecord(settings.topic, b"broken", b"{not json"))
     producer = Producer(settings.kafka_common())
-    producer.send_all(records)
+    producer.send_all([OutRecord(settings.topic, b"broken", b"{not json")])
     producer.close()
-    return len(records)
+
+
+def _delete(asset_id: str) -> None:
+    import boto3
+
+    boto3.client("s3").delete_object(Bucket=BUCKET, Key=asset_id.split("/", 3)[3])
 
 
 def _create_topics(settings: Settings) -> None:
@@ -201,21 +207,9 @@ def _create_topics(settings: Settings) -> None:
     from kafka.admin import NewTopic
 
     admin = KafkaAdminClient(**settings.kafka_common())
-    topics = (settings.topic, settings.results_topic, settings.dlq_topic)
+    topics = (settings.results_topic, settings.dlq_topic)  # the gateway created settings.topic
     admin.create_topics([NewTopic(name, 2, 1) for name in topics])
     admin.close()
-
-
-def _stop_when_done(
-    metrics: Metrics, expected: int, stop: threading.Event, timeout_s: float
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        done = sum(metrics.events.labels(o)._value.get() for o in ("stored", "dead_lettered"))  # noqa: SLF001
-        if done >= expected:
-            break
-        time.sleep(0.2)
-    stop.set()
 
 
 def _print_tags(store_url: str, assets: list[tuple[str, str]], metrics: Metrics) -> None:
@@ -235,17 +229,29 @@ def _print_tags(store_url: str, assets: list[tuple[str, str]], metrics: Metrics)
     store.close()
 
 
+def _print_removed(store_url: str, asset_id: str, metrics: Metrics) -> None:
+    from consumers.store import TagStore
+
+    store = TagStore(store_url)
+    left = store.tags_for_asset(asset_id)
+    store.close()
+    removed = metrics.events.labels("removed")._value.get()  # noqa: SLF001
+    print(
+        f"removed {removed:.0f}: {asset_id.removeprefix(f's3://{BUCKET}/')} now has"
+        f" {len(left) or 'no'} tags"
+    )
+
+
 def _ensure_stack(bootstrap: str) -> None:
     host, _, port = bootstrap.rpartition(":")
-    s3 = urllib.parse.urlsplit(os.environ["AWS_ENDPOINT_URL_S3"])
-    if _reachable(host, int(port)) and _reachable(s3.hostname or "127.0.0.1", s3.port or 80):
-        return
     script = Path.cwd() / "infra" / "stack.sh"
     if not script.exists():
         raise SystemExit(
-            f"Kafka at {bootstrap} or S3 at {os.environ['AWS_ENDPOINT_URL_S3']} is not reachable"
-            " and infra/stack.sh is not here: run the demo from the repository root, or start them."
+            "infra/ is not here (the demo starts its S3 gateway with infra/versitygw.sh):"
+            " run the demo from the repository root."
         )
+    if _reachable(host, int(port)):
+        return
     print("starting the local stack (infra/stack.sh up) ...")
     subprocess.run(["bash", str(script), "up"], check=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -9,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from harness import REPO
+from harness import REPO, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +41,20 @@ def test_demo_trains_its_fleet_tags_its_images_and_prints_them(
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     out = done.stdout
     assert "stored 8, dead-lettered 1" in out
+    # the tags came from the gateway's own notifications: on the demo's topic, every record
+    # but the one malformed event is the gateway's (its start-up TestEvent, 8 uploads, 1 delete)
+    found = re.search(r"notifications to (tagfleet-demo-\S+) ", out)
+    assert found, out
+    values = [r.value for r in read_topic(kafka_bootstrap, found.group(1), expected=11)]
+    assert values.count(b"{not json") == 1 and len(values) == 11, values
+    documents = [json.loads(v) for v in values if v != b"{not json"]
+    assert sum(d.get("Event") == "s3:TestEvent" for d in documents) == 1
+    records = [r for d in documents for r in d.get("Records", [])]
+    assert all("PrincipalId" in r["userIdentity"] for r in records)  # VersityGW's mark
+    names = sorted(r["eventName"] for r in records)
+    assert names == ["s3:ObjectCreated:Put"] * 8 + ["s3:ObjectRemoved:Delete"], names
+    # then one picture was deleted and its tags are gone
+    assert re.search(r"^removed 1: .* now has no tags$", out, re.M), out
     rows = [line for line in out.splitlines() if line.startswith("s3://tagfleet-demo/")]
     assert len(rows) == 8
     held_out = [float(m) for m in re.findall(r"held-out: \w+ ([0-9.]+)", out)]
