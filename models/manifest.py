@@ -47,6 +47,8 @@ class Manifest(BaseModel):
 
     ``thresholds``: per-label decision thresholds (tags; detect score threshold under ``"*"``).
     ``temperature``: softmax temperature (classify), fitted on validation.
+    ``training``: how the function was trained (the recipe's settings, the pooling chosen on
+    validation, the checkpoint kept); empty for functions not trained here.
     ``version``: content hash of this manifest without ``version`` plus the weight files;
     set by :func:`models.artifacts.save_artifact`.
     """
@@ -63,6 +65,7 @@ class Manifest(BaseModel):
     head: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     training_data_hash: str | None = None
+    training: dict[str, Any] = Field(default_factory=dict)
     version: str | None = None
 
     @model_validator(mode="after")
@@ -77,7 +80,9 @@ class Manifest(BaseModel):
     def content_hash(self, blobs: list[bytes]) -> str:
         """sha256 (first 16 hex) of the manifest without ``version`` and the given weight blobs."""
         digest = hashlib.sha256()
-        body = self.model_dump(mode="json", exclude={"version"})
+        # an empty ``training`` is left out: manifests written before it existed keep their hash
+        exclude = {"version"} if self.training else {"version", "training"}
+        body = self.model_dump(mode="json", exclude=exclude)
         digest.update(json.dumps(body, sort_keys=True).encode())
         for blob in blobs:
             digest.update(hashlib.sha256(blob).digest())

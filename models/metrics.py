@@ -93,7 +93,8 @@ def choose_threshold(
         ok = np.flatnonzero(precision >= target_precision)
         k = int(ok[-1]) if len(ok) else int(np.argmax(precision))
     else:
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0)
+        total = precision + recall
+        f1 = 2 * precision * recall / np.where(total > 0, total, 1)
         k = int(np.argmax(f1))
     below = scores[scores < thresholds[k]]
     lower = float(below.max()) if len(below) else 0.0

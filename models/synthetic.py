@@ -100,6 +100,67 @@ def colours_image(rng: np.random.Generator, size: int = 64) -> tuple[Image.Image
     return img, sorted(colours)
 
 
+# Textures of a material: clean, a small local mark, a change over the whole surface.
+
+SURFACES = ("clean", "local", "whole")
+
+
+def texture(rng: np.random.Generator, size: int = 250) -> np.ndarray:
+    """A material-like surface, float (size, size, 3): tinted grey, an oriented grain, noise."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    angle = rng.uniform(0, np.pi)
+    period = rng.uniform(14, 30)
+    phase = (xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period
+    grain = 6 * np.sin(phase + rng.uniform(0, 2 * np.pi))
+    base = rng.integers(100, 170) + rng.integers(-12, 13, size=3)
+    noise = rng.normal(0, 8, size=(size, size, 3))
+    return base[None, None, :] + grain[..., None] + noise
+
+
+def _blotches(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Low-frequency mottling over the whole surface, in [-1, 1]."""
+    coarse = rng.normal(0, 1, size=(6, 6))
+    img = Image.fromarray(((coarse - coarse.min()) / np.ptp(coarse) * 255).astype(np.uint8))
+    smooth = np.asarray(img.resize((size, size), Image.Resampling.BICUBIC), dtype=np.float64)
+    return smooth / 127.5 - 1
+
+
+def surface_image(
+    rng: np.random.Generator, kind: str, size: int = 250, mark: tuple[int, int] = (8, 12)
+) -> Image.Image:
+    """A texture of ``kind`` (one of ``SURFACES``).
+
+    ``local``: one small dark mark (a blob ``mark`` px across: at 250 px about 0.2 % of the
+    surface; after the resize to a 64 px backbone input, 2 to 3 pixels) at a random place;
+    ``whole``: mottled staining over the whole surface; ``clean``: neither.
+    """
+    surface = texture(rng, size)
+    if kind == "local":
+        d = int(rng.integers(mark[0], mark[1] + 1))
+        x, y = (int(v) for v in rng.integers(d, size - 2 * d, size=2))
+        yy, xx = np.mgrid[0:size, 0:size]
+        inside = (xx - x) ** 2 + (yy - y) ** 2 <= (d / 2) ** 2
+        surface[inside] -= rng.uniform(80, 110)
+    elif kind == "whole":
+        tint = np.array([1.0, 0.6, 0.3]) * rng.uniform(18, 30)
+        surface += _blotches(rng, size)[..., None] * tint[None, None, :]
+    elif kind != "clean":
+        raise ValueError(f"unknown surface kind {kind!r}; expected one of {SURFACES}")
+    return Image.fromarray(np.clip(surface, 0, 255).astype(np.uint8))
+
+
+def surfaces_folder(
+    root: Path, counts: dict[str, int], seed: int, size: int = 250, mark: tuple[int, int] = (8, 12)
+) -> Path:
+    """classify surfaces: ``root/<kind>/<i>.png`` with ``counts[kind]`` images of each kind."""
+    rng = np.random.default_rng(seed)
+    for kind, n in counts.items():
+        (root / kind).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            surface_image(rng, kind, size, mark).save(root / kind / f"{i}.png")
+    return root
+
+
 # Datasets on disk, in the formats users have (folder per label, JSONL manifest).
 
 

@@ -15,13 +15,13 @@ numbers describe exactly what the service returns), report files.
 from __future__ import annotations
 
 import logging
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from models.artifacts import Artifact
 from models.backbones import Backbone, Features, load_backbone, resolve_ref
@@ -34,8 +34,9 @@ from models.function import build_head
 from models.manifest import FunctionType, Manifest, Mode
 from models.metrics import choose_threshold, classify_metrics, fit_temperature, tags_metrics
 from models.tasks import Report, Task
-from models.training.blocks import trainable_blocks
 from models.training.evaluation import Evaluation
+from models.training.loop import Fit, fit_finetune, fit_probe
+from models.training.presets import Settings, resolve
 from models.training.report import HEADLINE, build_report
 from models.training.spec import TrainSpec
 from models.weights import cache_dir
@@ -44,85 +45,12 @@ from models.zeroshot import zero_shot_head_state
 log = logging.getLogger(__name__)
 
 
-def _loss(kind: FunctionType, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    if kind == FunctionType.CLASSIFY:
-        return F.cross_entropy(logits, y)
-    return F.binary_cross_entropy_with_logits(logits, y)
-
-
-def _augment(pixels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random horizontal flips and small shifts (on normalised pixels, on the device)."""
-    flip = torch.rand(len(pixels), generator=gen) < 0.5
-    pixels = torch.where(flip.to(pixels.device)[:, None, None, None], pixels.flip(-1), pixels)
-    dx, dy = (int(v) for v in torch.randint(-4, 5, (2,), generator=gen))
-    return torch.roll(pixels, shifts=(dy, dx), dims=(-2, -1))
-
-
 def _embed(backbone: Backbone, images: np.ndarray, batch: int = 64) -> np.ndarray:
     out = [
         backbone.encode(images[i : i + batch]).pooled.cpu().numpy()
         for i in range(0, len(images), batch)
     ]
     return np.concatenate(out)
-
-
-def _fit_probe(
-    head: torch.nn.Module,
-    kind: FunctionType,
-    emb: np.ndarray,
-    y: np.ndarray,
-    spec: TrainSpec,
-    device: torch.device,
-) -> None:
-    x = Features(torch.as_tensor(emb, device=device), None, None)
-    target = torch.as_tensor(y, device=device)
-    opt = torch.optim.AdamW(head.parameters(), lr=spec.lr or 1e-2, weight_decay=spec.weight_decay)
-    head.train()
-    for _ in tqdm(range(spec.epochs or 300), desc="probe", disable=not spec.progress):
-        opt.zero_grad()
-        _loss(kind, head(x), target).backward()
-        opt.step()
-    head.eval()
-
-
-def _fit_finetune(
-    head: torch.nn.Module,
-    backbone: Backbone,
-    kind: FunctionType,
-    images: np.ndarray,
-    y: np.ndarray,
-    spec: TrainSpec,
-) -> None:
-    params = trainable_blocks(backbone, spec.unfreeze_blocks)
-    opt = torch.optim.AdamW(
-        [
-            {"params": head.parameters(), "lr": spec.lr or 1e-3},
-            {"params": params, "lr": spec.backbone_lr},
-        ],
-        weight_decay=spec.weight_decay,
-    )
-    epochs = spec.epochs or 30
-    steps = epochs * -(-len(images) // spec.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=[spec.lr or 1e-3, spec.backbone_lr], total_steps=steps, pct_start=0.1
-    )
-    gen = torch.Generator().manual_seed(spec.seed)
-    target = torch.as_tensor(y)
-    backbone.visual.train()
-    head.train()
-    for _ in tqdm(range(epochs), desc="finetune", disable=not spec.progress):
-        for idx in torch.randperm(len(images), generator=gen).split(spec.batch_size):
-            pixels = backbone.to_pixels(images[idx.numpy()])
-            if spec.augment:
-                pixels = _augment(pixels, gen)
-            opt.zero_grad()
-            logits = head(backbone.forward_pixels(pixels))
-            _loss(kind, logits.float(), target[idx].to(backbone.device)).backward()
-            opt.step()
-            sched.step()
-    backbone.visual.eval()
-    head.eval()
-    backbone.model.requires_grad_(False)
 
 
 @torch.inference_mode()
@@ -158,6 +86,47 @@ def _calibrate(
     }
 
 
+def _candidates(
+    manifest: Manifest,
+    backbone: Backbone,
+    spec: TrainSpec,
+    settings: Settings,
+    train_set: tuple[np.ndarray, np.ndarray],
+    val_set: tuple[np.ndarray, np.ndarray],
+) -> tuple[torch.nn.Module, Fit, list[Fit]]:
+    """Fine-tune one head per pooling of ``settings`` from the same start; keep the best.
+
+    The winner has the best validation macro-F1; on a tie the earlier pooling (``pooled``
+    first) wins. On return the backbone holds the winner's weights.
+    """
+    start = {k: v.detach().clone() for k, v in backbone.visual.state_dict().items()}
+    runs: list[tuple[torch.nn.Module, Fit, dict[str, torch.Tensor]]] = []
+    for pooling in settings.poolings:
+        backbone.visual.load_state_dict(start)
+        torch.manual_seed(spec.seed)
+        head = build_head(manifest.model_copy(update={"head": {"pooling": pooling}}), backbone)
+        if spec.zero_shot_init:
+            head.load_state_dict(zero_shot_head_state(backbone, spec.type, manifest.labels))
+        fit = fit_finetune(head, backbone, spec.type, train_set, val_set, settings, spec, pooling)
+        _say(spec, settings, fit)
+        state = {k: v.detach().clone() for k, v in backbone.visual.state_dict().items()}
+        runs.append((head, fit, state))
+    head, fit, state = max(runs, key=lambda run: (run[1].score, -runs.index(run)))
+    backbone.visual.load_state_dict(state)
+    return head, fit, [run[1] for run in runs]
+
+
+def _say(spec: TrainSpec, settings: Settings, fit: Fit) -> None:
+    """Print one line per run: what it kept and how long it took (stderr, with ``progress``)."""
+    line = (
+        f"recipe {settings.recipe}: {fit.pooling}, {len(fit.history)} evaluations, kept "
+        f"{fit.kept} (validation macro-F1 {fit.score:.3f}), {fit.seconds:.1f} s"
+    )
+    log.info(line)
+    if spec.progress:
+        print(line, file=sys.stderr)
+
+
 def train(
     dataset: Dataset | str,
     spec: TrainSpec,
@@ -168,11 +137,15 @@ def train(
 
     ``backbone``: an already loaded backbone matching ``spec`` (reused, e.g. by tests that
     count its passes; in finetune mode its weights change). ``previous``: an earlier version,
-    compared on the same held-out split in the report.
+    compared on the same held-out split in the report. The recipe (:func:`resolve`), the
+    pooling chosen and the checkpoint kept are recorded in the manifest's ``training`` and in
+    the report.
     """
+    started = time.perf_counter()
     torch.manual_seed(spec.seed)
     if isinstance(dataset, str):
         dataset = load_dataset(dataset, spec.type)
+    settings = resolve(spec)
     ref = resolve_ref(spec.backbone, spec.weights)
     backbone = backbone or load_backbone(ref, device=spec.device)
     images, hashes = read_images(dataset, backbone.input_size)
@@ -186,23 +159,42 @@ def train(
         mode=Mode.FINETUNE if spec.mode == Mode.FINETUNE else Mode.PROBE,
         training_data_hash=data_hash(dataset, hashes),
     )
-    head = build_head(manifest, backbone)
-    if spec.zero_shot_init:
-        head.load_state_dict(zero_shot_head_state(backbone, spec.type, dataset.labels))
     extra: dict[str, Any] = {"mode": manifest.mode.value, "train_samples": len(tr)}
     emb = None
     if spec.mode == Mode.FINETUNE:
-        _fit_finetune(head, backbone, spec.type, images[tr], y[tr], spec)
+        head, fit, fits = _candidates(
+            manifest, backbone, spec, settings, (images[tr], y[tr]), (images[va], y[va])
+        )
     else:
         cache = EmbeddingCache(Path(spec.cache_dir or cache_dir() / "embeddings"), backbone.key)
         emb = cache.embeddings(hashes, lambda idx: _embed(backbone, images[idx]))
         extra["embedding_cache"] = {"hits": cache.hits, "misses": cache.misses}
         log.info("embedding cache: %d hits, %d misses", cache.hits, cache.misses)
-        _fit_probe(head, spec.type, emb[tr], y[tr], spec, backbone.device)
+        head = build_head(manifest.model_copy(update={"head": {"pooling": "pooled"}}), backbone)
+        if spec.zero_shot_init:
+            head.load_state_dict(zero_shot_head_state(backbone, spec.type, dataset.labels))
+        fit = fit_probe(
+            head, spec.type, (emb[tr], y[tr]), (emb[va], y[va]), settings, spec, backbone.device
+        )
+        _say(spec, settings, fit)
+        fits = [fit]
+    training = {
+        "recipe": settings.record(),
+        "pooling": fit.pooling,
+        "kept": fit.kept,
+        "val_macro_f1": round(fit.score, 6),
+        "candidates": {f.pooling: round(f.score, 6) for f in fits},
+    }
     val_logits = _logits(head, backbone, images[va], None if emb is None else emb[va])
+    update = _calibrate(spec.type, val_logits, y[va], dataset.labels, spec.target_precision)
     manifest = manifest.model_copy(
-        update=_calibrate(spec.type, val_logits, y[va], dataset.labels, spec.target_precision)
+        update={**update, "head": {"pooling": fit.pooling}, "training": training}
     )
+    extra["training"] = {
+        **training,
+        "runs": [f.record() for f in fits],
+        "seconds": round(time.perf_counter() - started, 2),
+    }
     return _finish(manifest, head, backbone, images[va], y[va], previous, extra)
 
 

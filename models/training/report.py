@@ -52,8 +52,33 @@ def _markdown(report: dict[str, Any]) -> str:
                 f" {'-' if m[k] is None else format(m[k], '.3f')} |" for k in ("ap50", "ap50_95")
             )
         lines.append(row)
+    lines += _training_lines(report.get("training"))
     lines += ["", *[f"![{name}]({name})" for name in report["plots"]], ""]
     return "\n".join(lines)
+
+
+def _training_lines(training: dict[str, Any] | None) -> list[str]:
+    """The "Training" section: the recipe's settings and, per run, what it kept and its time."""
+    if not training:
+        return []
+    recipe = training["recipe"]
+    settings = ", ".join(f"{k} {v}" for k, v in recipe.items() if k != "recipe")
+    lines = [
+        "",
+        "## Training",
+        "",
+        f"Recipe `{recipe['recipe']}` ({settings}); {training['seconds']:.1f} s in all.",
+        f"Pooling kept: `{training['pooling']}`, chosen on validation macro-F1.",
+        "",
+        "| run | evaluations | kept | best | validation macro-F1 | seconds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run in training.get("runs", []):
+        lines.append(
+            f"| {run['pooling']} | {len(run['history'])} | {run['kept']} | {run['best']} | "
+            f"{run['val_macro_f1']:.4f} | {run['seconds']:.1f} |"
+        )
+    return lines
 
 
 def build_report(

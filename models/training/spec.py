@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.manifest import FunctionType, Mode
+
+
+class Recipe(StrEnum):
+    """Training presets (:mod:`models.training.presets` says what each sets)."""
+
+    FAST = "fast"
+    DEFAULT = "default"
+    THOROUGH = "thorough"
+    PLAIN = "plain"  # the recipe before issue 17, for comparisons: pooled, unbalanced, last epoch
 
 
 class TrainSpec(BaseModel):
@@ -31,3 +43,39 @@ class TrainSpec(BaseModel):
     cache_dir: str | None = None
     device: str | None = None
     progress: bool = True
+    recipe: Recipe = Field(
+        default=Recipe.DEFAULT,
+        description="training preset: fast, default, thorough, or plain (the pre-issue-17 "
+        "recipe, for comparisons); the fields below left unset take the preset's values",
+    )
+    pooling: Literal["auto", "pooled", "patch_max", "patch_attention"] | None = Field(
+        default=None,
+        description="finetune classify/tags: what the head reads besides the pooled embedding; "
+        "auto = the preset's candidates, chosen on validation macro-F1 (pooled wins ties)",
+    )
+    balance: Literal["none", "sampler", "loss"] | None = Field(
+        default=None,
+        description="class balance: sampler = class-balanced sampling, loss = inverse-"
+        "frequency loss weights, none = as the data comes (default: the preset's)",
+    )
+    label_smoothing: float | None = Field(
+        default=None, ge=0, lt=0.5, description="label smoothing (default: the preset's)"
+    )
+    warmup_fraction: float | None = Field(
+        default=None,
+        ge=0,
+        lt=1,
+        description="share of the steps with a linear learning-rate warm-up before the "
+        "cosine decay (default: the preset's)",
+    )
+    patience: int | None = Field(
+        default=None,
+        ge=0,
+        description="early stopping: epochs without a better validation macro-F1 before "
+        "training stops; 0 never stops early (default: the preset's)",
+    )
+    select: Literal["best", "last"] | None = Field(
+        default=None,
+        description="checkpoint kept: best = the epoch with the best validation macro-F1, "
+        "last = the last epoch (default: the preset's)",
+    )
