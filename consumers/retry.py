@@ -1,4 +1,12 @@
-"""Retry of transient faults with capped exponential backoff and jitter."""
+"""Retries of transient faults: one backoff, one policy, two ways to wait.
+
+Every retry waits :func:`backoff_s` (capped exponential, full jitter). An item's fetch and
+decode wait on the pipeline's one :class:`~consumers.scheduler.RetryScheduler` thread and
+give up under :class:`RetryPolicy` (the item is then dead-lettered). The sinks (store,
+result topic, dead-letter topic) retry inline, without limit, with :func:`retry_transient`:
+their batches must land in order, and a writer that waits is the backpressure that pauses
+the source while a sink is down (transient faults are never dead-lettered).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,7 @@ import logging
 import random
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from consumers.domain import TransientError
@@ -17,6 +26,24 @@ log = logging.getLogger(__name__)
 def backoff_s(attempt: int, base_s: float = 0.2, cap_s: float = 10.0) -> float:
     """Delay before retry number ``attempt`` (1-based): full jitter under a capped exponential."""
     return random.uniform(base_s, min(cap_s, base_s * 2 ** max(0, attempt - 1)))  # noqa: S311
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How long one item's fetch and decode are retried after transient faults.
+
+    An item is dead-lettered (``retries_exhausted``) once it has had ``max_attempts`` tries
+    over at least ``budget_s`` seconds *and* another item succeeded since its first failure:
+    the fault then belongs to this item (a key one server node cannot serve, a decoder that
+    cannot start for it). While nothing succeeds at all it is an outage, and outages are
+    waited out, never dead-lettered (DESIGN.md, delivery rules).
+    """
+
+    max_attempts: int = 12
+    budget_s: float = 600.0
+
+    def exhausted(self, attempts: int, failing_s: float, others_succeeded: bool) -> bool:
+        return attempts >= self.max_attempts and failing_s >= self.budget_s and others_succeeded
 
 
 class GaveUp(Exception):

@@ -8,10 +8,11 @@ shutdown). Transient faults are retried inside the stage (fetch and decode withi
 budget), never dead-lettered while nothing succeeds.
 """
 
+from consumers.retry import RetryPolicy
 from consumers.stages.base import Fail, Finish, Outlets, Stage
 from consumers.stages.dead_letters import DeadLetterer
 from consumers.stages.infer import Inferencer
-from consumers.stages.prepare import Preparer, RetryPolicy
+from consumers.stages.prepare import Preparer
 from consumers.stages.write import Storer
 
 __all__ = [

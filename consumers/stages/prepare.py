@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from consumers import failpoints
@@ -21,7 +20,7 @@ from consumers.domain import (
     Reason,
     TransientError,
 )
-from consumers.retry import backoff_s
+from consumers.retry import RetryPolicy, backoff_s
 from consumers.scheduler import RetryScheduler
 from consumers.stages.base import Outlets, Stage
 from consumers.work import WorkItem
@@ -40,24 +39,6 @@ _SYSTEMIC = (
 _ITEM_REFUSALS = frozenset(
     {Reason.OBJECT_NOT_FOUND, Reason.OBJECT_TOO_LARGE, Reason.EMPTY_OBJECT, Reason.UNSUPPORTED_URI}
 )
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How long one item's fetch and decode are retried after transient faults.
-
-    An item is dead-lettered (``retries_exhausted``) once it has had ``max_attempts`` tries
-    over at least ``budget_s`` seconds *and* another item succeeded since its first failure:
-    the fault then belongs to this item (a key one server node cannot serve, a decoder that
-    cannot start for it). While nothing succeeds at all it is an outage, and outages are
-    waited out, never dead-lettered (DESIGN.md, delivery rules).
-    """
-
-    max_attempts: int = 12
-    budget_s: float = 600.0
-
-    def exhausted(self, attempts: int, failing_s: float, others_succeeded: bool) -> bool:
-        return attempts >= self.max_attempts and failing_s >= self.budget_s and others_succeeded
 
 
 class Preparer(Stage):
