@@ -13,6 +13,7 @@ from consumers.cpus import cap_torch_threads
 from consumers.decoding import decode_limits, open_decoder
 from consumers.hardening import make_undumpable
 from consumers.health import HealthServer
+from consumers.kafka_fixes import UnsupportedKafkaClient, install_join_fix
 from consumers.logs import configure_logging
 from consumers.metrics import Metrics
 from consumers.pipeline import EXIT_FATAL, Parts, Pipeline
@@ -55,6 +56,11 @@ def run_service(settings: Settings) -> int:
 
 def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: threading.Event) -> int:
     """Build the adapters and run the pipeline on this thread until ``stop`` is set."""
+    try:
+        install_join_fix()  # before anything slow: refuse a kafka-python we did not fix
+    except UnsupportedKafkaClient as exc:
+        log.critical(str(exc))
+        return EXIT_FATAL
     from consumers.fetch import FetchSettings, S3Fetcher
     from consumers.store import TagStore
     from models import load_fleet

@@ -288,8 +288,17 @@ class Settings(KafkaSettings, StoreSettings, FleetFile, Runtime, Serving, Taggin
         300_000, ge=1000, description="kafka-python max_poll_interval_ms."
     )
     session_timeout_ms: int = Field(10_000, ge=1000, description="Group session timeout.")
-    assignment_strategy: Literal["range", "roundrobin", "cooperative-sticky"] = Field(
-        "range", description="Partition assignment strategy."
+    assignment_strategy: Literal["range", "roundrobin"] = Field(
+        "range",
+        description="Partition assignment strategy (eager; cooperative-sticky is not supported:"
+        " docs/reliability.md).",
+    )
+    group_instance_id: str | None = Field(
+        None,
+        description="Static group membership (KIP-345): this member's id, unique in the group"
+        " (the chart's staticMembership sets the pod name). Restarted within"
+        " session_timeout_ms it keeps its partitions without a rebalance; stopped, it holds"
+        " them until its session expires (no leave).",
     )
 
     # Pipeline

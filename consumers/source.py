@@ -17,12 +17,12 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import MemberState, OffsetAndMetadata
 
+from consumers.kafka_fixes import install_join_fix
 from consumers.ports import Partition, PolledRecord, RebalanceEvent
 from consumers.settings import Settings
 
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 _ASSIGNORS = {
     "range": RangePartitionAssignor,
     "roundrobin": RoundRobinPartitionAssignor,
-    "cooperative-sticky": CooperativeStickyAssignor,
 }
 
 
@@ -79,9 +78,13 @@ class _Listener(ConsumerRebalanceListener):
 
 class KafkaSource:
     """The service's group consumer, with explicit commits only: the :class:`Source` port
-    over kafka-python (whose types stay in this module)."""
+    over kafka-python (whose types stay in this module).
+
+    Raises :class:`consumers.kafka_fixes.UnsupportedKafkaClient` on a kafka-python release
+    other than the one whose join race it fixes."""
 
     def __init__(self, settings: Settings) -> None:
+        install_join_fix()
         self._consumer = KafkaConsumer(
             **settings.kafka_common(),
             group_id=settings.group_id,
@@ -92,6 +95,7 @@ class KafkaSource:
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=max(1000, settings.session_timeout_ms // 4),
             partition_assignment_strategy=[_ASSIGNORS[settings.assignment_strategy]],
+            group_instance_id=settings.group_instance_id,
             client_id=f"tagfleet-{settings.group_id}",
         )
         self._listener = _Listener(lambda tps: self._consumer.pause(*tps))

@@ -191,3 +191,49 @@ def test_without_the_listener_pause_a_saturated_member_polls_records_it_must_not
     """Why the listener pauses: kafka-python fetches partitions assigned inside a poll before
     the loop can pause them (the loop's rewind is the second line of defence)."""
     assert _saturated_member_takes_over(kafka_bootstrap, four_partitions, False) > 0
+
+
+def test_a_static_member_restarted_within_its_session_rebalances_nobody(
+    kafka_bootstrap: str, four_partitions: str
+) -> None:
+    """group_instance_id (the chart's staticMembership): a member that closes and comes back
+    under the same id within session_timeout_ms gets its partitions back and the other member
+    sees no rebalance (a dynamic member's leave and join would revoke everything twice)."""
+
+    def source(instance: str) -> KafkaSource:
+        return KafkaSource(
+            Settings(
+                bootstrap_servers=kafka_bootstrap,
+                topic=four_partitions,
+                group_id=f"g-{four_partitions}",
+                results_topic="",
+                group_instance_id=instance,
+                session_timeout_ms=30_000,
+            )
+        )
+
+    def poll_until(sources: list[KafkaSource], done: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 60
+        while not done():
+            assert time.monotonic() < deadline, "the group did not settle"
+            for s in sources:
+                s.set_paused(True)
+                s.poll(100)
+
+    leader = source("pod-a")
+    poll_until([leader], lambda: len(leader.assignment()) == 4)
+    member = source("pod-b")
+    poll_until([leader, member], lambda: len(member.assignment()) == 2 == len(leader.assignment()))
+    held = member.assignment()
+    leader.take_rebalance_events()
+    member.close()  # a static member does not leave the group
+    back = source("pod-b")
+    try:
+        poll_until([leader, back], lambda: back.assignment() == held)
+        for _ in range(10):  # and it stays so
+            poll_until([leader, back], lambda: True)
+        assert leader.take_rebalance_events() == []  # nothing revoked, nothing reassigned
+        assert back.assignment() == held and len(leader.assignment()) == 2
+    finally:
+        back.close()
+        leader.close()

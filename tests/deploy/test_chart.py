@@ -262,6 +262,17 @@ def test_config_values_become_env_strings(rendered: dict[str, list[dict]]) -> No
     assert env["TAGFLEET_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
 
 
+def test_static_membership_takes_the_pod_name_as_group_instance_id(
+    rendered: dict[str, list[dict]],
+) -> None:
+    env = env_of(container(rendered["gpu-keda"]))  # staticMembership: true
+    assert env["TAGFLEET_GROUP_INSTANCE_ID"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.name"}
+    }
+    for values in ("defaults", "cpu-minimal"):  # off by default: dynamic members
+        assert "TAGFLEET_GROUP_INSTANCE_ID" not in env_of(container(rendered[values]))
+
+
 def test_secrets_are_referenced_never_inlined(rendered: dict[str, list[dict]]) -> None:
     gpu = env_of(container(rendered["gpu-keda"]))
     for name in ("TAGFLEET_SASL_PLAIN_USERNAME", "TAGFLEET_SASL_PLAIN_PASSWORD", "TAGFLEET_STORE"):
