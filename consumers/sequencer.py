@@ -13,8 +13,9 @@ in SQL) in the order of the events they come from:
 - VersityGW: its ``sequencer`` is a per-process counter in hex without padding (``9``, ``A``,
   ``10``) that restarts at ``1`` with the gateway, so right-padding would put ``10`` before
   ``9`` and a restart would make every later event look older. Its key is the record's
-  ``eventTime`` in whole seconds, then the counter left-padded (as a number): a restart
-  begins a later second, and within one run the counter orders events of the same second.
+  ``eventTime`` in whole seconds, then the counter left-padded (as a number): events after a
+  restart fall in a later second than those before it (but for a restart within one second),
+  and within one run the counter orders events of the same second.
 
 A sequencer that is missing, not hex, or too long gives no key: such an event is applied
 unordered, as a native event always is.
