@@ -381,6 +381,32 @@ def test_a_lost_then_reassigned_partition_leaves_no_message_in_flight_uncounted(
     assert set(store.saved) == {f"s3://bkt/0-{i}" for i in range(8)}
 
 
+def test_no_end_offsets_are_asked_while_a_rebalance_is_in_progress():
+    """ListOffsets blocks for up to 2 s; during a rebalance the loop owes the join its polls."""
+    asked: list[str] = []
+
+    class CountingSource(FakeSource):
+        def end_offsets(self) -> dict[TopicPartition, int]:
+            asked.append("end_offsets")
+            return super().end_offsets()
+
+    source = CountingSource({TP0: []})
+    pipeline, _ = _pipeline(source)
+
+    def turn(*events: RebalanceEvent) -> int:
+        source.events += events
+        pipeline._last_lag = 0.0  # the lag refresh is due at every turn here
+        pipeline._tick(poll_ms=0)
+        return len(asked)
+
+    assert turn() == 0  # joining, not assigned yet
+    assert turn(RebalanceEvent("assigned", frozenset({TP0}))) == 1
+    assert turn(RebalanceEvent("revoked", frozenset({TP0}))) == 1
+    assert turn() == 1  # still rebalancing
+    assert turn(RebalanceEvent("lost", frozenset({TP0}))) == 1
+    assert turn(RebalanceEvent("assigned", frozenset({TP0}))) == 2
+
+
 def test_a_partition_taken_by_another_member_is_no_longer_committed():
     gate = threading.Event()
     source = FakeSource({TP0: _records(TP0, 5), TP1: _records(TP1, 5)})

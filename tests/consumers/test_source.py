@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +12,12 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
 from consumers.settings import Settings
-from consumers.source import KafkaSource, await_metadata_snapshot, release_parked_records
+from consumers.source import (
+    KafkaSource,
+    _MembershipProbe,
+    await_metadata_snapshot,
+    release_parked_records,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -237,3 +243,31 @@ def test_a_static_member_restarted_within_its_session_rebalances_nobody(
     finally:
         back.close()
         leader.close()
+
+
+def test_the_membership_probe_never_blocks_the_caller(kafka_bootstrap: str) -> None:
+    """member_lost() is asked by the loop mid-join: the admin call runs on the probe's thread
+    and the caller gets the last answer at once, even from a broker that does not answer."""
+    silent = socket.socket()  # accepts connections (the backlog) and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    host, port = silent.getsockname()
+    probe = _MembershipProbe(Settings(bootstrap_servers=f"{host}:{port}", results_topic=""))
+    try:
+        started = time.monotonic()
+        for _ in range(20):
+            assert probe.lost("member-1") is False
+        assert time.monotonic() - started < 0.5
+    finally:
+        probe.close()
+        silent.close()
+    reachable = _MembershipProbe(
+        Settings(bootstrap_servers=kafka_bootstrap, group_id="g-nobody", results_topic="")
+    )
+    try:  # a member the broker does not list is reported lost once the broker answered
+        deadline = time.monotonic() + 30
+        while not reachable.lost("member-1"):
+            assert time.monotonic() < deadline, "the probe never answered"
+            time.sleep(0.05)
+    finally:
+        reachable.close()
