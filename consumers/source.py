@@ -284,10 +284,12 @@ class _MembershipProbe:
                     admin.close()
 
     def close(self) -> None:
+        """Stop the probe; a question still in flight ends on its own (daemon thread), so a
+        silent broker never delays a shutdown by more than a moment."""
         self._closed = True
         self._wanted.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=2)
 
 
 def await_metadata_snapshot(consumer: KafkaConsumer, topic: str, timeout_s: float = 15.0) -> bool:
