@@ -13,8 +13,21 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from consumers.options import DbUpgradeOptions, DemoOptions, PublishOptions, TagOptions
-from consumers.settings import KafkaSettings, Settings, StoreSettings, TaggingSettings
+from consumers.options import (
+    DbUpgradeOptions,
+    DemoOptions,
+    DlqListOptions,
+    DlqRedriveOptions,
+    PublishOptions,
+    TagOptions,
+)
+from consumers.settings import (
+    DlqSettings,
+    KafkaSettings,
+    Settings,
+    StoreSettings,
+    TaggingSettings,
+)
 from models.options import Options, add_options, run
 from models.settings import FleetFile, Runtime, Serving
 
@@ -42,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tag(commands)
     _add_publish(commands)
     _add_db(commands)
+    _add_dlq(commands)
     _add_demo(commands)
     from models.cli import register
 
@@ -98,6 +112,31 @@ def _add_db(commands: Any) -> None:
     )
     add_options(up, [DbUpgradeOptions, StoreSettings])
     up.set_defaults(handler=_run_db_upgrade)
+
+
+def _add_dlq(commands: Any) -> None:
+    p = commands.add_parser(
+        "dlq",
+        help="read the dead-letter topic, and send fixed dead letters back",
+        description="The dead-letter topic by reason (list), and dead letters whose cause was"
+        " fixed sent back onto the topic they came from (redrive), once each.",
+    )
+    sub = p.add_subparsers(dest="dlq_command", metavar="DLQ_COMMAND", required=True)
+    listing = sub.add_parser(
+        "list", help="dead letters by reason, with counts and samples (JSON with --json-output)"
+    )
+    add_options(listing, [DlqListOptions, KafkaSettings, DlqSettings])
+    listing.set_defaults(handler=_run_dlq_list)
+    redrive = sub.add_parser(
+        "redrive",
+        help="send the dead letters of one reason back onto their topic, once each",
+        description="Send the dead letters of one reason back onto the topic they came from,"
+        " with a tagfleet-redrive-of header, and record each in the ledger topic <dlq>.redrives."
+        " A dead letter already redriven, or an event that failed again after a redrive, is"
+        " refused unless --force; exit 1 when any was refused.",
+    )
+    add_options(redrive, [DlqRedriveOptions, KafkaSettings, DlqSettings])
+    redrive.set_defaults(handler=_run_dlq_redrive)
 
 
 def _add_demo(commands: Any) -> None:
@@ -157,6 +196,18 @@ def _run_db_upgrade(args: argparse.Namespace, options: Options) -> int:
     upgrade(url, revision)
     print(f"store {url.split('@')[-1]} is at revision {revision}")
     return 0
+
+
+def _run_dlq_list(args: argparse.Namespace, options: Options) -> int:
+    from consumers.dlq import run_list
+
+    return run_list(options[DlqListOptions], options[KafkaSettings], options[DlqSettings])
+
+
+def _run_dlq_redrive(args: argparse.Namespace, options: Options) -> int:
+    from consumers.dlq import run_redrive
+
+    return run_redrive(options[DlqRedriveOptions], options[KafkaSettings], options[DlqSettings])
 
 
 def _run_demo(args: argparse.Namespace, options: Options) -> int:

@@ -9,10 +9,13 @@ store, the fleet file, the runtime, the image limits) comes from the shared mode
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from consumers.domain import Reason
 
 # The names fleet.yaml and the manifests accept (models.fleet.FleetEntry).
 FUNCTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -86,3 +89,30 @@ class DemoOptions(BaseSettings):
     bootstrap_servers: str = Field(
         "127.0.0.1:19092", description="Kafka of the local stack (infra/stack.sh)"
     )
+
+
+class DlqListOptions(BaseSettings):
+    """``tagfleet dlq list``."""
+
+    model_config = _config("TAGFLEET_DLQ_LIST_")
+
+    reason: Reason | None = Field(None, description="only this reason (unset: every reason)")
+    samples: int = Field(3, ge=0, le=100, description="dead letters shown per reason")
+    json_output: bool = Field(False, description="JSON on stdout instead of a table")
+
+
+class DlqRedriveOptions(BaseSettings):
+    """``tagfleet dlq redrive``."""
+
+    model_config = _config("TAGFLEET_DLQ_REDRIVE_")
+
+    reason: Reason = Field(description="redrive the dead letters of this reason")
+    since: datetime | None = Field(
+        None,
+        description="only dead letters written at or after this time (ISO 8601, e.g."
+        " 2026-12-06T08:00:00Z)",
+    )
+    force: bool = Field(
+        False, description="also send dead letters already redriven, or that failed again after one"
+    )
+    dry_run: bool = Field(False, description="print what would be sent, send nothing")

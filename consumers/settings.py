@@ -152,6 +152,12 @@ class StoreSettings(TagfleetSettings):
         return self.store.get_secret_value()
 
 
+class DlqSettings(TagfleetSettings):
+    """The dead-letter topic: the service writes it, ``dlq list`` and ``dlq redrive`` read it."""
+
+    dlq_topic: str = Field("assets.dlq", description="Dead-letter topic.")
+
+
 class TaggingSettings(TagfleetSettings):
     """What tagging one image may cost and how it is retried: the service and ``tag`` alike."""
 
@@ -271,7 +277,9 @@ class TaggingSettings(TagfleetSettings):
         return min(self.decode_memory_bytes, max(256_000_000, share))
 
 
-class Settings(KafkaSettings, StoreSettings, FleetFile, Runtime, Serving, TaggingSettings):
+class Settings(
+    KafkaSettings, DlqSettings, StoreSettings, FleetFile, Runtime, Serving, TaggingSettings
+):
     """The service (``tagfleet consume``): the shared models above and its own settings."""
 
     model_config = SettingsConfigDict(env_prefix="TAGFLEET_", frozen=True, extra="ignore")
@@ -279,7 +287,6 @@ class Settings(KafkaSettings, StoreSettings, FleetFile, Runtime, Serving, Taggin
     # Kafka consumer
     group_id: str = Field("tagfleet", description="Consumer group id.")
     results_topic: str = Field("asset-tags", description="Topic of result events ('' disables).")
-    dlq_topic: str = Field("assets.dlq", description="Dead-letter topic.")
     auto_offset_reset: Literal["earliest", "latest"] = Field(
         "earliest", description="Where a new group starts; 'earliest' so no backlog is skipped."
     )

@@ -95,7 +95,7 @@ def add_options(parser: argparse.ArgumentParser, groups: Sequence[Group]) -> Non
     field's default decide; the value is validated by the model, not by argparse, so a flag and
     a variable get the same checks and the same messages.
     """
-    parser.set_defaults(option_groups=tuple(groups))
+    parser.set_defaults(option_groups=tuple(groups), command_prog=parser.prog)
     seen: set[str] = set()
     for group in groups:
         for name, field in group.model_fields.items():
@@ -172,11 +172,7 @@ def run(
     settings instead of running.
     """
     args = parser.parse_args(argv)
-    command = " ".join(
-        str(getattr(args, name))
-        for name in ("command", "db_command", "fleet_command")
-        if getattr(args, name, None)
-    )
+    command = getattr(args, "command_prog", parser.prog)
     try:
         problem = refuse(args)
         if problem:
@@ -184,7 +180,7 @@ def run(
         options = resolve(args)
     except OptionError as exc:
         for line in exc.lines:
-            print(f"{parser.prog} {command}: error: {line}", file=sys.stderr)
+            print(f"{command}: error: {line}", file=sys.stderr)
         return 2
     if args.show_config:
         print_config(options)
