@@ -13,7 +13,13 @@ from consumers.dead_letter_review import (
 )
 
 
-def letter(offset: int, reason: str, source_offset: int, at_ms: int = 1000, **extra: str):
+def letter(
+    offset: int,
+    reason: str,
+    source_offset: int,
+    at_ms: int = 1000,
+    extra: dict[str, str] | None = None,
+) -> DeadLetter:
     headers = {
         "tagfleet-reason": reason,
         "tagfleet-message": f"m{offset}",
@@ -21,7 +27,7 @@ def letter(offset: int, reason: str, source_offset: int, at_ms: int = 1000, **ex
         "tagfleet-source-partition": "0",
         "tagfleet-source-offset": str(source_offset),
         "tagfleet-asset-id": f"s3://photos/{offset}.jpg",
-        **extra,
+        **(extra or {}),
     }
     return DeadLetter("assets.dlq", 0, offset, at_ms, b"k", b"{}", headers)
 
@@ -70,7 +76,7 @@ def test_an_event_that_failed_again_after_its_redrive_is_refused_unless_forced()
 
 
 def test_a_dead_letter_without_its_value_cannot_go_back() -> None:
-    dropped = letter(1, "event_too_large", 10, **{"tagfleet-value-dropped": "2000000 bytes"})
+    dropped = letter(1, "event_too_large", 10, extra={"tagfleet-value-dropped": "2000000 bytes"})
     plan = plan_redrive([dropped], [], "event_too_large", force=True)
     assert not plan.send and "too large to keep" in plan.refused[0][1]
 
