@@ -20,6 +20,8 @@ from typing import Any
 from pydantic import Field, create_model
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models import lifecycle_cli
+from models.lifecycle_cli import RegistrySettings
 from models.manifest import FunctionType
 from models.options import Options, add_options, run
 from models.settings import FleetFile, Runtime
@@ -56,10 +58,17 @@ def _train_options() -> type[BaseSettings]:
     fields: dict[str, Any] = {
         "type": (FunctionType, Field(description="function type")),
         "name": (str, Field(description="function name")),
-        "out": (str, Field(description="artifact directory or s3:// prefix")),
+        "out": (
+            str | None,
+            Field(None, description="artifact directory or s3:// prefix (or give --registry)"),
+        ),
         "previous": (
             str | None,
-            Field(None, description="earlier version to compare against (unset: the one at --out)"),
+            Field(
+                None,
+                description="earlier version to compare against (unset: the one at --out; with"
+                " --registry the serving version, else the newest)",
+            ),
         ),
     }
     for name, spec_field in TrainSpec.model_fields.items():
@@ -104,7 +113,7 @@ def _add_train(sub: Any) -> None:
         " the artifact (manifest, weights, report with plots).",
     )
     p.add_argument("dataset", help="folder per label, JSONL or CSV manifest (local or s3://)")
-    add_options(p, [TrainOptions, Runtime])
+    add_options(p, [TrainOptions, Runtime, RegistrySettings, FleetFile])
     p.set_defaults(handler=cmd_train)
 
 
@@ -116,7 +125,7 @@ def _add_eval(sub: Any) -> None:
     p.set_defaults(handler=cmd_eval)
 
 
-def _add_fleet(sub: Any) -> None:
+def _add_fleet(sub: Any) -> Any:
     p = sub.add_parser("fleet", help="list, add or remove functions of fleet.yaml")
     fsub = p.add_subparsers(dest="fleet_command", required=True)
     add = fsub.add_parser("add", help="add or replace a function")
@@ -126,17 +135,15 @@ def _add_fleet(sub: Any) -> None:
     listing = fsub.add_parser("list", help="list the functions")
     add_options(listing, [FleetFile])
     listing.set_defaults(handler=cmd_fleet_list)
-    remove = fsub.add_parser("remove", help="remove a function")
-    remove.add_argument("name", help="function name")
-    add_options(remove, [FleetFile])
-    remove.set_defaults(handler=cmd_fleet_remove)
+    return fsub
 
 
 def register(subparsers: Any) -> None:
-    """Add ``train``, ``eval`` and ``fleet {add,list,remove}`` to an argparse subparsers object."""
+    """Add ``train``, ``eval``, ``fleet {add,list}`` and the lifecycle's ``versions`` and
+    ``fleet {promote,rollback,shadow,remove}`` to an argparse subparsers object."""
     _add_train(subparsers)
     _add_eval(subparsers)
-    _add_fleet(subparsers)
+    lifecycle_cli.register(subparsers, _add_fleet(subparsers))
 
 
 def cmd_train(args: argparse.Namespace, options: Options) -> int:
@@ -154,6 +161,8 @@ def cmd_train(args: argparse.Namespace, options: Options) -> int:
     out, previous_uri = given.pop("out"), given.pop("previous")
     runtime = options[Runtime]
     spec = TrainSpec(**given, device=runtime.device, cache_dir=str(runtime.embedding_cache()))
+    if options[RegistrySettings].registry is not None or out is None:
+        return lifecycle_cli.cmd_train_version(args, options, spec, out, previous_uri)
     if previous_uri is None and storage.exists(storage.join(out, "manifest.json")):
         previous_uri = out
     previous = load_artifact(previous_uri) if previous_uri else None
@@ -195,15 +204,13 @@ def cmd_eval(args: argparse.Namespace, options: Options) -> int:
 
 def cmd_fleet_add(args: argparse.Namespace, options: Options) -> int:
     from models.artifacts import load_manifest
-    from models.fleet import FleetEntry, read_fleet_config, write_fleet_config
+    from models.fleet import FleetEntry
+    from models.lifecycle import add
 
     manifest = load_manifest(args.artifact)  # validates before the fleet changes
     name = options[FleetAddOptions].name or manifest.name
     fleet = options[FleetFile].fleet
-    config = read_fleet_config(fleet)
-    entries = [e for e in config.functions if e.name != name]
-    entries.append(FleetEntry(name=name, artifact=args.artifact))
-    write_fleet_config(fleet, config.model_copy(update={"functions": entries}))
+    add(fleet, FleetEntry(name=name, artifact=args.artifact), manifest.version)
     print(f"{name}: {manifest.type.value} {manifest.version} -> {fleet}")
     return 0
 
@@ -212,20 +219,9 @@ def cmd_fleet_list(args: argparse.Namespace, options: Options) -> int:
     from models.fleet import read_fleet_config
 
     for e in read_fleet_config(options[FleetFile].fleet).functions:
-        print(f"{e.name}\t{e.artifact}\t{'enabled' if e.enabled else 'disabled'}")
-    return 0
-
-
-def cmd_fleet_remove(args: argparse.Namespace, options: Options) -> int:
-    from models.fleet import read_fleet_config, write_fleet_config
-
-    fleet = options[FleetFile].fleet
-    config = read_fleet_config(fleet)
-    entries = [e for e in config.functions if e.name != args.name]
-    if len(entries) == len(config.functions):
-        print(f"fleet remove: no function named {args.name!r} in {fleet}", file=sys.stderr)
-        return 1
-    write_fleet_config(fleet, config.model_copy(update={"functions": entries}))
+        where = e.artifact or f"{e.registry_function}@{e.version}"
+        state = "enabled" if e.enabled else "disabled"
+        print(f"{e.name}\t{where}\t{state}\t{e.role.value}")
     return 0
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
+from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -15,63 +17,168 @@ from models.artifacts import Artifact, load_artifact
 from models.backbones import Backbone, backbone_key, load_backbone
 from models.function import Function, FunctionInfo
 
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+
+
+class Role(StrEnum):
+    """``serving``: its results are the function's tags. ``shadow``: runs on the same batches,
+    its results are kept apart (never published, never tags) for ``tagfleet diff``."""
+
+    SERVING = "serving"
+    SHADOW = "shadow"
+
 
 class FleetEntry(BaseModel):
-    """One function of the fleet: the served ``name`` and its artifact (path or ``s3://``)."""
+    """One function of the fleet: the served ``name`` and which artifact it runs.
+
+    Either ``artifact`` (a path or ``s3://`` prefix, relative to the fleet file) or a
+    ``version`` of ``function`` (default: ``name``) in the fleet's ``registry``. ``role``:
+    one ``serving`` entry and at most one ``shadow`` entry per name.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-    artifact: str
+    name: str = Field(pattern=NAME_PATTERN)
+    artifact: str | None = None
+    function: str | None = Field(None, pattern=NAME_PATTERN)
+    version: str | None = Field(None, pattern=r"^[0-9a-f]{16}$")
+    role: Role = Role.SERVING
     enabled: bool = True
+
+    @model_validator(mode="after")
+    def _located(self) -> FleetEntry:
+        if self.artifact is None and self.version is None:
+            raise ValueError(f"function {self.name!r}: give an artifact or a version")
+        return self
+
+    @property
+    def registry_function(self) -> str:
+        return self.function or self.name
+
+
+class Action(StrEnum):
+    ADD = "add"
+    PROMOTE = "promote"
+    ROLLBACK = "rollback"
+    SHADOW = "shadow"
+    REMOVE = "remove"
+
+
+class HistoryEntry(BaseModel):
+    """One change of the fleet, appended by every command that changes it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    at: datetime
+    action: Action
+    function: str
+    version: str | None = None
+    previous: str | None = None
+    forced: bool = False
+    purge: bool = False
+    note: str | None = None
+
+
+_SERVES = (Action.ADD, Action.PROMOTE, Action.ROLLBACK)
 
 
 class FleetConfig(BaseModel):
-    """The content of ``fleet.yaml``: ``functions: [{name, artifact, enabled}]``."""
+    """The content of ``fleet.yaml``: ``registry``, ``functions: [{name, artifact | version,
+    role, enabled}]`` and the ``history`` of changes (oldest first)."""
 
     model_config = ConfigDict(extra="forbid")
 
+    registry: str | None = None
     functions: list[FleetEntry] = Field(default_factory=list)
+    history: list[HistoryEntry] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_names(self) -> FleetConfig:
-        names = [f.name for f in self.functions]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        keys = [(f.name, f.role) for f in self.functions]
+        dupes = sorted({n for n, r in keys if keys.count((n, r)) > 1})
         if dupes:
             raise ValueError(f"duplicate function names in fleet: {dupes}")
+        unplaced = sorted(f.name for f in self.functions if f.artifact is None)
+        if unplaced and self.registry is None:
+            raise ValueError(f"functions {unplaced} name a version but the fleet has no registry")
         return self
+
+    def entry(self, name: str, role: Role = Role.SERVING) -> FleetEntry | None:
+        """The entry of ``name`` in ``role``, if any."""
+        return next((e for e in self.functions if e.name == name and e.role == role), None)
+
+    def promotion(self, name: str) -> int | None:
+        """The place in the history (1-based) of the change that made ``name``'s serving
+        version serve; ``None`` when no history entry did (a fleet written by hand)."""
+        entry = self.entry(name)
+        if entry is None or entry.version is None:
+            return None
+        for index in range(len(self.history), 0, -1):
+            change = self.history[index - 1]
+            if change.function == name and change.action in _SERVES:
+                return index if change.version == entry.version else None
+        return None
 
 
 def read_fleet_config(path: str | Path) -> FleetConfig:
-    """Parse and validate a ``fleet.yaml``; a missing file is an empty fleet."""
-    path = Path(path)
-    if not path.exists():
+    """Parse and validate a ``fleet.yaml`` (a path or ``s3://`` object); a missing one is an
+    empty fleet."""
+    try:
+        text = storage.read_bytes(path)
+    except FileNotFoundError:
         return FleetConfig()
-    data = yaml.safe_load(path.read_text()) or {}
+    data = yaml.safe_load(text) or {}
     return FleetConfig.model_validate(data)
 
 
 def write_fleet_config(path: str | Path, config: FleetConfig) -> None:
-    """Write ``config`` as YAML (atomically: a temp file then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    tmp.replace(path)
+    """Write ``config`` as YAML, atomically (a local temp file then a rename, or one S3 PUT)."""
+    body = yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), sort_keys=False)
+    storage.write_atomic(path, body.encode())
 
 
-def _resolve(location: str, base: Path) -> str:
+def _resolve(location: str, base: str) -> str:
     if storage.is_s3(location) or Path(location).is_absolute():
         return location
-    return str(base / location)
+    return storage.join(base, location)
+
+
+def _base(path: str | Path) -> str:
+    if storage.is_s3(path):
+        return str(path).rsplit("/", 1)[0]
+    return str(Path(path).parent)
+
+
+def entry_location(config: FleetConfig, entry: FleetEntry, path: str | Path) -> str:
+    """Where ``entry``'s artifact is: its ``artifact``, else its version in the registry."""
+    base = _base(path)
+    if entry.artifact is not None:
+        return _resolve(entry.artifact, base)
+    assert config.registry is not None and entry.version is not None  # validated
+    registry = _resolve(config.registry, base)
+    return storage.join(storage.join(registry, entry.registry_function), entry.version)
 
 
 class Fleet:
-    """Functions grouped by backbone; see docs/architecture.md for the ``predict`` contract."""
+    """Functions grouped by backbone; see docs/architecture.md for the ``predict`` contract.
 
-    def __init__(self, functions: Sequence[Function]) -> None:
+    ``shadows``: candidate functions run beside the serving function of the same name, on the
+    same backbone pass when they share its backbone; their results come only from
+    :meth:`predict_with_shadows`. ``promotions``: name -> the serving version's place in the
+    fleet's history, added to each result as ``promotion`` (the store's order of versions).
+    """
+
+    def __init__(
+        self,
+        functions: Sequence[Function],
+        shadows: Sequence[Function] = (),
+        promotions: dict[str, int | None] | None = None,
+    ) -> None:
         self._functions = {f.name: f for f in functions}
-        self.backbones: dict[str, Backbone] = {f.backbone.key: f.backbone for f in functions}
+        self._shadows = {f.name: f for f in shadows if f.name in self._functions}
+        self._promotions = {k: v for k, v in (promotions or {}).items() if v is not None}
+        every = [*functions, *self._shadows.values()]
+        self.backbones: dict[str, Backbone] = {f.backbone.key: f.backbone for f in every}
 
     @classmethod
     def from_artifacts(
@@ -81,6 +188,8 @@ class Fleet:
         backbones: dict[str, Backbone] | None = None,
         compile: bool = False,
         cache_dir: Path | None = None,
+        shadows: Iterable[tuple[str, Artifact]] = (),
+        promotions: dict[str, int | None] | None = None,
     ) -> Fleet:
         """Build a fleet from artifacts (optionally ``(name, artifact)`` pairs).
 
@@ -88,9 +197,8 @@ class Fleet:
         given ``backbones`` cache, which is updated in place).
         """
         shared = backbones if backbones is not None else {}
-        functions = []
-        for item in artifacts:
-            name, artifact = item if isinstance(item, tuple) else (None, item)
+
+        def bind(name: str | None, artifact: Artifact) -> Function:
             ref, weights_id = artifact.manifest.backbone, artifact.backbone_weights_id()
             key = backbone_key(ref, weights_id)
             if key not in shared:
@@ -102,8 +210,13 @@ class Fleet:
                     compile=compile,
                     cache_dir=cache_dir,
                 )
-            functions.append(Function(artifact, shared[key], name=name))
-        return cls(functions)
+            return Function(artifact, shared[key], name=name)
+
+        functions = []
+        for item in artifacts:
+            name, artifact = item if isinstance(item, tuple) else (None, item)
+            functions.append(bind(name, artifact))
+        return cls(functions, [bind(n, a) for n, a in shadows], promotions)
 
     @property
     def input_size(self) -> int:
@@ -114,6 +227,11 @@ class Fleet:
     def functions(self) -> dict[str, FunctionInfo]:
         """Function name -> :class:`FunctionInfo` (type, version, labels, thresholds)."""
         return {name: f.info for name, f in self._functions.items()}
+
+    @property
+    def shadows(self) -> dict[str, FunctionInfo]:
+        """Name -> :class:`FunctionInfo` of the shadow candidate run beside that function."""
+        return {name: f.info for name, f in self._shadows.items()}
 
     def predict(
         self,
@@ -129,28 +247,54 @@ class Fleet:
         requested function uses runs once, on the images that need it. Raises on a broken
         model instead of returning partial results.
         """
+        return self._predict(images, orig_sizes, functions, with_shadows=False)[0]
+
+    def predict_with_shadows(
+        self,
+        images: Sequence[np.ndarray],
+        orig_sizes: Sequence[tuple[int, int]],
+        functions: Sequence[Collection[str] | None] | None = None,
+    ) -> tuple[list[dict[str, dict[str, Any]]], list[dict[str, dict[str, Any]]]]:
+        """:meth:`predict`, and per image the shadow results of the functions it ran (a
+        shadow runs wherever its serving function runs, in the same backbone pass)."""
+        return self._predict(images, orig_sizes, functions, with_shadows=True)
+
+    def _predict(
+        self,
+        images: Sequence[np.ndarray],
+        orig_sizes: Sequence[tuple[int, int]],
+        functions: Sequence[Collection[str] | None] | None,
+        with_shadows: bool,
+    ) -> tuple[list[dict[str, dict[str, Any]]], list[dict[str, dict[str, Any]]]]:
         if len(images) != len(orig_sizes):
             raise ValueError(f"{len(images)} images but {len(orig_sizes)} sizes")
         wanted = self._wanted(len(images), functions)
         out: list[dict[str, dict[str, Any]]] = [{} for _ in images]
+        shadow_out: list[dict[str, dict[str, Any]]] = [{} for _ in images]
         if not images:
-            return out
+            return out, shadow_out
         batch = np.stack(images)
+        runs = [(n, f, out) for n, f in self._functions.items()]
+        if with_shadows:
+            runs += [(n, f, shadow_out) for n, f in self._shadows.items()]
         for key, backbone in self.backbones.items():
-            names = [n for n, f in self._functions.items() if f.backbone.key == key]
-            rows = [i for i in range(len(images)) if wanted[i] & set(names)]
+            mine = [(n, f, sink) for n, f, sink in runs if f.backbone.key == key]
+            names = {n for n, _, _ in mine}
+            rows = [i for i in range(len(images)) if wanted[i] & names]
             if not rows:
                 continue
             features = backbone.encode(batch[rows])
-            for name in names:
+            for name, function, sink in mine:
                 sub = [j for j, i in enumerate(rows) if name in wanted[i]]
                 if not sub:
                     continue
                 sizes = [orig_sizes[rows[j]] for j in sub]
-                results = self._functions[name].run(features.select(sub), sizes)
+                results = function.run(features.select(sub), sizes)
                 for j, result in zip(sub, results, strict=True):
-                    out[rows[j]][name] = result
-        return out
+                    if sink is out and name in self._promotions:
+                        result["promotion"] = self._promotions[name]
+                    sink[rows[j]][name] = result
+        return out, shadow_out
 
     def _wanted(self, n: int, functions: Sequence[Collection[str] | None] | None) -> list[set[str]]:
         every = set(self._functions)
@@ -166,16 +310,37 @@ def load_fleet(
     device: str | None = None,
     compile: bool = False,
     cache_dir: Path | None = None,
+    config: FleetConfig | None = None,
 ) -> Fleet:
-    """Load every enabled function of ``fleet.yaml``, building each distinct backbone once
-    (on ``device``, compiled when asked, fetched weights kept in ``cache_dir``).
+    """Load every enabled function of ``fleet.yaml`` (a path or ``s3://`` object), building
+    each distinct backbone once (on ``device``, compiled when asked, fetched weights kept in
+    ``cache_dir``). ``config``: the fleet already read from ``path`` (a reload reads it once).
 
-    Relative artifact paths are resolved against the directory of ``path``.
+    Relative artifact and registry paths are resolved against the fleet file's folder.
+    ``FileNotFoundError`` when the fleet file is absent; ``ValueError`` (pydantic's
+    ``ValidationError``, a YAML error) when it is not a fleet.
     """
-    path = Path(path)
-    config = read_fleet_config(path)
-    if not path.exists():
-        raise FileNotFoundError(f"fleet file not found: {path}")
+    if config is None:
+        if not storage.exists(path):
+            raise FileNotFoundError(f"fleet file not found: {path}")
+        config = read_fleet_config(path)
     entries = [e for e in config.functions if e.enabled]
-    artifacts = [(e.name, load_artifact(_resolve(e.artifact, path.parent))) for e in entries]
-    return Fleet.from_artifacts(artifacts, device=device, compile=compile, cache_dir=cache_dir)
+    serving = [
+        (e.name, load_artifact(entry_location(config, e, path)))
+        for e in entries
+        if e.role == Role.SERVING
+    ]
+    shadows = [
+        (e.name, load_artifact(entry_location(config, e, path)))
+        for e in entries
+        if e.role == Role.SHADOW
+    ]
+    promotions = {e.name: config.promotion(e.name) for e in entries if e.role == Role.SERVING}
+    return Fleet.from_artifacts(
+        serving,
+        device=device,
+        compile=compile,
+        cache_dir=cache_dir,
+        shadows=shadows,
+        promotions=promotions,
+    )

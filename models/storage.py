@@ -68,6 +68,34 @@ def write_bytes(uri: str | Path, data: bytes) -> None:
     _client().put_object(Bucket=bucket, Key=key, Body=data)
 
 
+def write_atomic(uri: str | Path, data: bytes) -> None:
+    """Write ``data`` so that a reader sees the old content or the new, never a part: a local
+    file through a temporary file and a rename, an S3 object by one PUT (atomic in S3)."""
+    if is_s3(uri):
+        write_bytes(uri, data)
+        return
+    path = Path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def change_token(uri: str | Path) -> str | None:
+    """What changes when the file or object changes: a local file's mtime and size, an S3
+    object's ETag; ``None`` when it does not exist."""
+    if not is_s3(uri):
+        try:
+            stat = Path(uri).stat()
+        except FileNotFoundError:
+            return None
+        return f"{stat.st_mtime_ns}:{stat.st_size}"
+    try:
+        return str(read_head(str(uri)).get("ETag", ""))
+    except FileNotFoundError:
+        return None
+
+
 def exists(uri: str | Path) -> bool:
     """True when a local path or S3 object exists."""
     if not is_s3(uri):

@@ -28,6 +28,10 @@ POSITIONALS = {
     "eval": ["some/artifact", "some/dataset"],
     "fleet add": ["some/artifact"],
     "fleet remove": ["some-function"],
+    "fleet promote": ["some-function", "0123456789abcdef"],
+    "fleet rollback": ["some-function"],
+    "fleet shadow": ["some-function", "off"],
+    "versions": ["some-function"],
 }
 # train's required options, given by their variables so that each can be replaced in turn
 REQUIRED = {

@@ -69,4 +69,4 @@ def test_train_eval_and_fleet_commands(
     assert capsys.readouterr().out.splitlines()[0].startswith("colour\t")
     assert main(["fleet", "remove", "colour", "--fleet", fleet]) == 0
     assert [e.name for e in read_fleet_config(fleet).functions] == ["colour-b"]
-    assert main(["fleet", "remove", "nope", "--fleet", fleet]) == 1
+    assert main(["fleet", "remove", "nope", "--fleet", fleet]) == 2
