@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import sys
@@ -142,10 +143,28 @@ def tree_peak_mb(pid: int) -> float | None:
     return own + sum(proc_peak_mb(int(child)) or 0 for child in children)
 
 
+def s3_server(endpoint: str | None) -> str:
+    """Which S3 server of the stack an endpoint is: ``VersityGW`` (TAGFLEET_GW_ENDPOINT,
+    port 17070 by default) or ``moto`` (the stack's default S3 endpoint, and every result
+    written before the endpoint was recorded); another endpoint is named as it is."""
+    if endpoint is None:
+        return "moto"
+    gateway = os.environ.get("TAGFLEET_GW_ENDPOINT", "http://127.0.0.1:17070")
+    if endpoint.rstrip("/") == gateway.rstrip("/"):
+        return "VersityGW"
+    return "moto" if endpoint.rstrip("/").endswith(":15000") else endpoint
+
+
 def write_results(out: Path, name: str, figures: dict[str, Any]) -> Path:
+    """Write ``figures`` as ``out/<name>.json`` with the time and the S3 endpoint used."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.json"
-    figures = {"name": name, "time": time.strftime("%Y-%m-%d %H:%M:%S"), **figures}
+    figures = {
+        "name": name,
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "s3_endpoint": os.environ.get("AWS_ENDPOINT_URL_S3"),
+        **figures,
+    }
     path.write_text(json.dumps(figures, indent=2, default=str))
     print(f"wrote {path}")
     return path

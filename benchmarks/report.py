@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REPO, RESULTS
+from benchmarks.common import REPO, RESULTS, s3_server
 
 DOC = REPO / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- cpu-report:begin -->", "<!-- cpu-report:end -->"
@@ -78,7 +78,7 @@ def build(
         ("D", "D, pipeline decode (draft, decode processes), all cores"),
         ("D_thread", "D in threads (decode_mode=thread), all cores"),
         ("D_full", "D_full, full-size decode, all cores"),
-        ("F", "F, fetch only (S3Fetcher)"),
+        ("F", f"F, fetch only (S3Fetcher, {s3_server(stages.get('s3_endpoint'))})"),
     ):
         if key not in stages:
             continue
@@ -101,7 +101,8 @@ def build(
     ):
         if fig:
             lines.append(
-                f"| {label} ({fig['events']} events) | {fig['rate']:.2f} | | "
+                f"| {label} ({fig['events']} events, S3 {s3_server(fig.get('s3_endpoint'))})"
+                f" | {fig['rate']:.2f} | | "
                 f"{_fmt(fig.get('runs', [fig['rate']]))} | "
                 f"{_fmt(fig['peak_rss_mb'])} |"
             )
