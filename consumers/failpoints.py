@@ -18,7 +18,9 @@ S3 GET), ``decode``, ``decode_process`` (in a decode child process before it dec
 ``kill`` there kills that child only), ``predict`` (every call of the fleet, canary included),
 ``after_infer`` (predictions made, not yet handed to the store), ``after_store`` (store written
 and result published, offsets not yet committed), ``store`` (in the store's save and remove,
-with their asset ids; a ``raise`` there is a database error of an unknown kind). Every
+with their asset ids; a ``raise`` there is a database error of an unknown kind),
+``kafka_fetch`` (each partition a poll returned, as ``topic/partition``: a ``raise`` there
+withholds its records, so that a poll never returns the partition). Every
 trigger is logged (``failpoint``) before it acts.
 """
 
@@ -37,7 +39,16 @@ log = logging.getLogger(__name__)
 
 ENV = "TAGFLEET_FAILPOINTS"
 POINTS = frozenset(
-    {"fetch", "decode", "decode_process", "predict", "after_infer", "after_store", "store"}
+    {
+        "fetch",
+        "kafka_fetch",
+        "decode",
+        "decode_process",
+        "predict",
+        "after_infer",
+        "after_store",
+        "store",
+    }
 )
 _ACTIONS = frozenset({"kill", "sleep", "raise"})
 
@@ -94,13 +105,14 @@ def parse(spec: str) -> dict[str, Failpoint]:
 
 
 _ACTIVE: dict[str, Failpoint] = parse(os.environ.get(ENV, ""))
+ACTIVE = bool(_ACTIVE)  # any failpoint set: callers may skip work done only for one
 
 
 def hit(name: str, subjects: Sequence[str] = ()) -> None:
     """Act on failpoint ``name`` if it is configured; nothing (one dict lookup) otherwise.
 
-    A failpoint with a ``~MATCH`` acts only at hits whose ``subjects`` (asset ids) include
-    one containing MATCH.
+    A failpoint with a ``~MATCH`` acts only at hits whose ``subjects`` (asset ids, or
+    ``topic/partition`` for ``kafka_fetch``) include one containing MATCH.
     """
     point = _ACTIVE.get(name) if _ACTIVE else None
     if point is None:

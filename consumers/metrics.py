@@ -80,6 +80,18 @@ class Metrics:
         self.paused_partitions = Gauge(
             "tagfleet_paused_partitions", "Partitions paused for backpressure.", registry=r
         )
+        self.stalled_partitions = Gauge(
+            "tagfleet_stalled_partitions",
+            "Assigned partitions with records waiting that no poll has returned for"
+            " partition_stall_s of unpaused time (paused for backpressure is"
+            " tagfleet_paused_partitions, not this).",
+            registry=r,
+        )
+        self.inference_batch_seconds = Gauge(
+            "tagfleet_inference_batch_seconds",
+            "Seconds the running inference batch has been in the model (0 when none runs).",
+            registry=r,
+        )
         self.rewound_records = Counter(
             "tagfleet_rewound_records",
             "Records a poll returned while every partition was meant to be paused (a partition"

@@ -99,6 +99,9 @@ class _DetachedSource:
     def end_offsets(self) -> dict[Partition, int]:
         return {}
 
+    def committed_offsets(self) -> dict[Partition, int]:
+        return {}
+
     def close(self) -> None:
         pass
 
@@ -120,13 +123,21 @@ class Pipeline:
         self._paused = False
         self._revoking: set[Partition] = set()
         self._rebalancing_since: float | None = time.monotonic()  # joining counts as one
-        self._starved_since: float | None = None
+        # the stall detector: a clock that runs only while the loop is unpaused and not
+        # rebalancing, and per assigned partition (next offset polled, clock) when it last
+        # moved; its longest stall; since when partitions lag, and the last completion
+        self._unpaused_s = 0.0
+        self._stall_marks: dict[Partition, tuple[int | None, float]] = {}
+        self._longest_stall_s = 0.0
+        self._lag_since: float | None = None
+        self._last_done = time.monotonic()
         self._next_rejoin = 0.0  # no new consumer before this (back-off after a failed one)
         self._last_member_check = 0.0
         self.source = parts.source
         self._last_commit = 0.0
         self._last_lag = 0.0
         self.loop_heartbeat = time.monotonic()
+        metrics.inference_batch_seconds.set_function(self.inference_stuck_s)
         self._policy = EventPolicy(
             max_event_bytes=settings.max_event_bytes,
             allowed_buckets=frozenset(settings.allowed_buckets) or None,
@@ -226,7 +237,10 @@ class Pipeline:
         return EXIT_FATAL if self.fatal_reason else EXIT_OK
 
     def _tick(self, poll_ms: int) -> None:
-        self.loop_heartbeat = time.monotonic()
+        now = time.monotonic()
+        if not self._paused and self._rebalancing_since is None:
+            self._unpaused_s += now - self.loop_heartbeat  # paused time holds the stall clocks
+        self.loop_heartbeat = now
         self._rejoin_if_stuck()
         self._apply_completions()
         self._commit(force=False)
@@ -239,8 +253,6 @@ class Pipeline:
         # the listener ran inside that poll: its events apply before the poll's records (a
         # partition lost and assigned again restarts from the last commit)
         self._apply_rebalances()
-        if records or paused:
-            self._starved_since = None
         if paused and records:
             # a partition assigned inside this poll starts unpaused: hand its records back
             # rather than go past max_in_flight (or take new work while draining)
@@ -333,6 +345,7 @@ class Pipeline:
             except queue.Empty:
                 return
             self._items -= 1
+            self._last_done = time.monotonic()
             if item.request is not None and not item.aggregate:
                 following = self._gate.release(item)
                 if following is not None:
@@ -385,6 +398,8 @@ class Pipeline:
                 self._forget(self._revoking - event.partitions)
                 self._revoking = set()
                 self._rebalancing_since = None
+                for tp in event.partitions:  # the stall clock runs from the assignment on
+                    self._stall_marks[tp] = (None, self._unpaused_s)
 
     def _forget(self, partitions: set[Partition]) -> None:
         """Drop the state of partitions another member now owns; their late completions are
@@ -398,6 +413,7 @@ class Pipeline:
         for tp in partitions:
             self._committed.pop(tp, None)
             self._fetched.pop(tp, None)
+            self._stall_marks.pop(tp, None)
             with contextlib.suppress(KeyError):
                 self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
 
@@ -432,23 +448,43 @@ class Pipeline:
             return
         self._last_lag = now
         if self._revoking or self._rebalancing_since is not None:
-            # no ListOffsets (up to 2 s) on the loop while the join needs its polls; the
-            # fetch-stall clock does not run either: nothing is fetched during a rebalance
-            self._starved_since = None
+            # no ListOffsets on the loop while the join needs its polls; the stall clocks do
+            # not run either: nothing is fetched during a rebalance
+            self._longest_stall_s, self._lag_since = 0.0, None
+            self.metrics.stalled_partitions.set(0)
             return
-        ends = self.source.end_offsets()
-        backlog = 0
-        for tp, end in ends.items():
-            base = self._committed.get(tp, self._fetched.get(tp))
-            if base is not None:
-                lag = max(0, end - base)
+        self._check_partitions(self.source.end_offsets(), self.source.committed_offsets(), now)
+
+    def _check_partitions(
+        self, ends: Mapping[Partition, int], starts: Mapping[Partition, int], now: float
+    ) -> None:
+        """Lag of every assigned partition (end offset minus the last commit, ours or the
+        group's from before the assignment), and the stall detector: a partition with records
+        waiting past the next offset polled stalls while no poll returns it, counted on the
+        clock that runs only while the loop is unpaused (paused for backpressure is not
+        stalled, and does not restart the clock either)."""
+        stalled, longest, lagging = 0, 0.0, False
+        for tp in self.source.assignment():
+            end = ends.get(tp)
+            if end is None:
+                continue
+            committed = max(self._committed.get(tp, -1), starts.get(tp, -1))
+            if committed >= 0:
+                lag = max(0, end - committed)
+                lagging = lagging or lag > 0
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
-            if tp in self._fetched:
-                backlog += max(0, end - self._fetched[tp])
-        if backlog == 0 or self._paused:
-            self._starved_since = None
-        elif self._starved_since is None:
-            self._starved_since = now
+            polled = self._fetched.get(tp)
+            following = max(polled if polled is not None else -1, committed)
+            mark = self._stall_marks.get(tp)
+            if following < 0 or end <= following or mark is None or mark[0] != polled:
+                self._stall_marks[tp] = (polled, self._unpaused_s)  # moved, or nothing waits
+                continue
+            stall = self._unpaused_s - mark[1]
+            longest = max(longest, stall)
+            stalled += stall >= self.settings.partition_stall_s
+        self._longest_stall_s = longest
+        self.metrics.stalled_partitions.set(stalled)
+        self._lag_since = (self._lag_since or now) if lagging else None
 
     def _rejoin_if_stuck(self) -> None:
         """Leave and rejoin with a new consumer when a (re)join has not ended within
@@ -481,7 +517,7 @@ class Pipeline:
         with contextlib.suppress(Exception):
             self.source.close()
         self.source = _DETACHED
-        self._rebalancing_since, self._starved_since = now, None  # the new member joins
+        self._rebalancing_since, self._longest_stall_s = now, 0.0  # the new member joins
         self._attach_new_source(now, f"{stuck} was stuck", waited_s=waited)
 
     def _attach_new_source(self, now: float, why: str, **extra: Any) -> None:
@@ -514,10 +550,18 @@ class Pipeline:
         return 0.0 if since is None else time.monotonic() - since
 
     def fetch_stalled_s(self) -> float:
-        """Seconds that unpaused partitions have had records waiting on the broker while
-        polls returned none (0 otherwise); liveness fails on a long one."""
-        since = self._starved_since
-        return 0.0 if since is None else time.monotonic() - since
+        """The longest stall of an assigned partition: seconds of unpaused loop time that it
+        has had records waiting on the broker while no poll returned any of them (0 when none
+        is stalled; updated every 2 s). Liveness fails on a long one."""
+        return self._longest_stall_s
+
+    def idle_with_lag_s(self) -> float:
+        """Seconds that assigned partitions have had lag while no work item completed (0
+        when nothing lags, and during a rebalance); liveness fails on a long one."""
+        since = self._lag_since
+        if since is None or self._rebalancing_since is not None:
+            return 0.0
+        return time.monotonic() - max(since, self._last_done)
 
     def inference_stuck_s(self) -> float:
         """Seconds the current inference batch has been running (0 when idle)."""

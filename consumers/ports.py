@@ -54,7 +54,10 @@ class PolledRecord(Protocol):
 
 
 class Source(Protocol):
-    """A group member's view of the input topic. Called from one thread (the loop)."""
+    """A group member's view of the input topic. Called from one thread (the loop).
+
+    ``end_offsets`` and ``committed_offsets`` feed the stall detector: lag is their difference
+    for every assigned partition, whether or not a poll ever returned it."""
 
     @property
     def joined(self) -> bool: ...
@@ -69,7 +72,16 @@ class Source(Protocol):
         ...
 
     def end_offsets(self) -> dict[Partition, int]:
-        """End offsets of the assigned partitions; the loop does not ask mid-rebalance."""
+        """End offsets of the assigned partitions, as last known; never blocks: the broker is
+        asked off the caller's thread (a call may start the next question, answered for a
+        later call). The loop does not call it mid-rebalance."""
+        ...
+
+    def committed_offsets(self) -> dict[Partition, int]:
+        """Where the group resumes each assigned partition, from the answer that brought the
+        end offsets: its committed offset, else where ``auto_offset_reset`` starts it (so
+        end minus this is the lag from the assignment on, fetched or not). Never blocks and
+        asks nothing."""
         ...
 
     def close(self) -> None: ...

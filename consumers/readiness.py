@@ -11,7 +11,8 @@ partitions and retries. Such an outage shows in ``tagfleet_paused_partitions``,
 
 Liveness fails until the fleet is loaded (the startup probe waits for it), and afterwards
 only for a state a restart can cure: a stuck consume loop, a fatal fault, a member stuck in
-a rebalance or no longer fetching.
+a rebalance or no longer fetching a partition, partitions with lag and nothing completed, an
+inference batch hung in the model.
 """
 
 from __future__ import annotations
@@ -76,7 +77,11 @@ class Readiness:
             "not_stuck_rebalancing": pipeline is None
             or pipeline.rebalancing_s() < _rebalance_limit_s(pipeline.settings),
             "not_stalled_fetching": pipeline is None
-            or pipeline.fetch_stalled_s() < _rebalance_limit_s(pipeline.settings),
+            or pipeline.fetch_stalled_s() < pipeline.settings.liveness_stall_s,
+            "making_progress": pipeline is None
+            or pipeline.idle_with_lag_s() < pipeline.settings.liveness_stall_s,
+            "inference_not_hung": pipeline is None
+            or pipeline.inference_stuck_s() < pipeline.settings.max_inference_s,
         }
 
     def _store_reached_once(self) -> bool:

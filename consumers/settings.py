@@ -329,6 +329,27 @@ class Settings(
         description="A group (re)join, or a backlog of unpaused partitions not fetched, lasting"
         " longer than this re-creates the consumer.",
     )
+    partition_stall_s: float = Field(
+        60.0,
+        gt=0,
+        description="An assigned partition with records waiting that no poll has returned for"
+        " this long (the loop unpaused; paused for backpressure does not count) is stalled:"
+        " tagfleet_stalled_partitions and its alert.",
+    )
+    liveness_stall_s: float = Field(
+        300.0,
+        gt=0,
+        description="/healthz fails when a partition has been stalled this long, or when"
+        " partitions have had lag and no work completed for this long (a store outage that"
+        " long included). Keep it above rejoin_stuck_s: the service first tries a new"
+        " consumer.",
+    )
+    max_inference_s: float = Field(
+        300.0,
+        gt=0,
+        description="/healthz fails when one inference batch has been in the model this long"
+        " (a hung GPU or driver); keep it well above the slowest batch.",
+    )
 
     # Limits and safety
     max_event_bytes: int = Field(1_000_000, ge=1, description="Largest event value accepted.")

@@ -22,6 +22,7 @@ from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import MemberState, OffsetAndMetadata
 
+from consumers import failpoints
 from consumers.kafka_fixes import install_join_fix
 from consumers.ports import Partition, PolledRecord, RebalanceEvent
 from consumers.settings import Settings
@@ -34,8 +35,27 @@ _ASSIGNORS = {
 }
 
 
+def _partition(tp: Any) -> Partition:
+    return Partition(tp.topic, tp.partition)
+
+
 def _partitions(tps: Iterable[Any]) -> frozenset[Partition]:
     return frozenset(Partition(tp.topic, tp.partition) for tp in tps)
+
+
+def _withhold(consumer: KafkaConsumer, batches: dict[Any, list[Any]]) -> dict[Any, list[Any]]:
+    """Failpoint ``kafka_fetch`` (tests only): a partition it matches (``~topic/partition``)
+    is never returned by a poll, as when kafka-python stops fetching one: its records are
+    dropped and the partition sought back to the first of them."""
+    kept = {}
+    for tp, records in batches.items():
+        try:
+            failpoints.hit("kafka_fetch", [f"{tp.topic}/{tp.partition}"])
+        except failpoints.FailpointError:
+            consumer.seek(tp, records[0].offset)
+            continue
+        kept[tp] = records
+    return kept
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -101,9 +121,8 @@ class KafkaSource:
         self._listener = _Listener(lambda tps: self._consumer.pause(*tps))
         self._consumer.subscribe([settings.topic], listener=self._listener)
         await_metadata_snapshot(self._consumer, settings.topic)
-        self._end_offsets: dict[Partition, int] = {}
-        self._end_offsets_at = 0.0
         self._membership = _MembershipProbe(settings)
+        self._offsets = _OffsetsProbe(settings)
 
     @property
     def joined(self) -> bool:
@@ -113,6 +132,8 @@ class KafkaSource:
     def poll(self, timeout_ms: int) -> list[PolledRecord]:
         batches = self._consumer.poll(timeout_ms=timeout_ms)
         release_parked_records(self._consumer)
+        if failpoints.ACTIVE:
+            batches = _withhold(self._consumer, batches)
         return [record for records in batches.values() for record in records]
 
     def take_rebalance_events(self) -> list[RebalanceEvent]:
@@ -191,33 +212,34 @@ class KafkaSource:
         member_id = getattr(generation, "member_id", None)
         return bool(member_id) and self._membership.lost(str(member_id))
 
-    def end_offsets(self, refresh_s: float = 5.0) -> dict[Partition, int]:
+    def end_offsets(self) -> dict[Partition, int]:
         """End offset of every assigned partition: the latest of the high watermark seen in
-        fetches and a ListOffsets answer at most ``refresh_s`` old.
+        fetches and the offsets probe's last answer. Never blocks: the question (ListOffsets
+        and the group's committed offsets) is asked on the probe's own thread, at most every
+        5 s and never while this member knows the group is rebalancing.
 
         Deliberately nothing that asks kafka-python for positions: ``position()`` refreshes
-        committed offsets through the group coordinator on every call, which the loop has no
-        reason to do every few seconds (it knows the offsets it polled).
+        committed offsets through the group coordinator on every call.
         """
         assigned = set(self._consumer.assignment())
-        now = time.monotonic()
-        if (
-            assigned
-            and not self._rebalancing()
-            and (now - self._end_offsets_at > refresh_s or not assigned <= set(self._end_offsets))
-        ):
-            try:
-                answer = self._consumer.end_offsets(list(assigned), timeout_ms=2000)
-                self._end_offsets = {Partition(t.topic, t.partition): o for t, o in answer.items()}
-                self._end_offsets_at = now
-            except KafkaError as exc:
-                log.debug("end offsets unavailable: %s", exc)
+        if assigned and not self._rebalancing():
+            self._offsets.ask(_partitions(assigned))
+        answer = self._offsets.ends
         ends: dict[Partition, int] = {}
         for tp in assigned:
-            known = [o for o in (self._consumer.highwater(tp), self._end_offsets.get(tp)) if o]
+            known = [o for o in (self._consumer.highwater(tp), answer.get(_partition(tp))) if o]
             if known:
-                ends[Partition(tp.topic, tp.partition)] = max(known)
+                ends[_partition(tp)] = max(known)
         return ends
+
+    def committed_offsets(self) -> dict[Partition, int]:
+        """The offsets probe's last answer for the assigned partitions (see the port)."""
+        starts = self._offsets.starts
+        return {
+            p: starts[p]
+            for p in (_partition(tp) for tp in self._consumer.assignment())
+            if p in starts
+        }
 
     def _rebalancing(self) -> bool:
         """The group is rebalancing as far as this member knows (a heartbeat was answered
@@ -229,6 +251,7 @@ class KafkaSource:
     def close(self) -> None:
         """Leave the group without committing anything we did not commit explicitly."""
         self._membership.close()
+        self._offsets.close()
         self._consumer.close(autocommit=False, timeout_ms=5000)
 
 
@@ -286,6 +309,93 @@ class _MembershipProbe:
     def close(self) -> None:
         """Stop the probe; a question still in flight ends on its own (daemon thread), so a
         silent broker never delays a shutdown by more than a moment."""
+        self._closed = True
+        self._wanted.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+
+class _OffsetsProbe:
+    """Asks the broker, on its own thread and with an admin client of its own, the end offset
+    of the partitions it is given and where the group resumes them (its committed offset,
+    else the start ``auto_offset_reset`` gives it). kafka-python's consumer is not
+    thread-safe and its ``end_offsets`` blocks for up to a request timeout, which the loop
+    cannot afford; :meth:`ask` never blocks, and the answers are read from :attr:`ends` and
+    :attr:`starts` (replaced whole, so a reader sees one answer or the next)."""
+
+    def __init__(self, settings: Settings, refresh_s: float = 5.0) -> None:
+        self._settings = settings
+        self._refresh_s = refresh_s
+        self._wanted = threading.Event()
+        self._closed = False
+        self._partitions: frozenset[Partition] = frozenset()
+        self._asked_at = -refresh_s
+        self._thread: threading.Thread | None = None
+        self.ends: dict[Partition, int] = {}
+        self.starts: dict[Partition, int] = {}
+
+    def ask(self, partitions: frozenset[Partition]) -> None:
+        """Ask again for ``partitions`` when the last answer is older than the refresh
+        interval or does not cover them; returns at once."""
+        now = time.monotonic()
+        if now - self._asked_at < self._refresh_s and partitions <= set(self.ends):
+            return
+        self._asked_at = now
+        self._partitions = partitions
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="tagfleet-offsets", daemon=True)
+            self._thread.start()
+        self._wanted.set()
+
+    def _run(self) -> None:
+        admin: Any = None
+        try:
+            while True:
+                self._wanted.wait()
+                self._wanted.clear()
+                if self._closed:
+                    return
+                try:
+                    if admin is None:
+                        from kafka.admin import KafkaAdminClient
+
+                        admin = KafkaAdminClient(
+                            **self._settings.kafka_common(),
+                            client_id=f"tagfleet-{self._settings.group_id}-offsets",
+                        )
+                    self._answer(admin, self._partitions)
+                except Exception as exc:  # noqa: BLE001 - unknown for now: asked again later
+                    log.debug("offsets unavailable: %r", exc)
+        finally:
+            if admin is not None:
+                with contextlib.suppress(Exception):
+                    admin.close()
+
+    def _answer(self, admin: Any, partitions: frozenset[Partition]) -> None:
+        from kafka.admin import OffsetSpec
+
+        tps = [TopicPartition(p.topic, p.partition) for p in partitions]
+        if not tps:
+            return
+        group = self._settings.group_id
+        ends = admin.list_partition_offsets({tp: OffsetSpec.LATEST for tp in tps})
+        committed = admin.list_group_offsets({group: tps}).get(group, {})
+        starts = {
+            _partition(tp): meta.offset
+            for tp, meta in committed.items()
+            if meta is not None and meta.offset >= 0
+        }
+        missing = [tp for tp in tps if _partition(tp) not in starts]
+        if missing and self._settings.auto_offset_reset == "earliest":
+            first = admin.list_partition_offsets({tp: OffsetSpec.EARLIEST for tp in missing})
+            starts.update({_partition(tp): o.offset for tp, o in first.items()})
+        elif missing:  # "latest": a new group starts at the end, with no lag
+            starts.update({_partition(tp): ends[tp].offset for tp in missing if tp in ends})
+        self.ends = {_partition(tp): o.offset for tp, o in ends.items()}
+        self.starts = starts
+
+    def close(self) -> None:
+        """Stop the probe; a question in flight ends on its own (daemon thread)."""
         self._closed = True
         self._wanted.set()
         if self._thread is not None:

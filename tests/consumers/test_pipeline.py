@@ -54,6 +54,7 @@ class FakeSource(Source):
         self.in_poll: list[Callable[[], None]] = []  # one runs inside each poll (the listener)
         self.closed = False
         self.log: list[str] | None = None  # "closed" is appended here on close()
+        self.withheld: set[TopicPartition] = set()  # never returned by poll() (a client bug)
 
     def poll(self, timeout_ms: int) -> list[Record]:
         if self.in_poll:
@@ -73,7 +74,7 @@ class FakeSource(Source):
             self.ends[tp] = len(records)
             self.paused.discard(tp)
         out = []
-        for tp in sorted(self.assigned - self.paused):
+        for tp in sorted(self.assigned - self.paused - self.withheld):
             out += self.pending[tp][:4]
             self.pending[tp] = self.pending[tp][4:]
         if not out:
@@ -108,6 +109,9 @@ class FakeSource(Source):
 
     def end_offsets(self) -> dict[TopicPartition, int]:
         return {tp: self.ends[tp] for tp in self.assigned}
+
+    def committed_offsets(self) -> dict[TopicPartition, int]:
+        return {tp: 0 for tp in self.assigned}  # a new group, from the start
 
     def close(self) -> None:
         self.closed = True
@@ -405,6 +409,45 @@ def test_no_end_offsets_are_asked_while_a_rebalance_is_in_progress():
     assert turn() == 1  # still rebalancing
     assert turn(RebalanceEvent("lost", frozenset({TP0}))) == 1
     assert turn(RebalanceEvent("assigned", frozenset({TP0}))) == 2
+
+
+def test_a_partition_no_poll_returns_is_stalled_but_not_while_paused_for_backpressure():
+    """Every assigned partition is watched from its assignment on, fetched or not; the stall
+    clock runs only while the loop is unpaused, so backpressure is never taken for a stall
+    (and does not restart the clock)."""
+    gate = threading.Event()
+
+    def fetch(request: Any, _reserve: Any) -> bytes:
+        gate.wait(30)
+        return b"x"
+
+    source = FakeSource({TP0: _records(TP0, 8), TP1: _records(TP1, 8)})
+    source.withheld = {TP1}  # lag from the start, never polled
+    source.events.append(RebalanceEvent("assigned", frozenset({TP0, TP1})))
+    pipeline, store = _pipeline(source, fetch=fetch, max_in_flight=2, partition_stall_s=1.5)
+    metrics = pipeline.metrics.registry
+    thread = threading.Thread(target=pipeline.run)
+    thread.start()
+    try:
+        _wait_until_paused(source)
+        time.sleep(4.5)  # three times partition_stall_s, paused all along
+        assert metrics.get_sample_value("tagfleet_paused_partitions") == 2
+        assert metrics.get_sample_value("tagfleet_stalled_partitions") == 0
+        assert pipeline.fetch_stalled_s() < 1.5
+        gate.set()  # unpaused: TP0 drains, TP1 is still never returned
+        deadline = time.monotonic() + 20
+        while metrics.get_sample_value("tagfleet_stalled_partitions") != 1:
+            assert time.monotonic() < deadline, "the withheld partition never counted as stalled"
+            time.sleep(0.05)
+        assert pipeline.fetch_stalled_s() >= 1.5
+        assert (
+            metrics.get_sample_value("tagfleet_consumer_lag", {"topic": "assets", "partition": "1"})
+            == 8
+        )
+        assert len(store.saved) == 8  # TP0's, all of them
+    finally:
+        pipeline.stopping.set()
+        thread.join(30)
 
 
 def test_a_partition_taken_by_another_member_is_no_longer_committed():

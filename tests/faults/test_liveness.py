@@ -41,6 +41,9 @@ class _Source:
     def end_offsets(self) -> dict[Any, int]:
         return {}
 
+    def committed_offsets(self) -> dict[Any, int]:
+        return {}
+
     def commit(self, offsets: Any) -> bool:
         return True
 
@@ -69,12 +72,17 @@ def test_rebalancing_time_counts_from_join_and_revoke_until_assigned() -> None:
     assert pipeline.rebalancing_s() == 0.0
 
 
-@pytest.mark.parametrize("check", ["not_stuck_rebalancing", "not_stalled_fetching"])
+@pytest.mark.parametrize(
+    "check",
+    ["not_stuck_rebalancing", "not_stalled_fetching", "making_progress", "inference_not_hung"],
+)
 @pytest.mark.parametrize(("stuck_s", "alive"), [(0.0, True), (100.0, True), (400.0, False)])
 def test_liveness_fails_after_the_rebalance_timeout(
     check: str, stuck_s: float, alive: bool
 ) -> None:
-    """A member stuck joining, or owning partitions with a backlog it no longer fetches."""
+    """A member stuck joining, owning a partition it no longer fetches (liveness_stall_s),
+    lagging with nothing completed (liveness_stall_s), or with a batch hung in the model
+    (max_inference_s); all 300 s here, the rebalance limit 340 s."""
     readiness = Readiness()
     readiness.fleet_loaded = True
     settings = Settings(max_poll_interval_ms=300_000, session_timeout_ms=10_000)
@@ -84,6 +92,8 @@ def test_liveness_fails_after_the_rebalance_timeout(
         fatal_reason=None,
         rebalancing_s=lambda: stuck_s if check == "not_stuck_rebalancing" else 0.0,
         fetch_stalled_s=lambda: stuck_s if check == "not_stalled_fetching" else 0.0,
+        idle_with_lag_s=lambda: stuck_s if check == "making_progress" else 0.0,
+        inference_stuck_s=lambda: stuck_s if check == "inference_not_hung" else 0.0,
     )
     checks = readiness.alive()
     assert checks[check] is alive
@@ -91,7 +101,8 @@ def test_liveness_fails_after_the_rebalance_timeout(
 
 
 def test_failpoint_specs() -> None:
-    points = parse("after_store=kill:0.3, predict=raise ,fetch=sleep:2.5@3x1")
+    points = parse("after_store=kill:0.3, predict=raise ,fetch=sleep:2.5@3x1,kafka_fetch=raise~t/1")
+    assert points["kafka_fetch"].match == "t/1"
     assert (points["after_store"].action, points["after_store"].arg) == ("kill", 0.3)
     assert (points["predict"].action, points["predict"].arg) == ("raise", 1.0)
     fetch = points["fetch"]
