@@ -4,6 +4,8 @@ defaults. Runs every command through the real entry point with ``--show-config``
 
 from __future__ import annotations
 
+import argparse
+import functools
 import json
 import re
 import subprocess
@@ -13,9 +15,17 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from consumers.cli import main
+from consumers.cli import build_parser, main, store_flag_problem
 from consumers.configuration import commands, reference_markdown, variables
-from models.options import base_type, choices, env_name, flag_name, has_flag, show_default
+from models.options import (
+    base_type,
+    choices,
+    env_name,
+    flag_name,
+    has_flag,
+    run,
+    show_default,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 PAGE = REPO / "docs" / "configuration.md"
@@ -48,8 +58,15 @@ def documented() -> dict[str, set[str]]:
     return {name: {c.strip() for c in readers.split(",")} for name, readers in rows}
 
 
+@functools.cache
+def parser() -> argparse.ArgumentParser:
+    """The entry point's parser, built once: ``main`` is ``run(build_parser(), ...)``."""
+    return build_parser()
+
+
 def show(command: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main([*command.split(), *POSITIONALS.get(command, []), "--show-config"])
+    argv = [*command.split(), *POSITIONALS.get(command, []), "--show-config"]
+    code = run(parser(), argv, refuse=store_flag_problem)
     out, err = capsys.readouterr()
     return code, out, err
 
