@@ -262,6 +262,22 @@ def test_config_values_become_env_strings(rendered: dict[str, list[dict]]) -> No
     assert env["TAGFLEET_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
 
 
+def test_liveness_limits_reach_the_service_and_are_checked(
+    helm: Path, rendered: dict[str, list[dict]]
+) -> None:
+    """partition_stall_s, liveness_stall_s and max_inference_s (issue 13 item 3) are service
+    settings the chart passes on, with the service's defaults, overridable, never 0."""
+    env = env_of(container(rendered["defaults"]))
+    assert env["TAGFLEET_PARTITION_STALL_S"]["value"] == "60"
+    assert env["TAGFLEET_LIVENESS_STALL_S"]["value"] == "300"
+    assert env["TAGFLEET_MAX_INFERENCE_S"]["value"] == "300"
+    slow = env_of(container(render(helm, *MINIMAL, "--set", "config.max_inference_s=900")))
+    assert slow["TAGFLEET_MAX_INFERENCE_S"]["value"] == "900"
+    for name in ("partition_stall_s", "liveness_stall_s", "max_inference_s"):
+        proc = helm_template(helm, *MINIMAL, "--set", f"config.{name}=0")
+        assert proc.returncode != 0 and "exclusiveMinimum" in proc.stderr, (name, proc.stderr)
+
+
 def test_static_membership_takes_the_pod_name_as_group_instance_id(
     rendered: dict[str, list[dict]],
 ) -> None:
