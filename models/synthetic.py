@@ -126,12 +126,12 @@ def _blotches(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def surface_image(
-    rng: np.random.Generator, kind: str, size: int = 250, mark: tuple[int, int] = (8, 12)
+    rng: np.random.Generator, kind: str, size: int = 250, mark: tuple[int, int] = (10, 14)
 ) -> Image.Image:
     """A texture of ``kind`` (one of ``SURFACES``).
 
-    ``local``: one small dark mark (a blob ``mark`` px across: at 250 px about 0.2 % of the
-    surface; after the resize to a 64 px backbone input, 2 to 3 pixels) at a random place;
+    ``local``: one small dark mark (a blob ``mark`` px across: at 250 px 0.1 to 0.25 % of the
+    surface; after the resize to a 64 px backbone input, 2.5 to 3.5 pixels) at a random place;
     ``whole``: mottled staining over the whole surface; ``clean``: neither.
     """
     surface = texture(rng, size)
@@ -150,7 +150,7 @@ def surface_image(
 
 
 def surfaces_folder(
-    root: Path, counts: dict[str, int], seed: int, size: int = 250, mark: tuple[int, int] = (8, 12)
+    root: Path, counts: dict[str, int], seed: int, size: int = 250, mark: tuple[int, int] = (10, 14)
 ) -> Path:
     """classify surfaces: ``root/<kind>/<i>.png`` with ``counts[kind]`` images of each kind."""
     rng = np.random.default_rng(seed)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from models.manifest import FunctionType, Manifest, Mode
 from models.metrics import choose_threshold, classify_metrics, fit_temperature, tags_metrics
 from models.tasks import Report, Task
 from models.training.evaluation import Evaluation
+from models.training.folds import fewest_per_label, spread, stratified_folds
 from models.training.loop import Fit, fit_finetune, fit_probe
 from models.training.presets import Settings, resolve
 from models.training.report import HEADLINE, build_report
@@ -127,6 +129,44 @@ def _say(spec: TrainSpec, settings: Settings, fit: Fit) -> None:
         print(line, file=sys.stderr)
 
 
+def _fit(
+    manifest: Manifest,
+    backbone: Backbone,
+    spec: TrainSpec,
+    settings: Settings,
+    data: tuple[np.ndarray, np.ndarray | None, np.ndarray],
+    tr: np.ndarray,
+    va: np.ndarray,
+) -> tuple[torch.nn.Module, Fit, list[Fit]]:
+    """Train on ``tr``, select on ``va``: (head, the kept run, every run).
+
+    ``data``: (images, pooled embeddings or ``None``, targets); probe mode fits the embeddings.
+    """
+    images, emb, y = data
+    if emb is None:
+        return _candidates(
+            manifest, backbone, spec, settings, (images[tr], y[tr]), (images[va], y[va])
+        )
+    head = build_head(manifest.model_copy(update={"head": {"pooling": "pooled"}}), backbone)
+    if spec.zero_shot_init:
+        head.load_state_dict(zero_shot_head_state(backbone, spec.type, manifest.labels))
+    fit = fit_probe(
+        head, spec.type, (emb[tr], y[tr]), (emb[va], y[va]), settings, spec, backbone.device
+    )
+    _say(spec, settings, fit)
+    return head, fit, [fit]
+
+
+def _record(settings: Settings, fit: Fit, fits: list[Fit]) -> dict[str, Any]:
+    return {
+        "recipe": settings.record(),
+        "pooling": fit.pooling,
+        "kept": fit.kept,
+        "val_macro_f1": round(fit.score, 6),
+        "candidates": {f.pooling: round(f.score, 6) for f in fits},
+    }
+
+
 def train(
     dataset: Dataset | str,
     spec: TrainSpec,
@@ -139,7 +179,9 @@ def train(
     count its passes; in finetune mode its weights change). ``previous``: an earlier version,
     compared on the same held-out split in the report. The recipe (:func:`resolve`), the
     pooling chosen and the checkpoint kept are recorded in the manifest's ``training`` and in
-    the report.
+    the report. When the rarest label has fewer than ``spec.kfold_below`` samples, k-fold
+    cross-validation gives the report's figures and the function trains on every sample
+    (:func:`_train_kfold`).
     """
     started = time.perf_counter()
     torch.manual_seed(spec.seed)
@@ -150,7 +192,6 @@ def train(
     backbone = backbone or load_backbone(ref, device=spec.device)
     images, hashes = read_images(dataset, backbone.input_size)
     y = dataset.targets()
-    tr, va = stratified_split(y, spec.val_fraction, spec.seed)
     manifest = Manifest(
         name=spec.name,
         type=spec.type,
@@ -159,32 +200,20 @@ def train(
         mode=Mode.FINETUNE if spec.mode == Mode.FINETUNE else Mode.PROBE,
         training_data_hash=data_hash(dataset, hashes),
     )
-    extra: dict[str, Any] = {"mode": manifest.mode.value, "train_samples": len(tr)}
+    extra: dict[str, Any] = {"mode": manifest.mode.value}
     emb = None
-    if spec.mode == Mode.FINETUNE:
-        head, fit, fits = _candidates(
-            manifest, backbone, spec, settings, (images[tr], y[tr]), (images[va], y[va])
-        )
-    else:
+    if spec.mode != Mode.FINETUNE:
         cache = EmbeddingCache(Path(spec.cache_dir or cache_dir() / "embeddings"), backbone.key)
         emb = cache.embeddings(hashes, lambda idx: _embed(backbone, images[idx]))
         extra["embedding_cache"] = {"hits": cache.hits, "misses": cache.misses}
         log.info("embedding cache: %d hits, %d misses", cache.hits, cache.misses)
-        head = build_head(manifest.model_copy(update={"head": {"pooling": "pooled"}}), backbone)
-        if spec.zero_shot_init:
-            head.load_state_dict(zero_shot_head_state(backbone, spec.type, dataset.labels))
-        fit = fit_probe(
-            head, spec.type, (emb[tr], y[tr]), (emb[va], y[va]), settings, spec, backbone.device
-        )
-        _say(spec, settings, fit)
-        fits = [fit]
-    training = {
-        "recipe": settings.record(),
-        "pooling": fit.pooling,
-        "kept": fit.kept,
-        "val_macro_f1": round(fit.score, 6),
-        "candidates": {f.pooling: round(f.score, 6) for f in fits},
-    }
+    data = (images, emb, y)
+    if spec.kfold_below and fewest_per_label(y) < spec.kfold_below:
+        return _train_kfold(manifest, backbone, spec, settings, data, previous, extra, started)
+    tr, va = stratified_split(y, spec.val_fraction, spec.seed)
+    extra["train_samples"] = len(tr)
+    head, fit, fits = _fit(manifest, backbone, spec, settings, data, tr, va)
+    training = _record(settings, fit, fits)
     val_logits = _logits(head, backbone, images[va], None if emb is None else emb[va])
     update = _calibrate(spec.type, val_logits, y[va], dataset.labels, spec.target_precision)
     manifest = manifest.model_copy(
@@ -198,6 +227,97 @@ def train(
     return _finish(manifest, head, backbone, images[va], y[va], previous, extra)
 
 
+def _artifact(manifest: Manifest, head: torch.nn.Module, backbone: Backbone) -> Artifact:
+    own = backbone.model.state_dict() if manifest.mode == Mode.FINETUNE else None
+    own = None if own is None else {k: v.detach().cpu().clone() for k, v in own.items()}
+    head_state = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
+    return Artifact(manifest, head_state, own).with_version()
+
+
+def _train_kfold(
+    manifest: Manifest,
+    backbone: Backbone,
+    spec: TrainSpec,
+    settings: Settings,
+    data: tuple[np.ndarray, np.ndarray | None, np.ndarray],
+    previous: Artifact | None,
+    extra: dict[str, Any],
+    started: float,
+) -> Artifact:
+    """Small data: k folds, each trained on the others (selection on an inner split of them)
+    and scored through the serving path on its own fold; the report gives the out-of-fold
+    figures (headline: the mean over folds, with their spread). The function then trains on
+    every sample with the folds' most chosen pooling for the folds' median kept epoch;
+    classify takes the folds' median temperature, tags thresholds chosen on the out-of-fold
+    scores."""
+    images, emb, y = data
+    k = max(2, min(spec.folds, fewest_per_label(y)))
+    start = {key: v.detach().clone() for key, v in backbone.model.state_dict().items()}
+    shared = {backbone.key: backbone} if manifest.mode != Mode.FINETUNE else None
+    oof = np.zeros((len(y), len(manifest.labels)))
+    per_fold: list[dict[str, Any]] = []
+    runs: list[tuple[Fit, float]] = []
+    for held in stratified_folds(y, k, spec.seed):
+        backbone.model.load_state_dict(start)
+        rest = np.setdiff1d(np.arange(len(y)), held)
+        inner_tr, inner_va = stratified_split(y[rest], spec.val_fraction, spec.seed)
+        head, fit, _ = _fit(
+            manifest, backbone, spec, settings, data, rest[inner_tr], rest[inner_va]
+        )
+        va = rest[inner_va]
+        logits = _logits(head, backbone, images[va], None if emb is None else emb[va])
+        update = _calibrate(spec.type, logits, y[va], manifest.labels, spec.target_precision)
+        fold = _artifact(
+            manifest.model_copy(update={**update, "head": {"pooling": fit.pooling}}), head, backbone
+        )
+        scores = predict_scores(fold, images[held], shared)
+        oof[held] = scores
+        per_fold.append(score_metrics(fold, y[held], scores))
+        runs.append((fit, float(update.get("temperature", 1.0))))
+    pooling = max(settings.poolings, key=[f.pooling for f, _ in runs].count)
+    epochs = max(1, int(np.median([f.kept for f, _ in runs])))
+    final = replace(settings, poolings=(pooling,), epochs=epochs, select="last", patience=0)
+    backbone.model.load_state_dict(start)
+    everything = np.arange(len(y))
+    head, fit, _ = _fit(manifest, backbone, spec, final, data, everything, everything)
+    if spec.type == FunctionType.CLASSIFY:
+        update = {"temperature": float(np.median([t for _, t in runs]))}
+    else:
+        logits = np.log(np.clip(oof, 1e-7, 1)) - np.log(np.clip(1 - oof, 1e-7, 1))
+        update = _calibrate(spec.type, logits, y, manifest.labels, spec.target_precision)
+    training = {
+        **_record(final, fit, [fit]),
+        "kfold": {
+            "folds": k,
+            "epochs": [f.kept for f, _ in runs],
+            "poolings": [f.pooling for f, _ in runs],
+        },
+    }
+    manifest = manifest.model_copy(
+        update={**update, "head": {"pooling": pooling}, "training": training}
+    )
+    artifact = _artifact(manifest, head, backbone)
+    keys = HEADLINE[manifest.type]
+    metrics = score_metrics(artifact, y, oof)
+    metrics["kfold"] = {"folds": k, "metrics": spread(per_fold, keys)}
+    metrics.update({key: metrics["kfold"]["metrics"][key]["mean"] for key in keys})
+    artifact.manifest = artifact.manifest.model_copy(
+        update={"metrics": {key: metrics[key] for key in keys}}
+    )
+    artifact = artifact.with_version()
+    extra["train_samples"] = len(y)
+    extra["training"] = {
+        **training,
+        "runs": [f.record() for f, _ in runs] + [fit.record()],
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    current = Evaluation(oof, y, metrics, images=images)
+    before = evaluate_arrays(previous, images, y) if previous is not None else None
+    split = f"{k}-fold cross-validation (out-of-fold predictions)"
+    _, artifact.files = build_report(artifact, current, previous, before, split=split, extra=extra)
+    return artifact
+
+
 def _finish(
     manifest: Manifest,
     head: torch.nn.Module,
@@ -208,10 +328,8 @@ def _finish(
     extra: dict[str, Any],
 ) -> Artifact:
     """Evaluate on the held-out split through the serving path and attach the report."""
-    own = backbone.model.state_dict() if manifest.mode == Mode.FINETUNE else None
-    head_state = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
-    artifact = Artifact(manifest, head_state, own).with_version()
-    shared = {backbone.key: backbone} if own is None else None
+    artifact = _artifact(manifest, head, backbone)
+    shared = {backbone.key: backbone} if artifact.backbone_state is None else None
     current = evaluate_arrays(artifact, images, y, backbones=shared)
     headline = {k: current.metrics[k] for k in HEADLINE[manifest.type]}
     artifact.manifest = artifact.manifest.model_copy(update={"metrics": headline})
@@ -257,7 +375,7 @@ def evaluate_arrays(
 ) -> Evaluation:
     """Evaluate ``artifact`` on preprocessed images and targets in its label order."""
     scores = predict_scores(artifact, images, backbones)
-    return Evaluation(scores, targets, score_metrics(artifact, targets, scores))
+    return Evaluation(scores, targets, score_metrics(artifact, targets, scores), images=images)
 
 
 def evaluate(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-MIN_SIDE = 0.85  # the smallest crop side, as a share of the image side
+MIN_SIDE = 0.92  # the smallest crop side, as a share of the image side
 JITTER = 0.1  # brightness, contrast and saturation factors within 1 +- JITTER
 
 

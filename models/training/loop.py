@@ -208,6 +208,7 @@ def fit_finetune(
     started = time.perf_counter()
     images, y = train
     params = trainable_blocks(backbone, spec.unfreeze_blocks)
+    trainable = [*head.parameters(), *params]
     head_lr = spec.lr or 1e-3
     opt = torch.optim.AdamW(
         [{"params": head.parameters(), "lr": head_lr}, {"params": params, "lr": spec.backbone_lr}],
@@ -237,6 +238,8 @@ def fit_finetune(
             logits = head(backbone.forward_pixels(pixels))
             value = loss(logits.float(), target[idx].to(backbone.device))
             value.backward()
+            if settings.clip:
+                torch.nn.utils.clip_grad_norm_(trainable, settings.clip)
             opt.step()
             sched.step()
             losses.append(float(value.detach()))

@@ -21,7 +21,8 @@ class Settings:
     ``epochs``: finetune epochs, or probe full-batch steps. ``poolings``: the head poolings
     trained and compared on validation (the first is kept on ties). ``augment``: ``auto``
     (suited to the function type), ``shift`` (flips and small shifts, the plain recipe's) or
-    ``none``. ``patience``: 0 never stops early.
+    ``none``. ``patience``: 0 never stops early. ``clip``: the gradient norm clipped to in
+    fine-tuning (0: none).
     """
 
     recipe: str
@@ -33,6 +34,7 @@ class Settings:
     patience: int
     select: str
     augment: str
+    clip: float
 
     def record(self) -> dict[str, Any]:
         """A JSON-ready dict of the settings."""
@@ -41,12 +43,12 @@ class Settings:
 
 # finetune: (epochs, poolings, patience); probe: epochs are full-batch steps
 _PRESETS: dict[Recipe, dict[str, Any]] = {
-    Recipe.FAST: {"epochs": 12, "poolings": ("pooled", "patch_max"), "patience": 4},
-    Recipe.DEFAULT: {"epochs": 30, "poolings": ("pooled", "patch_max"), "patience": 10},
+    Recipe.FAST: {"epochs": 15, "poolings": ("pooled", "patch_max"), "patience": 5},
+    Recipe.DEFAULT: {"epochs": 40, "poolings": ("pooled", "patch_max"), "patience": 15},
     Recipe.THOROUGH: {
-        "epochs": 60,
+        "epochs": 80,
         "poolings": ("pooled", "patch_max", "patch_attention"),
-        "patience": 20,
+        "patience": 25,
     },
 }
 _PROBE_STEPS = {Recipe.FAST: 150, Recipe.DEFAULT: 300, Recipe.THOROUGH: 600, Recipe.PLAIN: 300}
@@ -56,6 +58,7 @@ _EARNED = {  # what every preset but plain shares
     "warmup_fraction": 0.1,
     "select": "best",
     "augment": "auto",
+    "clip": 1.0,
 }
 _PLAIN = {
     "epochs": 30,
@@ -66,6 +69,7 @@ _PLAIN = {
     "warmup_fraction": 0.1,
     "select": "last",
     "augment": "shift",
+    "clip": 0.0,
 }
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from models.manifest import FunctionType
+from models.training.errors import contact_sheet, thin_labels, worst_confused
 from models.training.plots import confusion_png, pr_png
 
 if TYPE_CHECKING:
@@ -24,6 +27,7 @@ def _markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# {report['name']} ({report['type']}), version {report['version']}",
         "",
+        *[f"**Warning:** {w}.\n" for w in report.get("warnings", [])],
         f"Evaluated on {report['split']} ({report['metrics']['samples']} images).",
         "",
     ]
@@ -52,9 +56,48 @@ def _markdown(report: dict[str, Any]) -> str:
                 f" {'-' if m[k] is None else format(m[k], '.3f')} |" for k in ("ap50", "ap50_95")
             )
         lines.append(row)
+    lines += _kfold_lines(report["metrics"].get("kfold"))
+    lines += _error_lines(report.get("errors"), "misclassified.png" in report["plots"])
     lines += _training_lines(report.get("training"))
     lines += ["", *[f"![{name}]({name})" for name in report["plots"]], ""]
     return "\n".join(lines)
+
+
+def _kfold_lines(kfold: dict[str, Any] | None) -> list[str]:
+    """The figures' spread over the folds, when cross-validation gave them."""
+    if not kfold:
+        return []
+    lines = [
+        "",
+        f"## {kfold['folds']}-fold cross-validation",
+        "",
+        f"Headline figures are means over {kfold['folds']} folds; the final function trained "
+        "on every sample.",
+        "",
+        "| metric | mean | std | min | max |",
+        "|---|---|---|---|---|",
+    ]
+    for key, m in kfold["metrics"].items():
+        lines.append(
+            f"| {key} | {m['mean']:.4f} | {m['std']:.4f} | {m['min']:.4f} | {m['max']:.4f} |"
+        )
+    return lines
+
+
+def _error_lines(errors: dict[str, Any] | None, sheet: bool) -> list[str]:
+    """Where the errors go: the worst-confused pairs and the contact sheet."""
+    pairs = (errors or {}).get("worst_confused", [])
+    if not pairs and not sheet:
+        return []
+    lines = ["", "## Where the errors go", ""]
+    if pairs:
+        lines += ["| true | predicted as | count | share of true |", "|---|---|---|---|"]
+        lines += [
+            f"| {p['true']} | {p['predicted']} | {p['count']} | {p['share']:.2f} |" for p in pairs
+        ]
+    if sheet:
+        lines += ["", "Misclassified images: ![misclassified](misclassified.png)"]
+    return lines
 
 
 def _training_lines(training: dict[str, Any] | None) -> list[str]:
@@ -68,7 +111,12 @@ def _training_lines(training: dict[str, Any] | None) -> list[str]:
         "## Training",
         "",
         f"Recipe `{recipe['recipe']}` ({settings}); {training['seconds']:.1f} s in all.",
-        f"Pooling kept: `{training['pooling']}`, chosen on validation macro-F1.",
+        f"Pooling kept: `{training['pooling']}`, "
+        + (
+            "the folds' most chosen, trained on every sample for the folds' median kept epoch."
+            if "kfold" in training
+            else "chosen on validation macro-F1."
+        ),
         "",
         "| run | evaluations | kept | best | validation macro-F1 | seconds |",
         "|---|---|---|---|---|---|",
@@ -92,11 +140,19 @@ def build_report(
     """(report dict, files: report.json, report.md and PNGs) for ``artifact``'s evaluation."""
     m = artifact.manifest
     files: dict[str, bytes] = {}
+    errors: dict[str, Any] = {}
     if "confusion" in current.metrics:
         files["confusion.png"] = confusion_png(current.metrics["confusion"], m.labels)
+        errors["worst_confused"] = worst_confused(current.metrics["confusion"], m.labels)
     files.update(
         current.plots or {"pr_curves.png": pr_png(current.targets, current.scores, m.labels)}
     )
+    if current.images is not None and len(current.scores):
+        limits = np.array([m.thresholds.get(label, 0.5) for label in m.labels])
+        sheet = contact_sheet(current.images, current.scores, current.targets, m.labels, limits)
+        if sheet is not None:
+            files["misclassified.png"] = sheet
+    support = {k: int(v.get("support", 0)) for k, v in current.metrics["per_label"].items()}
     report: dict[str, Any] = {
         "name": m.name,
         "type": m.type.value,
@@ -104,6 +160,8 @@ def build_report(
         "split": split,
         "metrics": current.metrics,
         "plots": sorted(files),
+        "warnings": thin_labels(support),
+        "errors": errors,
         **(extra or {}),
     }
     if previous is not None and before is not None:

@@ -74,6 +74,14 @@ class TrainSpec(BaseModel):
         description="early stopping: epochs without a better validation macro-F1 before "
         "training stops; 0 never stops early (default: the preset's)",
     )
+    kfold_below: int = Field(
+        default=10,
+        ge=0,
+        description="below this many samples of the rarest label, k-fold cross-validation "
+        "gives the report's figures (mean and spread) and the function trains on every "
+        "sample; 0 never",
+    )
+    folds: int = Field(default=5, ge=2, description="folds of the cross-validation, at most")
     select: Literal["best", "last"] | None = Field(
         default=None,
         description="checkpoint kept: best = the epoch with the best validation macro-F1, "

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from datagen import colour_folder
@@ -88,3 +89,31 @@ def test_the_saved_function_is_the_best_epoch_not_the_last(tmp_path: Path) -> No
     assert best.manifest.metrics["macro_f1"] == pytest.approx(max(history), abs=1e-4)
     assert best.manifest.training["kept"] == history.index(max(history)) + 1
     assert last.manifest.metrics["macro_f1"] == pytest.approx(history[-1], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_five_samples_per_label_give_kfold_figures_their_spread_and_a_warning(
+    tmp_path: Path,
+) -> None:
+    data = str(colour_folder(tmp_path / "train", 5, seed=6))  # 4 labels x 5 samples
+    artifact = train(data, demo_classify_spec("colour", seed=6, progress=False))
+    report = json.loads(artifact.files["report.json"])
+
+    kfold = report["metrics"]["kfold"]
+    assert kfold["folds"] == 5 and report["split"].startswith("5-fold cross-validation")
+    for key in ("accuracy", "macro_f1"):
+        figures = kfold["metrics"][key]
+        assert len(figures["per_fold"]) == 5
+        assert figures["mean"] == pytest.approx(float(np.mean(figures["per_fold"])))
+        assert figures["std"] == pytest.approx(float(np.std(figures["per_fold"], ddof=1)))
+        assert report["metrics"][key] == figures["mean"] == artifact.manifest.metrics[key]
+    assert kfold["metrics"]["accuracy"]["mean"] >= 0.5, kfold  # learned: chance is 0.25
+    assert sum(m["support"] for m in report["metrics"]["per_label"].values()) == 20  # out-of-fold
+
+    assert len(report["warnings"]) == 4  # every label: 5 samples are too few to mean much
+    assert all("5 evaluated sample(s)" in w for w in report["warnings"])
+    markdown = artifact.files["report.md"].decode()
+    assert "**Warning:**" in markdown and "## 5-fold cross-validation" in markdown
+    assert report["train_samples"] == 20  # the final function trained on every sample
+    assert artifact.manifest.training["kfold"]["folds"] == 5
+    assert artifact.manifest.training["recipe"]["select"] == "last"  # for the folds' epochs
