@@ -154,9 +154,12 @@ _SECURITY_SETTINGS = {
 
 def _kafka_unreachable(settings: Settings, exc: KafkaError) -> str:
     """One line: where it tried, what failed and which settings to check (never a secret)."""
+    from consumers.source import tls_problem
+
+    tls = tls_problem(settings)  # over SSL: a wrong CA or host name said in this line
     return (
         f"cannot connect to Kafka at {settings.bootstrap_servers} over"
-        f" {settings.security_protocol} ({exc}); check"
+        f" {settings.security_protocol} ({exc}{'; ' + tls if tls else ''}); check"
         f" TAGFLEET_BOOTSTRAP_SERVERS, TAGFLEET_SECURITY_PROTOCOL"
         f"{_SECURITY_SETTINGS[settings.security_protocol]} (the client's log lines above say"
         " why each connection failed)"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -25,7 +27,7 @@ from kafka.structs import MemberState, OffsetAndMetadata
 from consumers import failpoints
 from consumers.kafka_fixes import install_join_fix
 from consumers.ports import Partition, PolledRecord, RebalanceEvent
-from consumers.settings import Settings
+from consumers.settings import KafkaSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -440,3 +442,36 @@ def release_parked_records(consumer: KafkaConsumer) -> None:
     current = getattr(fetcher, "_next_partition_records", None)
     if current is not None and not current:
         fetcher._next_partition_records = None  # type: ignore[union-attr]
+
+
+def tls_problem(settings: KafkaSettings, timeout_s: float = 5.0) -> str:
+    """Why a TLS session with the first bootstrap server fails under ``settings``, for the one
+    line the service logs when Kafka could not be reached at start: a CA that did not sign
+    the broker's certificate, a certificate that does not name the host (kafka-python checks
+    the hostname, as this does), a client certificate refused. "" when the protocol is not
+    over SSL, when the session works, or when the server cannot be reached at all (the
+    caller's message covers that). Blocks for up to about twice ``timeout_s``."""
+    if "SSL" not in settings.security_protocol:
+        return ""
+    server = settings.bootstrap_servers.split(",")[0].strip()
+    host, _, port = server.rpartition(":")
+    try:
+        context = ssl.create_default_context(cafile=settings.ssl_cafile)
+        if settings.ssl_certfile:
+            context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        return f"the TLS settings cannot be loaded: {exc}"
+    try:
+        raw = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s)
+    except (OSError, ValueError):
+        return ""
+    try:
+        with raw, context.wrap_socket(raw, server_hostname=host.strip("[]")) as tls:
+            tls.settimeout(timeout_s)
+            with contextlib.suppress(TimeoutError):
+                tls.recv(1)  # TLS 1.3: a refused client certificate is an alert after it
+    except ssl.SSLError as exc:
+        return f"the TLS handshake with {server} failed: {exc}"
+    except OSError:
+        pass
+    return ""
