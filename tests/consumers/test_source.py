@@ -10,11 +10,14 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.structs import OffsetAndMetadata
 
+from consumers.ports import Partition
 from consumers.settings import Settings
 from consumers.source import (
     KafkaSource,
     _MembershipProbe,
+    _OffsetsProbe,
     await_metadata_snapshot,
     release_parked_records,
 )
@@ -269,5 +272,54 @@ def test_the_membership_probe_never_blocks_the_caller(kafka_bootstrap: str) -> N
         while not reachable.lost("member-1"):
             assert time.monotonic() < deadline, "the probe never answered"
             time.sleep(0.05)
+    finally:
+        reachable.close()
+
+
+def test_the_offsets_probe_never_blocks_the_caller_and_answers_every_partition(
+    kafka_bootstrap: str, new_topic: Any
+) -> None:
+    """The stall detector's end and committed offsets are asked on the probe's thread: the
+    loop's call returns at once even from a broker that never answers; from the real one the
+    answer covers every partition asked, fetched or not, the group's commit where there is
+    one and the start of the log where there is none."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    host, port = silent.getsockname()
+    probe = _OffsetsProbe(Settings(bootstrap_servers=f"{host}:{port}", results_topic=""))
+    try:
+        started = time.monotonic()
+        for i in range(20):
+            probe.ask(frozenset({Partition("t", i % 4)}))
+        assert time.monotonic() - started < 0.5
+        assert probe.ends == {} and probe.starts == {}
+    finally:
+        probe.close()
+        silent.close()
+    topic = new_topic(partitions=2)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    for i in range(5):
+        producer.send(topic, value=b"x", partition=i % 2)  # 3 on partition 0, 2 on 1
+    producer.flush(30)
+    producer.close()
+    group = f"g-{topic}"
+    committer = KafkaConsumer(
+        bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False
+    )
+    committer.commit({TopicPartition(topic, 0): OffsetAndMetadata(1, "", -1)})
+    committer.close(autocommit=False)
+    reachable = _OffsetsProbe(
+        Settings(bootstrap_servers=kafka_bootstrap, group_id=group, results_topic="")
+    )
+    wanted = frozenset({Partition(topic, 0), Partition(topic, 1)})
+    try:
+        deadline = time.monotonic() + 30
+        while reachable.ends.keys() != wanted:
+            assert time.monotonic() < deadline, "the probe never answered"
+            reachable.ask(wanted)
+            time.sleep(0.05)
+        assert reachable.ends == {Partition(topic, 0): 3, Partition(topic, 1): 2}
+        assert reachable.starts == {Partition(topic, 0): 1, Partition(topic, 1): 0}
     finally:
         reachable.close()
