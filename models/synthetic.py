@@ -105,45 +105,52 @@ def colours_image(rng: np.random.Generator, size: int = 64) -> tuple[Image.Image
 SURFACES = ("clean", "local", "whole")
 
 
-def texture(rng: np.random.Generator, size: int = 250) -> np.ndarray:
-    """A material-like surface, float (size, size, 3): tinted grey, an oriented grain, noise."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+def texture(rng: np.random.Generator, width: int = 250, height: int | None = None) -> np.ndarray:
+    """A material-like surface, float (height, width, 3): tinted grey, an oriented grain, noise."""
+    height = height or width
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
     angle = rng.uniform(0, np.pi)
     period = rng.uniform(14, 30)
     phase = (xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period
     grain = 6 * np.sin(phase + rng.uniform(0, 2 * np.pi))
     base = rng.integers(100, 170) + rng.integers(-12, 13, size=3)
-    noise = rng.normal(0, 8, size=(size, size, 3))
+    noise = rng.normal(0, 8, size=(height, width, 3))
     return base[None, None, :] + grain[..., None] + noise
 
 
-def _blotches(rng: np.random.Generator, size: int) -> np.ndarray:
+def _blotches(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     """Low-frequency mottling over the whole surface, in [-1, 1]."""
     coarse = rng.normal(0, 1, size=(6, 6))
     img = Image.fromarray(((coarse - coarse.min()) / np.ptp(coarse) * 255).astype(np.uint8))
-    smooth = np.asarray(img.resize((size, size), Image.Resampling.BICUBIC), dtype=np.float64)
+    smooth = np.asarray(img.resize((width, height), Image.Resampling.BICUBIC), dtype=np.float64)
     return smooth / 127.5 - 1
 
 
 def surface_image(
-    rng: np.random.Generator, kind: str, size: int = 250, mark: tuple[int, int] = (10, 14)
+    rng: np.random.Generator,
+    kind: str,
+    size: int = 250,
+    mark: tuple[int, int] = (10, 14),
+    height: int | None = None,
 ) -> Image.Image:
-    """A texture of ``kind`` (one of ``SURFACES``).
+    """A texture of ``kind`` (one of ``SURFACES``), ``size`` wide and ``height`` (else
+    ``size``) high.
 
     ``local``: one small dark mark (a blob ``mark`` px across: at 250 px 0.1 to 0.25 % of the
     surface; after the resize to a 64 px backbone input, 2.5 to 3.5 pixels) at a random place;
     ``whole``: mottled staining over the whole surface; ``clean``: neither.
     """
-    surface = texture(rng, size)
+    width, height = size, height or size
+    surface = texture(rng, width, height)
     if kind == "local":
         d = int(rng.integers(mark[0], mark[1] + 1))
-        x, y = (int(v) for v in rng.integers(d, size - 2 * d, size=2))
-        yy, xx = np.mgrid[0:size, 0:size]
+        x, y = (int(v) for v in rng.integers(d, np.array([width, height]) - 2 * d))
+        yy, xx = np.mgrid[0:height, 0:width]
         inside = (xx - x) ** 2 + (yy - y) ** 2 <= (d / 2) ** 2
         surface[inside] -= rng.uniform(80, 110)
     elif kind == "whole":
         tint = np.array([1.0, 0.6, 0.3]) * rng.uniform(18, 30)
-        surface += _blotches(rng, size)[..., None] * tint[None, None, :]
+        surface += _blotches(rng, width, height)[..., None] * tint[None, None, :]
     elif kind != "clean":
         raise ValueError(f"unknown surface kind {kind!r}; expected one of {SURFACES}")
     return Image.fromarray(np.clip(surface, 0, 255).astype(np.uint8))

@@ -157,6 +157,12 @@ def _fit(
     return head, fit, [fit]
 
 
+def _head(spec: TrainSpec, pooling: str) -> dict[str, Any]:
+    """The manifest's ``head`` dict: the pooling and, when set, the tiling of serving."""
+    tiling = {"tiling": {"tile": spec.tile, "overlap": 0.25}} if spec.tile else {}
+    return {"pooling": pooling, **tiling}
+
+
 def _record(settings: Settings, fit: Fit, fits: list[Fit]) -> dict[str, Any]:
     return {
         "recipe": settings.record(),
@@ -217,7 +223,7 @@ def train(
     val_logits = _logits(head, backbone, images[va], None if emb is None else emb[va])
     update = _calibrate(spec.type, val_logits, y[va], dataset.labels, spec.target_precision)
     manifest = manifest.model_copy(
-        update={**update, "head": {"pooling": fit.pooling}, "training": training}
+        update={**update, "head": _head(spec, fit.pooling), "training": training}
     )
     extra["training"] = {
         **training,
@@ -268,7 +274,7 @@ def _train_kfold(
         logits = _logits(head, backbone, images[va], None if emb is None else emb[va])
         update = _calibrate(spec.type, logits, y[va], manifest.labels, spec.target_precision)
         fold = _artifact(
-            manifest.model_copy(update={**update, "head": {"pooling": fit.pooling}}), head, backbone
+            manifest.model_copy(update={**update, "head": _head(spec, fit.pooling)}), head, backbone
         )
         scores = predict_scores(fold, images[held], shared)
         oof[held] = scores
@@ -294,7 +300,7 @@ def _train_kfold(
         },
     }
     manifest = manifest.model_copy(
-        update={**update, "head": {"pooling": pooling}, "training": training}
+        update={**update, "head": _head(spec, pooling), "training": training}
     )
     artifact = _artifact(manifest, head, backbone)
     keys = HEADLINE[manifest.type]

@@ -74,6 +74,13 @@ class TrainSpec(BaseModel):
         description="early stopping: epochs without a better validation macro-F1 before "
         "training stops; 0 never stops early (default: the preset's)",
     )
+    tile: int | None = Field(
+        default=None,
+        gt=0,
+        description="classify/tags: serve images in overlapping tiles of this many original "
+        "pixels (e.g. the training images' size) instead of one whole-image resize; None: "
+        "whole-image resize",
+    )
     kfold_below: int = Field(
         default=10,
         ge=0,

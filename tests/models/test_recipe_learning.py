@@ -18,9 +18,14 @@ import pytest
 import torch
 from datagen import colour_folder
 
+from models import Fleet
+from models.artifacts import Artifact
 from models.evaluate import evaluate
+from models.function import Function
+from models.preprocess import preprocess_image
 from models.recipes import demo_classify_spec, surfaces_spec
-from models.synthetic import surfaces_folder
+from models.synthetic import surface_image, surfaces_folder
+from models.tiling import Tiling, cut_tiles, predict_tiled
 from models.train import train
 
 TRAIN_COUNTS = {"clean": 120, "whole": 80, "local": 40}
@@ -40,16 +45,32 @@ def _recalls(report: dict[str, Any]) -> dict[str, float]:
     return {label: m["recall"] for label, m in report["metrics"]["per_label"].items()}
 
 
-@pytest.mark.slow
-def test_default_recipe_finds_small_marks_the_plain_recipe_misses(tmp_path: Path) -> None:
-    data = str(surfaces_folder(tmp_path / "train", TRAIN_COUNTS, seed=0))
-    held_out = str(surfaces_folder(tmp_path / "test", TEST_COUNTS, seed=100))
+@pytest.fixture(scope="module")
+def surfaces(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, Artifact]:
+    """(training data, held-out data, the function the default recipe trains on them), once.
 
+    The function serves images larger than two tiles in tiles of 250 px, its training scale.
+    """
+    root = tmp_path_factory.mktemp("surfaces")
+    data = str(surfaces_folder(root / "train", TRAIN_COUNTS, seed=0))
+    held_out = str(surfaces_folder(root / "test", TEST_COUNTS, seed=100))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return data, held_out, train(data, surfaces_spec("surface", tile=250, progress=False))
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_default_recipe_finds_small_marks_the_plain_recipe_misses(
+    surfaces: tuple[str, str, Artifact],
+) -> None:
+    data, held_out, default = surfaces
     plain = train(data, surfaces_spec("surface", recipe="plain", progress=False))
     plain_report, _ = evaluate(plain, held_out)
     assert _recalls(plain_report)["local"] < 0.8, plain_report["metrics"]  # the issue's failure
 
-    default = train(data, surfaces_spec("surface", progress=False))
     report, _ = evaluate(default, held_out)
     assert report["metrics"]["macro_f1"] >= 0.9, report["metrics"]
     assert min(_recalls(report).values()) >= 0.8, report["metrics"]
@@ -64,6 +85,26 @@ def test_default_recipe_finds_small_marks_the_plain_recipe_misses(tmp_path: Path
     assert [run["pooling"] for run in recorded["runs"]] == ["pooled", "patch_max"]
     assert recorded["seconds"] > 0
     assert "## Training" in default.files["report.md"].decode()
+
+
+@pytest.mark.slow
+def test_tiles_find_a_small_mark_in_a_large_image_that_one_resize_misses(
+    surfaces: tuple[str, str, Artifact],
+) -> None:
+    artifact = surfaces[2]
+    fleet = Fleet.from_artifacts([artifact])
+    function = Function(artifact, next(iter(fleet.backbones.values())))
+    tiling = Tiling.of(artifact.manifest)
+    assert tiling is not None and tiling.tile == 250
+    rng = np.random.default_rng(7)
+    for kind in ("local", "local", "clean", "clean"):
+        image = surface_image(rng, kind, 2000, height=1500)  # marks of 10-14 px, as trained
+        whole = fleet.predict([preprocess_image(image, fleet.input_size)], [(2000, 1500)])[0]
+        tiles = cut_tiles(image, tiling, fleet.input_size)
+        assert len(tiles) == 11 * 8  # 250 px tiles, a quarter shared with each neighbour
+        tiled = predict_tiled(function, tiles, (2000, 1500))
+        assert tiled["label"] == kind, (kind, tiled["scores"])
+        assert whole["surface"]["label"] == "clean", whole  # the resize drops the mark
 
 
 @pytest.mark.slow

@@ -1,0 +1,90 @@
+"""Tiled inference: an image much larger than the backbone input, cut into overlapping tiles.
+
+A function trained on pictures of one scale (say 250 px of a material) sees a 2000 x 1500
+photo of the same material resized whole to the backbone input: a mark of a few pixels shrinks
+below one. With a tiling (the manifest's ``head["tiling"]``: ``tile``, the side of a tile in
+original pixels, e.g. the training images' size, and ``overlap``, the share two neighbours
+share) the image is cut into tiles at that scale, every tile is resized to the backbone input
+and encoded in one batch, and the head reads the image as one: the pooled embedding is the
+mean over the tiles and the patch tokens of every tile are pooled together, so a
+``patch_max`` head takes the maximum over every patch of every tile and ``patch_attention``
+attends over all of them. classify and tags only: detect boxes are not mapped through tiles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from models.backbones import Features
+from models.function import Function
+from models.manifest import FunctionType, Manifest
+from models.preprocess import preprocess_image
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """``tile``: a tile's side in original pixels; ``overlap``: the share neighbours share."""
+
+    tile: int
+    overlap: float = 0.25
+
+    @classmethod
+    def of(cls, manifest: Manifest) -> Tiling | None:
+        """The manifest's tiling, or ``None`` (whole-image resize)."""
+        spec = manifest.head.get("tiling")
+        return None if not spec else cls(int(spec["tile"]), float(spec.get("overlap", 0.25)))
+
+    def boxes(self, width: int, height: int) -> list[tuple[int, int, int, int]]:
+        """Tile boxes (x1, y1, x2, y2) covering the image, row by row; the last tile of a row
+        or column ends at the image's edge."""
+        stride = max(1, int(self.tile * (1 - self.overlap)))
+
+        def starts(n: int) -> list[int]:
+            if n <= self.tile:
+                return [0]
+            return [*range(0, n - self.tile, stride), n - self.tile]
+
+        return [
+            (x, y, x + min(self.tile, width), y + min(self.tile, height))
+            for y in starts(height)
+            for x in starts(width)
+        ]
+
+
+def cut_tiles(image: Image.Image, tiling: Tiling, size: int) -> np.ndarray:
+    """The tiles of ``image`` (original pixels, after EXIF orientation) as uint8 (T, S, S, 3),
+    each resized as :func:`models.preprocess.preprocess_image` resizes a whole image."""
+    image = image.convert("RGB") if image.mode != "RGB" else image
+    return np.stack([preprocess_image(image.crop(box), size) for box in tiling.boxes(*image.size)])
+
+
+def merge(features: Features) -> Features:
+    """One image's features from its tiles': the mean pooled embedding, every patch token."""
+    pooled = features.pooled.mean(dim=0, keepdim=True)
+    if features.tokens is None or features.grid is None:
+        return Features(pooled, None, None)
+    tiles, patches, width = features.tokens.shape
+    grid = (features.grid[0] * tiles, features.grid[1])  # tiles stacked: no image geometry
+    return Features(pooled, features.tokens.reshape(1, tiles * patches, width), grid)
+
+
+@torch.inference_mode()
+def predict_tiled(
+    function: Function, tiles: np.ndarray, orig_size: tuple[int, int], batch: int = 64
+) -> dict[str, Any]:
+    """The result object of ``function`` for one image given as its tiles (:func:`cut_tiles`)."""
+    if function.manifest.type == FunctionType.DETECT:
+        raise ValueError("tiled inference maps no detect boxes back yet")
+    parts = [function.backbone.encode(tiles[i : i + batch]) for i in range(0, len(tiles), batch)]
+    tokens = [p.tokens for p in parts]
+    features = Features(
+        torch.cat([p.pooled for p in parts]),
+        None if any(t is None for t in tokens) else torch.cat(tokens),  # type: ignore[arg-type]
+        parts[0].grid,
+    )
+    return function.run(merge(features), [orig_size])[0]
