@@ -46,7 +46,8 @@ class TrainSpec(BaseModel):
     recipe: Recipe = Field(
         default=Recipe.DEFAULT,
         description="training preset: fast, default, thorough, or plain (the pre-issue-17 "
-        "recipe, for comparisons); the fields below left unset take the preset's values",
+        "recipe, for comparisons); epochs, pooling, balance, label smoothing, warm-up, "
+        "patience and select left unset take the preset's values",
     )
     pooling: Literal["auto", "pooled", "patch_max", "patch_attention"] | None = Field(
         default=None,
@@ -78,8 +79,7 @@ class TrainSpec(BaseModel):
         default=None,
         gt=0,
         description="classify/tags: serve images in overlapping tiles of this many original "
-        "pixels (e.g. the training images' size) instead of one whole-image resize; None: "
-        "whole-image resize",
+        "pixels (e.g. the training images' size) instead of one whole-image resize",
     )
     kfold_below: int = Field(
         default=10,
