@@ -209,7 +209,11 @@ class Pipeline:
             self._dlq.put(item, error)
 
     def _removed_later(self, request: AssetRequest) -> bool:
-        """Whether a removal newer than ``request`` was applied to either reading of its key."""
+        """Whether a removal newer than ``request`` was applied to either reading of its key,
+        or waits for ``request`` in the key gate (polled here after it: it cannot be applied
+        before the create is done). Called from the fetch threads."""
+        if self._gate.removal_waits(request.asset_id, request.sequencer):
+            return True
         ids = [request.asset_id]
         if request.alternative_key is not None:
             ids.append(request.with_key(request.alternative_key).asset_id)

@@ -5,6 +5,7 @@ Pure data and logic; owned by the pipeline's source thread except where noted.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from consumers.domain import AssetRemoval, AssetRequest, SourcePosition
+from consumers.sequencer import is_older
 
 
 @dataclass(eq=False, slots=True)
@@ -54,6 +56,7 @@ class WorkItem:
     reserved: int = 0  # bytes of the raw-bytes budget this item holds
     aggregate: bool = False  # the one dead letter of a message whose records failed
     gate_key: str | None = None  # the asset id the KeyGate admitted it under
+    missing_checks: int = 0  # times its object was found missing, waiting for a removal
     data: bytes | None = None
     decoded: Any = None
 
@@ -69,30 +72,47 @@ class KeyGate:
     A create then a remove of the same object in one partition must apply in that order even
     though fetches finish out of order. ``admit`` returns the item when it may start now, or
     None when it waits; ``release`` returns the next waiting item of that asset, if any.
+    The loop thread admits and releases; :meth:`removal_waits` may be asked from any thread.
     """
 
     def __init__(self) -> None:
         self._waiting: dict[str, deque[WorkItem]] = {}
+        self._lock = threading.Lock()
 
     def admit(self, item: WorkItem) -> WorkItem | None:
         assert item.asset_id is not None
         item.gate_key = item.asset_id  # kept: the fetch may find the object by another key
-        queue = self._waiting.get(item.gate_key)
-        if queue is None:
-            self._waiting[item.gate_key] = deque()
-            return item
-        queue.append(item)
-        return None
+        with self._lock:
+            queue = self._waiting.get(item.gate_key)
+            if queue is None:
+                self._waiting[item.gate_key] = deque()
+                return item
+            queue.append(item)
+            return None
 
     def release(self, item: WorkItem) -> WorkItem | None:
         key = item.gate_key
-        queue = self._waiting.get(key) if key is not None else None
-        if queue is None:
+        with self._lock:
+            queue = self._waiting.get(key) if key is not None else None
+            if queue is None:
+                return None
+            if queue:
+                return queue.popleft()
+            del self._waiting[key]  # type: ignore[arg-type]
             return None
-        if queue:
-            return queue.popleft()
-        del self._waiting[key]  # type: ignore[arg-type]
-        return None
+
+    def removal_waits(self, asset_id: str, sequencer: str | None) -> bool:
+        """Whether a removal of ``asset_id`` newer than ``sequencer`` waits behind the item
+        in the pipeline (a create whose object is gone: the Delete that followed it was
+        polled after it); False for an unordered create."""
+        if sequencer is None:
+            return False
+        with self._lock:
+            waiting = list(self._waiting.get(asset_id, ()))
+        return any(
+            isinstance(w.request, AssetRemoval) and is_older(sequencer, w.request.sequencer)
+            for w in waiting
+        )
 
     def __len__(self) -> int:
         return len(self._waiting)

@@ -36,6 +36,10 @@ _SYSTEMIC = (
     f"{SYSTEMIC_REFUSALS} fetches in a row refused and none fetched: a fault of the"
     " credentials, the policy or the endpoint, not of these images"
 )
+# A create whose object is gone was followed by a removal (docs/events.md, "Order per
+# object"): its object is looked for again after each of these pauses, for the removal's event
+# to be applied, before it is a missing object.
+MISSING_WAITS_S = (1.0, 2.0, 4.0, 8.0, 8.0)
 _ITEM_REFUSALS = frozenset(
     {Reason.OBJECT_NOT_FOUND, Reason.OBJECT_TOO_LARGE, Reason.EMPTY_OBJECT, Reason.UNSUPPORTED_URI}
 )
@@ -181,9 +185,12 @@ class Preparer(Stage):
         self._decode_pool.submit(self._in_pool, "decode", self._decode_one, item)
 
     def _removed_since(self, item: WorkItem) -> bool:
-        """Finish ``item`` (a create whose object is missing) as ``stale`` when a newer
-        removal of its object was applied, or schedule it again when the store cannot say;
-        False when it is a missing object to dead-letter."""
+        """Handle ``item``, a create whose object is missing, when it is ordered: ``stale``
+        when a newer removal of its object was applied; fetched again after a pause, up to
+        :data:`MISSING_WAITS_S`, while that removal may still be on its way (the object is
+        gone, so a later Delete ran; its event may sit on another partition or pod); again
+        later when the store cannot say. False when it is a missing object to dead-letter
+        (an unordered event, or no removal came in time)."""
         request = item.request
         assert isinstance(request, AssetRequest)
         if self._superseded is None or request.sequencer is None:
@@ -196,7 +203,20 @@ class Preparer(Stage):
         if superseded:
             log.info("create older than its object's removal", extra={"asset_id": item.asset_id})
             self._finish(item, "stale")
-        return superseded
+            return True
+        if item.missing_checks >= len(MISSING_WAITS_S):
+            return False
+        if self._draining.is_set():
+            self._finish(item, "abandoned")
+            return True
+        delay = MISSING_WAITS_S[item.missing_checks]
+        item.missing_checks += 1
+        log.info(
+            "object of a create is missing; waiting for its removal",
+            extra={"asset_id": item.asset_id, "check": item.missing_checks, "delay_s": delay},
+        )
+        self._scheduler.call_later(delay, lambda: self.submit(item))
+        return True
 
     def _fetch_either_reading(self, item: WorkItem) -> bytes:
         """The object's bytes, by the key's first reading, else (a 404) by its other one

@@ -80,6 +80,16 @@ def _events(consumer: ConsumerProcess, outcome: str) -> float:
     return float(found.group(1)) if found else -1.0
 
 
+def _waiting(consumer: ConsumerProcess, predicate: Any, timeout_s: float, what: str) -> None:
+    """``wait_until``, with the consumer's event counts and log tail in the failure."""
+    try:
+        wait_until(predicate, timeout_s, 0.5, what)
+    except AssertionError as exc:
+        _, text = consumer.get("/metrics")
+        counts = re.findall(r"^tagfleet_events_total\{.*$", text, re.M)
+        raise AssertionError(f"{exc}\n{counts}\n{consumer.logs()[-4000:]}") from None
+
+
 def _noise_png(seed: int) -> bytes:
     """A PNG over 5 MiB (random pixels do not compress): enough for two multipart parts."""
     pixels = np.random.default_rng(seed).integers(0, 256, (1400, 1300, 3), dtype=np.uint8)
@@ -209,7 +219,9 @@ def test_events_delivered_in_reverse_end_with_the_newest(
 ) -> None:
     """A Delete delivered before the Put it followed, and two overwrites delivered in reverse,
     each pair on two partitions: the store ends with the newest event's state, the older
-    events are counted stale (not dead-lettered) and publish nothing."""
+    events are counted stale (not dead-lettered) and publish nothing. A Put handled while the
+    Delete that followed it is still on its way (its object is already gone) is stale too once
+    that Delete is applied, not a dead letter."""
     s3, bucket = gateway.client, "order"
     s3.create_bucket(Bucket=bucket)
     over, gone = "x/over+write é #1.png", "y/put then delete & more?.png"
@@ -217,7 +229,12 @@ def test_events_delivered_in_reverse_end_with_the_newest(
     newest = s3.put_object(Bucket=bucket, Key=over, Body=image_bytes(2))["ETag"].strip('"')
     s3.put_object(Bucket=bucket, Key=gone, Body=image_bytes(3))
     s3.delete_object(Bucket=bucket, Key=gone)
-    put1, put2, put_gone, delete_gone = _gateway_records(kafka_bootstrap, gateway, bucket, 4)
+    late = "z/late delete+1.png"
+    s3.put_object(Bucket=bucket, Key=late, Body=image_bytes(4))
+    s3.delete_object(Bucket=bucket, Key=late)
+    put1, put2, put_gone, delete_gone, put_late, delete_late = _gateway_records(
+        kafka_bootstrap, gateway, bucket, 6
+    )
 
     topic = new_topic(partitions=2)
     results, dlq = new_topic(partitions=1), new_topic(partitions=1)
@@ -236,28 +253,28 @@ def test_events_delivered_in_reverse_end_with_the_newest(
     )
     over_id, gone_id = f"s3://{bucket}/{over}", f"s3://{bucket}/{gone}"
     try:
-        wait_until(lambda: _etag(pg_url, over_id) == newest, 120, 0.5, "the overwrite stored")
-        wait_until(
-            lambda: _query(
-                pg_url, "select 1 from assets where asset_id = :a and removed", a=gone_id
-            ),
-            60,
-            0.5,
-            "the delete recorded",
-        )
+        _waiting(consumer, lambda: _etag(pg_url, over_id) == newest, 120, "the overwrite stored")
+        recorded = "select 1 from assets where asset_id = :a and removed"
+        _waiting(consumer, lambda: _query(pg_url, recorded, a=gone_id), 60, "the delete recorded")
         _place(kafka_bootstrap, topic, [(put_gone, 1), (put1, 0)])  # then the older ones
-        wait_until(lambda: _events(consumer, "stale") == 2.0, 120, 0.5, "2 stale events")
+        _waiting(consumer, lambda: _events(consumer, "stale") == 2.0, 120, "2 stale events")
+        # the Put first, its object already gone; the Delete once the Put is seen waiting
+        _place(kafka_bootstrap, topic, [(put_late, 0)])
+        _waiting(consumer, lambda: "waiting for its removal" in consumer.logs(), 60, "put waits")
+        _place(kafka_bootstrap, topic, [(delete_late, 1)])
+        _waiting(consumer, lambda: _events(consumer, "stale") == 3.0, 120, "3 stale events")
         removed = _events(consumer, "removed")
         stored = _events(consumer, "stored")
         dead = _events(consumer, "dead_lettered")
     finally:
         code = consumer.terminate()
     assert code == 0, consumer.logs()[-3000:]
-    assert (stored, removed, dead) == (1.0, 1.0, 0.0)
+    assert (stored, removed, dead) == (1.0, 2.0, 0.0)
     assert _etag(pg_url, over_id) == newest and over_id in _tagged(pg_url)
     assert gone_id not in _tagged(pg_url)
-    events = [json.loads(r.value) for r in read_topic(kafka_bootstrap, results, expected=2)]
+    late_id = f"s3://{bucket}/{late}"
+    events = [json.loads(r.value) for r in read_topic(kafka_bootstrap, results, expected=3)]
     assert sorted((e["asset_id"], e.get("etag"), e.get("removed")) for e in events) == sorted(
-        [(over_id, newest, None), (gone_id, None, True)]
+        [(over_id, newest, None), (gone_id, None, True), (late_id, None, True)]
     )
     assert read_topic(kafka_bootstrap, dlq, expected=0, timeout_s=5) == []

@@ -31,3 +31,29 @@ def test_gate_forgets_assets_once_drained():
     gate.release(first)
     second = _item("a", 2)
     assert gate.admit(second) is second
+
+
+def test_gate_tells_a_create_whose_object_is_gone_that_its_removal_waits_behind_it() -> None:
+    """A create whose object is gone may be waiting for the Delete that followed it; when that
+    Delete was polled after it, it waits in the gate behind the create and could never be
+    applied first: the gate says so (newer removals only, ordered creates only)."""
+    gate = KeyGate()
+    create = WorkItem(
+        Message(SourcePosition("t", 0, 1), None, None),
+        AssetRequest(asset_id="a", uri="a", bucket="b", key="k", sequencer="10"),
+    )
+    gate.admit(create)
+    assert not gate.removal_waits("a", "10")
+    older = WorkItem(
+        Message(SourcePosition("t", 1, 1), None, None),
+        AssetRemoval(asset_id="a", uri="a", sequencer="05"),
+    )
+    gate.admit(older)
+    assert not gate.removal_waits("a", "10")
+    newer = WorkItem(
+        Message(SourcePosition("t", 1, 2), None, None),
+        AssetRemoval(asset_id="a", uri="a", sequencer="20"),
+    )
+    gate.admit(newer)
+    assert gate.removal_waits("a", "10")
+    assert not gate.removal_waits("a", None) and not gate.removal_waits("other", "10")
