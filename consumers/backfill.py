@@ -269,14 +269,17 @@ def native_event(request: AssetRequest, functions: list[str] | None = None) -> d
 def run_publish(prefix: str, options: PublishOptions, kafka: KafkaSettings) -> int:
     """``tagfleet publish``: one native asset event per object under ``prefix``, onto the
     service's topic of asset events on the service's cluster (its security settings too)."""
+    from consumers.confluent_sinks import ConfluentProducer
     from consumers.fetch import FetchSettings, S3Fetcher
+    from consumers.ports import RecordProducer
     from consumers.sinks import OutRecord, Producer
 
     if not prefix.startswith("s3://"):
         raise SystemExit("tagfleet publish: give an s3://bucket/prefix URI")
     functions = list(options.functions) or None
     requests = list(S3Fetcher(FetchSettings(workers=4)).list_objects(prefix))
-    producer = Producer(kafka.kafka_common())
+    client = ConfluentProducer if kafka.kafka_client == "confluent" else Producer
+    producer: RecordProducer = client(kafka.kafka_common())
     records = [
         OutRecord(kafka.topic, r.asset_id.encode(), encode_event(native_event(r, functions)))
         for r in requests

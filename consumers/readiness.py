@@ -26,7 +26,7 @@ from consumers.settings import Settings
 
 if TYPE_CHECKING:
     from consumers.pipeline import Pipeline
-    from consumers.source import KafkaSource
+    from consumers.ports import Source
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class Readiness:
 
     def __init__(self) -> None:
         self.fleet_loaded = False
-        self.source: KafkaSource | None = None
+        self.source: Source | None = None
         self.store: Any = None
         self.pipeline: Pipeline | None = None
         self._store_reached = False

@@ -6,6 +6,7 @@ import logging
 import threading
 from contextlib import ExitStack
 
+from confluent_kafka import KafkaException
 from kafka.errors import KafkaError
 
 from consumers import shutdown
@@ -17,6 +18,7 @@ from consumers.kafka_fixes import UnsupportedKafkaClient, install_join_fix
 from consumers.logs import configure_logging
 from consumers.metrics import Metrics
 from consumers.pipeline import EXIT_FATAL, Parts, Pipeline
+from consumers.ports import RecordProducer, Source
 from consumers.readiness import Readiness
 from consumers.settings import Settings
 from consumers.sinks import Producer
@@ -100,7 +102,7 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
             return EXIT_FATAL
         try:
             producer, source = _connect_kafka(settings)
-        except KafkaError as exc:
+        except (KafkaError, KafkaException) as exc:
             log.critical(_kafka_unreachable(settings, exc))
             return EXIT_FATAL
         resources.callback(producer.close)
@@ -133,11 +135,17 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
     return code
 
 
-def _connect_kafka(settings: Settings) -> tuple[Producer, KafkaSource]:
-    """The producer and the group consumer; kafka-python raises when it cannot bootstrap."""
-    producer = Producer(settings.kafka_common())
+def _connect_kafka(settings: Settings) -> tuple[RecordProducer, Source]:
+    """The producer and the group consumer of ``kafka_client``; raises when no broker answers."""
+    producer: RecordProducer
+    if settings.kafka_client == "confluent":
+        from consumers.confluent_sinks import ConfluentProducer
+
+        producer = ConfluentProducer(settings.kafka_common())
+    else:
+        producer = Producer(settings.kafka_common())
     try:
-        return producer, KafkaSource(settings)
+        return producer, _source(settings)
     except BaseException:
         producer.close(timeout_s=1.0)
         raise
@@ -152,7 +160,7 @@ _SECURITY_SETTINGS = {
 }
 
 
-def _kafka_unreachable(settings: Settings, exc: KafkaError) -> str:
+def _kafka_unreachable(settings: Settings, exc: Exception) -> str:
     """One line: where it tried, what failed and which settings to check (never a secret)."""
     from consumers.source import tls_problem
 
@@ -166,7 +174,15 @@ def _kafka_unreachable(settings: Settings, exc: KafkaError) -> str:
     )
 
 
-def _new_source(settings: Settings, readiness: Readiness) -> KafkaSource:
-    source = KafkaSource(settings)
+def _source(settings: Settings) -> Source:
+    if settings.kafka_client == "confluent":
+        from consumers.confluent_source import ConfluentSource
+
+        return ConfluentSource(settings)
+    return KafkaSource(settings)
+
+
+def _new_source(settings: Settings, readiness: Readiness) -> Source:
+    source = _source(settings)
     readiness.source = source
     return source

@@ -91,6 +91,13 @@ class KafkaSettings(TagfleetSettings):
         "127.0.0.1:19092", description="Kafka bootstrap servers, comma separated."
     )
     topic: str = Field("assets", description="Topic of asset events.")
+    kafka_client: Literal["kafka-python", "confluent"] = Field(
+        "kafka-python",
+        description="Kafka client of the service (its group consumer, result and dead-letter"
+        " producers) and of publish: kafka-python (pinned, with its workarounds) or confluent"
+        " (confluent-kafka, librdkafka); the same settings, delivery rules and metrics"
+        ' (docs/reliability.md, "Two clients"). The dlq commands use kafka-python either way.',
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="Kafka security protocol."
     )

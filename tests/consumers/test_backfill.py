@@ -34,8 +34,9 @@ def test_local_requests_name_a_missing_source(tmp_path: Path):
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
 def test_publish_sends_one_native_event_per_object(
-    stack, kafka_bootstrap, new_topic, new_bucket, s3
+    stack, kafka_bootstrap, new_topic, new_bucket, s3, client
 ):
     bucket = new_bucket()
     keys = ["lib/a.png", "lib/sub dir/b.png", "lib/ü.png", "other/c.png"]
@@ -55,6 +56,8 @@ def test_publish_sends_one_native_event_per_object(
             topic,
             "--functions",
             "shape",
+            "--kafka-client",
+            client,
         ],
         cwd=REPO,
         env={**os.environ, **stack},
