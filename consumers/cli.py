@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(commands)
     _add_dlq(commands)
     _add_demo(commands)
+    from consumers.api.cli import register as register_api
+
+    register_api(commands)
     from models.cli import register
 
     register(commands)

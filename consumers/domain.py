@@ -131,3 +131,4 @@ class AssetResult:
     latency_ms: float | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
     sequencer: str | None = None  # order key of the event (consumers.sequencer); None: unordered
+    tenant: str | None = None  # the event's tenant (None: the store's default tenant)

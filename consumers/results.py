@@ -57,6 +57,7 @@ def build_result(
         latency_ms=latency_ms,
         attributes=request.attributes,
         sequencer=request.sequencer,
+        tenant=request.tenant,
     )
 
 

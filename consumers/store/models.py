@@ -23,6 +23,9 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
+# The tenant of an asset whose event named none.
+DEFAULT_TENANT = "default"
+
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 
 
@@ -75,6 +78,10 @@ class Asset(SourceColumns, Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # order key of the newest event applied (consumers.sequencer); an older one is stale
     sequencer: Mapped[str | None] = mapped_column(sa.Text)
+    # the event's tenant (DEFAULT_TENANT when it named none); every read path filters by it
+    tenant: Mapped[str] = mapped_column(
+        sa.Text, default=DEFAULT_TENANT, server_default=DEFAULT_TENANT
+    )
 
 
 class FunctionResult(SourceColumns, Base):
@@ -109,6 +116,8 @@ class Tag(SourceColumns, Base):
             ondelete="CASCADE",
         ),
         sa.Index(None, "label", "score"),
+        # keyset pages of "assets with label L" walk this in asset order (GET /v1/search)
+        sa.Index(None, "label", "asset_id"),
     )
 
     asset_id: Mapped[str] = mapped_column(sa.Text, primary_key=True)
@@ -125,6 +134,72 @@ class Tag(SourceColumns, Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class HumanLabel(Base):
+    """A person's decision on one label of one function for one asset: ``present`` (confirmed
+    or added) or ``absent`` (rejected), with who and when. Kept apart from model output, so no
+    model result ever overwrites it; it wins over the AI tags when the effective tags are read.
+    """
+
+    __tablename__ = "human_labels"
+    __table_args__ = (sa.Index(None, "label", "asset_id"),)
+
+    asset_id: Mapped[str] = mapped_column(
+        sa.Text, sa.ForeignKey("assets.asset_id", ondelete="CASCADE"), primary_key=True
+    )
+    function: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    label: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    decision: Mapped[str] = mapped_column(sa.Text)  # present | absent
+    actor: Mapped[str] = mapped_column(sa.Text)  # the API key's name (key id)
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ApiKey(Base):
+    """An API key: its public id, the SHA-256 of its secret (never the secret), its tenant
+    and scopes (space separated: read, label, admin)."""
+
+    __tablename__ = "api_keys"
+
+    key_id: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(sa.Text)
+    tenant: Mapped[str] = mapped_column(sa.Text)
+    scopes: Mapped[str] = mapped_column(sa.Text)
+    name: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ReviewItem(Base):
+    """A prediction worth a person's look (docs/review.md), once per (asset, function)."""
+
+    __tablename__ = "review_items"
+    __table_args__ = (
+        sa.UniqueConstraint("asset_id", "function"),
+        sa.Index(None, "tenant", "status", "item_id"),
+    )
+
+    item_id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(sa.Text)
+    asset_id: Mapped[str] = mapped_column(
+        sa.Text, sa.ForeignKey("assets.asset_id", ondelete="CASCADE")
+    )
+    uri: Mapped[str] = mapped_column(sa.Text)
+    function: Mapped[str] = mapped_column(sa.Text)
+    type: Mapped[str] = mapped_column(sa.Text)
+    reason: Mapped[str] = mapped_column(sa.Text)
+    label: Mapped[str | None] = mapped_column(sa.Text)  # the model's proposal
+    score: Mapped[float | None] = mapped_column(sa.Float)
+    scores: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    model_version: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(sa.Text, default="open")  # open | answered
+    answer: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    answered_by: Mapped[str | None] = mapped_column(sa.Text)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 assets = cast(sa.Table, Asset.__table__)
 function_results = cast(sa.Table, FunctionResult.__table__)
 tags = cast(sa.Table, Tag.__table__)
+human_labels = cast(sa.Table, HumanLabel.__table__)
+api_keys = cast(sa.Table, ApiKey.__table__)
+review_items = cast(sa.Table, ReviewItem.__table__)

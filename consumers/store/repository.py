@@ -353,7 +353,7 @@ def _ordered(row: dict[str, Any], stored: str | None) -> dict[str, Any]:
     return row
 
 
-_ASSET_COMPARED = ("uri", "etag", "width", "height", "removed", "sequencer")
+_ASSET_COMPARED = ("uri", "etag", "width", "height", "removed", "sequencer", "tenant")
 _RESULT_COMPARED = ("model_version", "etag")
 
 

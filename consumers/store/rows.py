@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import RowMapping
 
 from consumers.domain import AssetResult, SourcePosition
+from consumers.store.models import DEFAULT_TENANT
 
 Box = tuple[float, float, float, float]
 FunctionKey = tuple[str, str]  # (asset_id, function)
@@ -126,6 +127,7 @@ def asset_row(r: AssetResult, now: datetime) -> dict[str, Any]:
         "removed": False,
         "updated_at": now,
         "sequencer": r.sequencer,
+        "tenant": r.tenant or DEFAULT_TENANT,
         **source_values(r.source),
     }
 

@@ -1,0 +1,1 @@
+"""``tagfleet api``: the tags API for DAM integrations over the metadata store (docs/api.md)."""
