@@ -341,7 +341,8 @@ def _finish(
     artifact.manifest = artifact.manifest.model_copy(update={"metrics": headline})
     artifact = artifact.with_version()
     before = evaluate_arrays(previous, images, y) if previous is not None else None
-    _, artifact.files = build_report(artifact, current, previous, before, extra=extra)
+    split = "held-out validation split (it also chose the epoch and the pooling)"
+    _, artifact.files = build_report(artifact, current, previous, before, split, extra)
     return artifact
 
 

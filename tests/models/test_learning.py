@@ -53,6 +53,10 @@ def test_classify_finetune_reaches_090_held_out(seed: int, tmp_path: Path) -> No
     test_set = str(colour_folder(tmp_path / "test", 25, seed + 100))
     report, _ = evaluate(str(tmp_path / "artifact"), test_set)
     assert report["metrics"]["accuracy"] >= 0.9, report["metrics"]
+    # the colour of a large shape: patch evidence adds nothing, the pooled-only head stays
+    candidates = artifact.manifest.training["candidates"]
+    assert candidates["pooled"] >= candidates["patch_max"], candidates
+    assert artifact.manifest.head["pooling"] == "pooled"
 
 
 @pytest.mark.slow
