@@ -84,6 +84,10 @@ class PrivateGateway:
         self._run("start")
         return self
 
+    def restart(self) -> None:
+        """Stop and start it again (its state kept): its sequencer counter starts again at 1."""
+        self._run("restart")
+
     def stop(self, admin: Any) -> None:
         try:
             self._run("stop")

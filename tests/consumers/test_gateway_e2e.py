@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -277,4 +278,84 @@ def test_events_delivered_in_reverse_end_with_the_newest(
     assert sorted((e["asset_id"], e.get("etag"), e.get("removed")) for e in events) == sorted(
         [(over_id, newest, None), (gone_id, None, True), (late_id, None, True)]
     )
+    assert read_topic(kafka_bootstrap, dlq, expected=0, timeout_s=5) == []
+
+
+def _records_of(
+    bootstrap: str, gw: PrivateGateway, bucket: str, key: str, count: int
+) -> dict[str, Any]:
+    """The gateway's ``count`` records of one object, by event name."""
+
+    def found() -> dict[str, Any]:
+        named = {}
+        for record in read_topic(bootstrap, gw.topic, expected=0, timeout_s=2):
+            for rec in json.loads(record.value).get("Records", []):
+                if rec["s3"]["bucket"]["name"] == bucket and rec["s3"]["object"]["key"] == key:
+                    named[rec["eventName"]] = (rec, record)
+        return named if len(named) >= count else {}
+
+    result: dict[str, Any] = wait_until(found, 60, 0.5, f"{count} gateway records of {bucket}")
+    return result
+
+
+def test_a_delete_after_a_gateway_restart_is_newer_than_the_put_before_it(
+    stack: dict[str, str],
+    kafka_bootstrap: str,
+    new_topic: Any,
+    gateway: PrivateGateway,
+    pg_url: str,
+    fleet_path: Path,
+    tmp_path: Path,
+) -> None:
+    """VersityGW's sequencer is a counter of its process: after a restart the Delete of an
+    object carries a smaller one than the Put before the restart. Delivered first, that
+    Delete still wins: the order key puts the event's second before the counter."""
+    s3, bucket, key = gateway.client, "restart", "r/before and after+1.png"
+    s3.create_bucket(Bucket=bucket)
+    for i in range(3):  # other events first, so that the Put's counter is past 1
+        s3.put_object(Bucket=bucket, Key=f"other/{i}.png", Body=image_bytes(i))
+    s3.put_object(Bucket=bucket, Key=key, Body=image_bytes(5))
+    put_second = int(time.time())
+    gateway.restart()
+    wait_until(lambda: time.time() >= put_second + 1, 5, 0.1, "the next second")
+    s3.delete_object(Bucket=bucket, Key=key)
+    named = _records_of(kafka_bootstrap, gateway, bucket, key, 2)
+    (put_rec, put), (delete_rec, delete) = (
+        named["s3:ObjectCreated:Put"],
+        named["s3:ObjectRemoved:Delete"],
+    )
+    # the trap: compared alone, the counters say the Delete came first
+    put_seq, delete_seq = (int(r["s3"]["object"]["sequencer"], 16) for r in (put_rec, delete_rec))
+    assert delete_seq < put_seq
+
+    topic = new_topic(partitions=2)
+    results, dlq = new_topic(partitions=1), new_topic(partitions=1)
+    _place(kafka_bootstrap, topic, [(delete, 0), (put, 1)])
+    consumer = _consumer(
+        tmp_path,
+        stack,
+        gateway,
+        bootstrap_servers=kafka_bootstrap,
+        topic=topic,
+        group_id=f"g-{topic}",
+        results_topic=results,
+        dlq_topic=dlq,
+        store=pg_url,
+        fleet=fleet_path,
+    )
+    asset = f"s3://{bucket}/{key}"
+    try:
+        _waiting(
+            consumer,
+            lambda: _events(consumer, "stale") + _events(consumer, "dead_lettered") >= 1,
+            120,
+            "the put handled",
+        )
+        _waiting(consumer, lambda: _events(consumer, "removed") == 1.0, 60, "the delete")
+        counts = {o: _events(consumer, o) for o in ("stored", "removed", "stale", "dead_lettered")}
+    finally:
+        code = consumer.terminate()
+    assert code == 0, consumer.logs()[-3000:]
+    assert counts == {"stored": 0.0, "removed": 1.0, "stale": 1.0, "dead_lettered": 0.0}
+    assert asset not in _tagged(pg_url)
     assert read_topic(kafka_bootstrap, dlq, expected=0, timeout_s=5) == []
