@@ -4,7 +4,8 @@
 #   infra/setup.sh
 #
 # 1. Debian packages the local stack needs, only when missing: postgresql,
-#    openjdk-17-jre-headless (Kafka 4 needs Java 17+), maven (resolves Kafka's jars).
+#    openjdk-17-jre-headless (Kafka 4 needs Java 17+), maven (resolves Kafka's jars),
+#    chromium and chromium-driver (the review page's browser test drives them with Selenium).
 #    `apt-get update` runs once, before the first install.
 # 2. .venv (python3 -m venv) when missing, then `pip install -c constraints.txt -e '.[dev]'`
 #    (the exact versions the image installs too) when pyproject.toml or constraints.txt
@@ -45,6 +46,9 @@ apt_packages() {
     java_ok || missing+=(openjdk-17-jre-headless)
     command -v mvn >/dev/null || missing+=(maven)
     command -v flock >/dev/null || missing+=(util-linux)
+    # the review page's browser test: Debian's Chromium and its driver (Selenium uses both)
+    command -v chromium >/dev/null || missing+=(chromium)
+    command -v chromedriver >/dev/null || missing+=(chromium-driver)
     ((${#missing[@]})) || return 0
     command -v apt-get >/dev/null ||
         die "missing ${missing[*]} and no apt-get here: install them with your package manager"
