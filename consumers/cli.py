@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(commands)
     _add_dlq(commands)
     _add_demo(commands)
+    _add_diff(commands)
     from consumers.api.cli import register as register_api
 
     register_api(commands)
@@ -153,6 +154,48 @@ def _add_demo(commands: Any) -> None:
     )
     add_options(p, [DemoOptions, Runtime])
     p.set_defaults(handler=_run_demo)
+
+
+def _add_diff(commands: Any) -> None:
+    from consumers.shadow_diff import DiffOptions
+
+    p = commands.add_parser(
+        "diff",
+        help="what a shadow version would change: agreement, labels added/removed, top-label"
+        " changes, score shifts",
+        description="Compare the results a shadow version of FUNCTION stored apart with the"
+        " serving results, over the assets both saw (the same object bytes): agreement rate,"
+        " per-label added/removed counts, the assets whose top label changed (with scores),"
+        " score shifts per label and the assets that changed most, as Markdown or JSON.",
+    )
+    p.add_argument("function", help="function name")
+    add_options(p, [DiffOptions, StoreSettings])
+    p.set_defaults(handler=_run_diff)
+
+
+def _run_diff(args: argparse.Namespace, options: Options) -> int:
+    import json
+
+    from consumers.shadow_diff import DiffOptions, diff, markdown
+    from consumers.store import TagStore
+
+    opts = options[DiffOptions]
+    store = TagStore(options[StoreSettings].store_url())
+    try:
+        pairs = store.shadow_pairs(args.function, opts.version)
+    finally:
+        store.close()
+    if not pairs:
+        which = f"version {opts.version}" if opts.version else "any shadow version"
+        print(
+            f"tagfleet diff: error: no stored results of {which} of {args.function!r} on assets"
+            " the serving version saw",
+            file=sys.stderr,
+        )
+        return 2
+    report = diff(args.function, pairs, top=opts.top, link_template=opts.link_template)
+    print(json.dumps(report, indent=2) if opts.format == "json" else markdown(report))
+    return 0
 
 
 def store_flag_problem(args: argparse.Namespace) -> str | None:

@@ -129,6 +129,8 @@ class AssetResult:
     source: SourcePosition | None
     processed_at: datetime
     latency_ms: float | None = None
+    # shadow candidates' result objects by function name: stored apart, never published
+    shadows: dict[str, dict[str, Any]] = field(default_factory=dict)
     attributes: dict[str, Any] = field(default_factory=dict)
     sequencer: str | None = None  # order key of the event (consumers.sequencer); None: unordered
     tenant: str | None = None  # the event's tenant (None: the store's default tenant)

@@ -218,7 +218,7 @@ class S3Fetcher:
             except BaseException:
                 body.close()
                 raise
-        return body.read()
+        return Fetched(body.read(), etag=str(response.get("ETag", "")).strip('"') or None)
 
     def _retrying(self, call: Callable[[], T], uri: str) -> T:
         attempt = 1
@@ -236,6 +236,18 @@ class S3Fetcher:
             delay = backoff_s(attempt, self.settings.backoff_base_s, self.settings.backoff_cap_s)
             self._sleep(delay)
             attempt += 1
+
+
+class Fetched(bytes):
+    """An object's bytes and the ETag S3 sent with them: the result carries this one, not
+    the event's (an overwrite between the event and the GET makes the event's stale)."""
+
+    etag: str | None
+
+    def __new__(cls, data: bytes, etag: str | None = None) -> Fetched:
+        fetched = super().__new__(cls, data)
+        fetched.etag = etag
+        return fetched
 
 
 def make_s3_client(settings: FetchSettings) -> Any:

@@ -101,8 +101,23 @@ class Metrics:
         self.ready = Gauge("tagfleet_ready", "1 when the service is ready.", registry=r)
         self.fleet_function = Gauge(
             "tagfleet_fleet_function_info",
-            "Functions loaded in the fleet.",
-            ["function", "type", "version"],
+            "Functions the fleet serves now, and their shadow candidates (role), by version;"
+            " follows a live reload.",
+            ["function", "type", "version", "role"],
+            registry=r,
+        )
+        self.fleet_reloads = Counter(
+            "tagfleet_fleet_reloads",
+            "Changed fleet files picked up by the live reload, by outcome: applied, or refused"
+            " (load_failed, canary_failed, input_size_changed) with the old fleet serving on.",
+            ["outcome"],
+            registry=r,
+        )
+        self.shadow_agreement = Counter(
+            "tagfleet_shadow_agreement",
+            "Images a shadow candidate ran on, by whether its decision (classify label, tags,"
+            " detected labels) agrees with the serving version's.",
+            ["function", "outcome"],
             registry=r,
         )
         self.inference_failures = Counter(
@@ -110,6 +125,8 @@ class Metrics:
         )
         for outcome in ("stored", "removed", "dead_lettered", "removal_ignored", "stale"):
             self.events.labels(outcome)
+        for outcome in ("applied", "load_failed", "canary_failed", "input_size_changed"):
+            self.fleet_reloads.labels(outcome)
         for stage in ("fetch", "decode", "infer", "store", "publish"):
             self.stage_seconds.labels(stage)
 

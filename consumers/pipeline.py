@@ -63,6 +63,7 @@ class Parts:
     decode: Callable[[bytes], Any]
     new_source: Callable[[], Source] | None = None
     object_readable: Callable[[str, str], bool] | None = None  # None: removals unconfirmed
+    reload: Callable[[], Fleet | None] | None = None  # a new fleet to swap in between batches
 
 
 _REBUILD_BACKOFF_S = 5.0  # between attempts to build a consumer after the last one was closed
@@ -177,6 +178,7 @@ class Pipeline:
             batch_wait_s=settings.batch_wait_ms / 1000,
             max_failures=settings.max_inference_failures,
             abandon=self._abandon,
+            reload=parts.reload,
         )
         self._storer = Storer(
             store=parts.store,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from contextlib import ExitStack
+from typing import Any
 
 from confluent_kafka import KafkaException
 from kafka.errors import KafkaError
@@ -12,6 +13,7 @@ from kafka.errors import KafkaError
 from consumers import shutdown
 from consumers.cpus import cap_torch_threads
 from consumers.decoding import decode_limits, open_decoder
+from consumers.fleet_reload import FleetReloader, export_fleet, follow
 from consumers.hardening import make_undumpable
 from consumers.health import HealthServer
 from consumers.kafka_fixes import UnsupportedKafkaClient, install_join_fix
@@ -66,21 +68,35 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
     from consumers.fetch import FetchSettings, S3Fetcher
     from consumers.store import TagStore
     from models import load_fleet
+    from models.fleet import read_fleet_config
 
     store = TagStore(settings.store_url())
     readiness.store = store
     if settings.migrate_on_start:
         store.upgrade()
         readiness.store_reached()  # the migrations just talked to it
-    fleet = load_fleet(
-        settings.fleet,
-        device=settings.device,
-        compile=settings.compile,
-        cache_dir=settings.cache_dir,
-    )
+
+    def load(config: object = None) -> Any:
+        return load_fleet(
+            settings.fleet,
+            device=settings.device,
+            compile=settings.compile,
+            cache_dir=settings.cache_dir,
+            config=config,  # type: ignore[arg-type]
+        )
+
+    try:  # a local file or an s3:// object
+        config = read_fleet_config(settings.fleet)
+        fleet = load(config if config.functions else None)
+    except Exception as exc:  # noqa: BLE001 - one line, not a traceback
+        log.critical(f"cannot load the fleet {settings.fleet}: {type(exc).__name__}: {exc}")
+        return EXIT_FATAL
+    try:
+        follow(store, config)  # a rollback or a removal made while no service ran
+    except Exception as exc:  # noqa: BLE001 - no schema yet, or the store is down: next change
+        log.error("the store could not follow the fleet", extra={"error": repr(exc)})
     cap_torch_threads(settings.cpus())
-    for name, info in fleet.functions.items():
-        metrics.fleet_function.labels(name, info.type, info.version).set(1)
+    export_fleet(metrics, fleet)
     readiness.fleet_loaded = True
     log.info(
         "fleet loaded", extra={"functions": sorted(fleet.functions), "input_size": fleet.input_size}
@@ -106,6 +122,18 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
             log.critical(_kafka_unreachable(settings, exc))
             return EXIT_FATAL
         resources.callback(producer.close)
+        reloader = None
+        if settings.fleet_poll_s > 0:
+            reloader = FleetReloader(
+                path=settings.fleet,
+                load=load,
+                input_size=fleet.input_size,
+                store=store,
+                metrics=metrics,
+                interval_s=settings.fleet_poll_s,
+            )
+            reloader.start()
+            resources.callback(reloader.stop)
         readiness.source = source
         parts = Parts(
             new_source=lambda: _new_source(settings, readiness),
@@ -116,6 +144,7 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
             fetch=fetcher.fetch,
             object_readable=fetcher.readable,
             decode=decode,
+            reload=None if reloader is None else reloader.take,
         )
         pipeline = Pipeline(settings, parts, metrics)
         readiness.pipeline = pipeline

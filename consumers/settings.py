@@ -316,6 +316,13 @@ class Settings(
     )
 
     # Pipeline
+    fleet_poll_s: float = Field(
+        5.0,
+        ge=0,
+        description="How often the service looks at its fleet file (a local file's mtime, an"
+        " s3:// object's ETag) for a change to load, check and swap in between two batches;"
+        " 0: never (docs/lifecycle.md).",
+    )
     batch_size: int = Field(32, ge=1, description="Largest inference batch.")
     batch_wait_ms: int = Field(
         20, ge=0, description="Longest wait to fill a batch once one image is ready."

@@ -58,6 +58,7 @@ class WorkItem:
     gate_key: str | None = None  # the asset id the KeyGate admitted it under
     missing_checks: int = 0  # times its object was found missing, waiting for a removal
     data: bytes | None = None
+    etag: str | None = None  # the ETag of the bytes fetched (the event's may be stale)
     decoded: Any = None
 
     @property

@@ -120,6 +120,25 @@ class FleetConfig(BaseModel):
         return None
 
 
+def store_state(config: FleetConfig) -> tuple[dict[str, tuple[str, int]], dict[str, bool]]:
+    """What the store follows (``TagStore.follow_fleet``): each serving function with a
+    place in the history -> (version, place), and each function whose last change removed
+    it from the fleet -> whether it was purged."""
+    serving: dict[str, tuple[str, int]] = {}
+    for entry in config.functions:
+        place = config.promotion(entry.name) if entry.role == Role.SERVING else None
+        if place is not None and entry.version is not None and entry.enabled:
+            serving[entry.name] = (entry.version, place)
+    last: dict[str, HistoryEntry] = {h.function: h for h in config.history}
+    present = {e.name for e in config.functions}
+    removed = {
+        name: h.purge
+        for name, h in last.items()
+        if h.action == Action.REMOVE and name not in present
+    }
+    return serving, removed
+
+
 def read_fleet_config(path: str | Path) -> FleetConfig:
     """Parse and validate a ``fleet.yaml`` (a path or ``s3://`` object); a missing one is an
     empty fleet."""

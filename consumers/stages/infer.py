@@ -7,6 +7,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +28,16 @@ from consumers.stages.base import Outlets, Stage
 from consumers.work import WorkItem
 
 log = logging.getLogger(__name__)
+Predictions = tuple[list[dict[str, dict]], list[dict[str, dict]]]
+
+
+def top_labels(result: dict[str, Any]) -> frozenset[str]:
+    """What a result decides: classify its label, tags its tags, detect its objects' labels
+    (the shadow agreement compares these)."""
+    if result.get("type") == "classify":
+        return frozenset([str(result.get("label"))])
+    entries = result.get("tags", result.get("objects", []))
+    return frozenset(str(e["label"]) for e in entries)
 
 
 class Inferencer(Stage):
@@ -52,9 +63,13 @@ class Inferencer(Stage):
         batch_wait_s: float,
         max_failures: int,
         abandon: threading.Event,
+        reload: Callable[[], Fleet | None] | None = None,
     ) -> None:
-        """``abandon``: set at the end of shutdown; the stage stops once ``ready`` is empty."""
+        """``abandon``: set at the end of shutdown; the stage stops once ``ready`` is empty.
+        ``reload``: asked between two batches for a new fleet (already loaded and checked);
+        each item runs through exactly one fleet, so a swap drops or repeats nothing."""
         self._fleet, self._ready, self._to_store = fleet, ready, to_store
+        self._reload = reload
         self._fail, self._fatal, self._metrics = out.fail, fatal, out.metrics
         self._batch_size, self._batch_wait_s = batch_size, batch_wait_s
         self._max_failures, self._abandon = max_failures, abandon
@@ -69,12 +84,19 @@ class Inferencer(Stage):
                 batch, self._held = self._held[: self._batch_size], self._held[self._batch_size :]
             else:
                 batch = collect_batch(self._ready, self._batch_size, self._batch_wait_s, 0.1)
+            self._swap()  # between two batches, also while idle
             if batch:
                 self.busy_since = time.monotonic()
                 try:
                     self._infer(batch)
                 finally:
                     self.busy_since = None
+
+    def _swap(self) -> None:
+        fleet = self._reload() if self._reload is not None else None
+        if fleet is not None:
+            self._fleet, self._broken = fleet, 0
+            log.info("fleet swapped between batches", extra={"functions": sorted(fleet.functions)})
 
     def _infer(self, batch: list[WorkItem]) -> None:
         started = time.perf_counter()
@@ -87,17 +109,25 @@ class Inferencer(Stage):
         self._broken = 0
         self._metrics.stage_seconds.labels("infer").observe(time.perf_counter() - started)
         self._metrics.batch_size.observe(len(batch))
-        self._emit(batch, predictions)
+        self._emit(batch, *predictions)
 
-    def _predict(self, batch: Sequence[WorkItem]) -> list[dict[str, dict]]:
+    def _predict(self, batch: Sequence[WorkItem]) -> Predictions:
         images = [item.decoded.array for item in batch]
         sizes = [(item.decoded.width, item.decoded.height) for item in batch]
         functions = [item.request.functions for item in batch]  # type: ignore[union-attr]
         return self._call_fleet(images, sizes, functions)
 
-    def _call_fleet(self, images: Any, sizes: Any, functions: Any) -> list[dict[str, dict]]:
+    def _call_fleet(self, images: Any, sizes: Any, functions: Any) -> Predictions:
+        """(per image: function -> result, per image: shadow candidate -> result)."""
         failpoints.hit("predict")
-        return self._fleet.predict(images, sizes, functions)
+        # the models' Fleet runs its shadows in the same backbone pass; a fleet without
+        # shadows (and the tests' fakes, which know predict only) runs predict
+        with_shadows = getattr(self._fleet, "predict_with_shadows", None)
+        if with_shadows is not None and getattr(self._fleet, "shadows", None):
+            serving, shadows = with_shadows(images, sizes, functions)
+            return serving, shadows
+        serving = self._fleet.predict(images, sizes, functions)
+        return serving, [{} for _ in serving]
 
     def _infer_one_by_one(self, batch: list[WorkItem]) -> None:
         for item in batch:
@@ -122,7 +152,7 @@ class Inferencer(Stage):
                 time.sleep(backoff_s(self._broken))
                 continue
             self._broken = 0
-            self._emit([item], prediction)
+            self._emit([item], *prediction)
 
     def _canary_works(self) -> bool:
         size = self._fleet.input_size
@@ -133,10 +163,15 @@ class Inferencer(Stage):
             return False
         return True
 
-    def _emit(self, batch: Sequence[WorkItem], predictions: Sequence[dict[str, dict]]) -> None:
+    def _emit(
+        self,
+        batch: Sequence[WorkItem],
+        predictions: Sequence[dict[str, dict]],
+        shadows: Sequence[dict[str, dict]],
+    ) -> None:
         failpoints.hit("after_infer")
         now = datetime.now(UTC)
-        for item, functions in zip(batch, predictions, strict=True):
+        for item, functions, shadow in zip(batch, predictions, shadows, strict=True):
             request = item.request
             assert isinstance(request, AssetRequest)
             for name, prediction in functions.items():
@@ -145,5 +180,13 @@ class Inferencer(Stage):
             result = build_result(
                 request, item.decoded, functions, item.message.position, now, latency_ms
             )
+            # the etag of the bytes fetched, not the one the event claimed; shadows kept apart
+            result = replace(result, etag=item.etag or result.etag, shadows=shadow)
+            for name, candidate in shadow.items():
+                if name in functions:
+                    agree = top_labels(functions[name]) == top_labels(candidate)
+                    self._metrics.shadow_agreement.labels(
+                        name, "agree" if agree else "differ"
+                    ).inc()
             item.decoded = None
             self._to_store.put((item, result))

@@ -231,8 +231,10 @@ class Preparer(Stage):
             other = request.with_key(request.alternative_key)
             data = self._fetch(other, lambda size: self._reserve(item, size))
             item.request = other
+            item.etag = getattr(data, "etag", None)  # consumers.fetch.Fetched
             self._metrics.key_readings.labels("alternative").inc()
             return data
+        item.etag = getattr(data, "etag", None)
         self._metrics.key_readings.labels("first").inc()
         return data
 

@@ -101,6 +101,36 @@ class FunctionResult(SourceColumns, Base):
     result: Mapped[dict[str, Any]] = mapped_column(JSONType)
     processed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     stored_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # the version's place in the fleet's promotion history (docs/lifecycle.md): a result of
+    # an earlier place never replaces this one; null for fleets without a history
+    promotion: Mapped[int | None] = mapped_column(sa.Integer)
+    # false once the fleet removed the function (without --purge): kept, no longer served
+    served: Mapped[bool] = mapped_column(sa.Boolean, default=True, server_default=sa.true())
+
+
+class VersionResult(SourceColumns, Base):
+    """Every version's result of one function for one asset, current or not: a rollback makes
+    an earlier version's result current again without running it, and a shadow's results
+    live only here (``role = shadow``), never in ``function_results`` or ``tags``.
+    """
+
+    __tablename__ = "version_results"
+    __table_args__ = (sa.Index(None, "function", "model_version"),)
+
+    asset_id: Mapped[str] = mapped_column(
+        sa.Text, sa.ForeignKey("assets.asset_id", ondelete="CASCADE"), primary_key=True
+    )
+    function: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    model_version: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    role: Mapped[str] = mapped_column(sa.Text)  # serving | shadow
+    type: Mapped[str] = mapped_column(sa.Text)
+    etag: Mapped[str | None] = mapped_column(sa.Text)
+    result: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    processed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    stored_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+version_results = cast(sa.Table, VersionResult.__table__)
 
 
 class Tag(SourceColumns, Base):

@@ -23,7 +23,7 @@ from consumers.sequencer import is_older
 from consumers.store import migrate
 from consumers.store.engine import create_store_engine, writer
 from consumers.store.errors import SchemaMissing, translate_errors
-from consumers.store.models import assets, function_results, tags
+from consumers.store.models import assets, function_results, tags, version_results
 from consumers.store.queries import assets_with_label_query, tags_for_asset_query
 from consumers.store.rows import (
     FunctionKey,
@@ -34,6 +34,18 @@ from consumers.store.rows import (
     source_values,
     tag_row,
     tag_rows,
+)
+from consumers.store.versions import (
+    SERVING,
+    SHADOW,
+    FollowStats,
+    follow_fleet,
+    is_earlier,
+    keep_versions,
+    shadow_pairs,
+    stored_places,
+    upsert_current,
+    version_row,
 )
 
 _CHUNK = 500  # keys per statement: far below SQLite's and PostgreSQL's parameter limits
@@ -140,6 +152,12 @@ class TagStore:
                 for k in keys
                 if stored_results.get(k) != _version_key(result_row(k, *latest[k], now))
             ]
+            places = stored_places(conn, candidates)  # a later version's result stays
+            candidates = [
+                k
+                for k in candidates
+                if not is_earlier(latest[k][1].get("promotion"), places.get(k))
+            ]
             touched = {a for a, _ in candidates}
             asset_rows = [
                 row
@@ -151,11 +169,12 @@ class TagStore:
             # The asset rows first (locked even when unchanged), then results, then tags:
             # the order remove() locks in too.
             _upsert_assets(conn, asset_rows)
-            written = _upsert_results(conn, [result_row(k, *latest[k], now) for k in candidates])
+            written = upsert_current(conn, [result_row(k, *latest[k], now) for k in candidates])
             deleted = _delete_tags(conn, sorted(written))
             new_tags = [row for key in keys if key in written for row in new_rows[key]]
             if new_tags:
                 conn.execute(sa.insert(tags), new_tags)
+            keep_versions(conn, _kept(conn, latest, latest_assets, now))
         return SaveStats(
             inserted_tags=len(new_tags),
             deleted_tags=deleted,
@@ -235,6 +254,9 @@ class TagStore:
                 conn.execute(
                     sa.delete(function_results).where(function_results.c.asset_id.in_(chunk))
                 )
+                conn.execute(
+                    sa.delete(version_results).where(version_results.c.asset_id.in_(chunk))
+                )
         if sequencer is not None and ids and not applied:
             raise StaleEvent(f"a newer event of {ids[0]!r} is stored")
         return removed
@@ -268,6 +290,24 @@ class TagStore:
         with translate_errors("assets_with_label"), self.engine.connect() as conn:
             return list(conn.scalars(query))
 
+    def follow_fleet(
+        self, serving: Mapping[str, tuple[str, int]], removed: Mapping[str, bool]
+    ) -> FollowStats:
+        """Follow a fleet's state, in one transaction, running no model
+        (:func:`consumers.store.versions.follow_fleet`): ``serving`` maps a function to its
+        serving version and that version's place in the promotion history; ``removed`` maps
+        a function taken out of the fleet to whether it was purged."""
+        with translate_errors("follow_fleet"), self._writer.begin() as conn:
+            return follow_fleet(conn, serving, removed, self._clock())
+
+    def shadow_pairs(
+        self, function: str, version: str | None = None
+    ) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+        """(asset, current result, shadow result) of every asset the shadow ``version`` (else
+        the newest) of ``function`` saw on the bytes of the current result."""
+        with translate_errors("shadow_pairs"), self.engine.connect() as conn:
+            return shadow_pairs(conn, function, version)
+
     def current_versions(self, asset_ids: Sequence[str]) -> dict[str, dict[str, str]]:
         """asset id -> function -> stored model version; assets without results are absent."""
         versions: dict[str, dict[str, str]] = {}
@@ -280,6 +320,33 @@ class TagStore:
                 for asset_id, function, version in conn.execute(query):
                     versions.setdefault(asset_id, {})[function] = version
         return versions
+
+
+def _kept(
+    conn: sa.Connection,
+    latest: dict[FunctionKey, tuple[AssetResult, dict[str, Any]]],
+    latest_assets: dict[str, AssetResult],
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """The ``version_results`` rows of this save that are not stored yet as they are (every
+    version's and every shadow's result is kept; a replay writes nothing)."""
+    rows = [version_row(k, *latest[k], SERVING, now) for k in sorted(latest)]
+    for asset_id, result in sorted(latest_assets.items()):
+        rows += [
+            version_row((asset_id, name), result, obj, SHADOW, now)
+            for name, obj in sorted(result.shadows.items())
+        ]
+    if not rows:
+        return []
+    vr = version_results.c
+    stored: set[tuple[Any, ...]] = set()
+    for chunk in _chunks(sorted(latest_assets)):
+        query = sa.select(vr.asset_id, vr.function, vr.model_version, vr.etag, vr.role).where(
+            vr.asset_id.in_(chunk)
+        )
+        stored |= {tuple(row) for row in conn.execute(query)}
+    key = ("asset_id", "function", "model_version", "etag", "role")
+    return [row for row in rows if tuple(row[k] for k in key) not in stored]
 
 
 def _failpoint(asset_ids: Sequence[str]) -> None:
@@ -393,16 +460,6 @@ def _upsert_assets(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
         return
     stmt = _upsert(conn, assets, ["asset_id"], list(_ASSET_COMPARED))
     conn.execute(stmt, rows)
-
-
-def _upsert_results(conn: sa.Connection, rows: list[dict[str, Any]]) -> set[FunctionKey]:
-    """Upsert result rows; return the keys actually inserted or updated."""
-    if not rows:
-        return set()
-    fr = function_results.c
-    stmt = _upsert(conn, function_results, ["asset_id", "function"], list(_RESULT_COMPARED))
-    written = conn.execute(stmt.returning(fr.asset_id, fr.function), rows)
-    return {(a, f) for a, f in written}
 
 
 def _delete_tags(conn: sa.Connection, keys: list[FunctionKey]) -> int:

@@ -145,6 +145,8 @@ def result_row(
         "result": obj,
         "processed_at": r.processed_at,
         "stored_at": now,
+        "promotion": obj.get("promotion"),
+        "served": True,
         **source_values(r.source),
     }
 

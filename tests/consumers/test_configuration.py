@@ -42,6 +42,7 @@ POSITIONALS = {
     "fleet rollback": ["some-function"],
     "fleet shadow": ["some-function", "off"],
     "versions": ["some-function"],
+    "diff": ["some-function"],
     "api-key revoke": ["0123456789ab"],
 }
 # train's required options, given by their variables so that each can be replaced in turn

@@ -67,6 +67,20 @@ def grafana_to_promql(expr: str) -> str:
     return re.sub(r"\$function\b", ".*", expr)
 
 
+def _add_shadow(fleet: Path) -> None:
+    """A head-only shadow of the test fleet's ``shape``, on the same tiny backbone."""
+    from models import save_artifact, zero_shot
+    from models.backbones import CONFIG_DIR
+    from models.fleet import FleetEntry, Role, read_fleet_config, write_fleet_config
+
+    tiny = str(CONFIG_DIR / "tiny-vit.json")
+    candidate = zero_shot("shape", "classify", ("circle", "square"), tiny)
+    save_artifact(candidate, str(fleet.parent / "shape-shadow"))
+    config = read_fleet_config(fleet)
+    config.functions.append(FleetEntry(name="shape", artifact="shape-shadow", role=Role.SHADOW))
+    write_fleet_config(fleet, config)
+
+
 @pytest.fixture
 def prometheus(tmp_path: Path) -> Any:
     """Start Prometheus on loopback with a config scraping one target; yields (start, url)."""
@@ -141,6 +155,7 @@ def test_every_dashboard_and_alert_query_returns_data_from_a_live_service(
     tmp_path,
 ):
     fleet = harness.build_test_fleet(tmp_path / "fleet")
+    _add_shadow(fleet)  # its agreement panel needs a shadow candidate at work (issue 16)
     bucket = new_bucket()
     keys = [f"img/{i}.png" for i in range(12)]
     for i, key in enumerate(keys):

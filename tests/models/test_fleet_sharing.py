@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from models import Fleet, load_fleet, save_artifact, zero_shot
-from models.fleet import FleetConfig, FleetEntry, write_fleet_config
+from models.fleet import FleetConfig, FleetEntry, Role, read_fleet_config, write_fleet_config
 
 
 @pytest.fixture
@@ -84,3 +84,28 @@ def test_duplicate_names_are_rejected() -> None:
         FleetConfig.model_validate(
             {"functions": [{"name": "a", "artifact": "x"}, {"name": "a", "artifact": "y"}]}
         )
+
+
+def test_a_head_only_shadow_runs_in_the_same_backbone_pass(
+    three_on_one: Path, tiny_config: str, images: list[np.ndarray]
+) -> None:
+    """Issue 16: a shadow candidate on the serving function's backbone costs no extra pass;
+    its results come apart from the serving ones, and ``predict`` alone never returns them."""
+    candidate = zero_shot("shape", "classify", ["circle", "square"], tiny_config)
+    save_artifact(candidate, str(three_on_one.parent / "shape-candidate"))
+    config = read_fleet_config(three_on_one)
+    config.functions.append(FleetEntry(name="shape", artifact="shape-candidate", role=Role.SHADOW))
+    write_fleet_config(three_on_one, config)
+    fleet = load_fleet(three_on_one)
+    assert len(fleet.backbones) == 1 and set(fleet.shadows) == {"shape"}
+    backbone = next(iter(fleet.backbones.values()))
+
+    serving, shadows = fleet.predict_with_shadows(images, [(64, 64)] * len(images))
+
+    assert backbone.forward_calls == 1  # one pass served the three functions and the shadow
+    assert all(set(r) == {"shape", "colours", "mood"} for r in serving)
+    assert all(
+        set(s) == {"shape"} and set(s["shape"]["scores"]) == {"circle", "square"} for s in shadows
+    )
+    assert fleet.predict(images, [(64, 64)] * len(images)) == serving
+    assert backbone.forward_calls == 2
