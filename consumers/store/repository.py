@@ -206,7 +206,7 @@ class TagStore:
         ids = sorted(set(asset_ids))
         _failpoint(ids)
         removed = 0
-        applied = 0
+        applied = older = 0
         with translate_errors("remove"), self._writer.begin() as conn:
             now = self._clock()
             if sequencer is not None and uri is not None:
@@ -230,12 +230,9 @@ class TagStore:
                     .order_by(assets.c.asset_id)
                     .with_for_update()
                 ).all()
-                chunk = [
-                    a
-                    for a, stored, order in locked
-                    if (uri is None or stored == uri) and not is_older(sequencer, order)
-                ]
-                applied += len(chunk)
+                ours = [(a, order) for a, stored, order in locked if uri is None or stored == uri]
+                chunk = [a for a, order in ours if not is_older(sequencer, order)]
+                applied, older = applied + len(chunk), older + len(ours) - len(chunk)
                 removed += conn.execute(
                     sa.update(assets)
                     .where(assets.c.asset_id.in_(chunk), assets.c.removed.is_(False))
@@ -257,7 +254,7 @@ class TagStore:
                 conn.execute(
                     sa.delete(version_results).where(version_results.c.asset_id.in_(chunk))
                 )
-        if sequencer is not None and ids and not applied:
+        if older and not applied:
             raise StaleEvent(f"a newer event of {ids[0]!r} is stored")
         return removed
 

@@ -120,3 +120,12 @@ def test_two_writers_of_a_new_asset_keep_the_newer(store: TagStore, store_url: s
         assert [t.label for t in stores[0].tags_for_asset(asset)] == ["ford"]
         for s in stores:
             s.close()
+
+
+def test_an_ordered_removal_of_another_objects_asset_is_not_stale(store: TagStore) -> None:
+    """A removal names an object: an asset whose id looks like that object's URI but whose
+    object lives elsewhere is left alone, and that is not an older event."""
+    store.save([replace(_result("etag-2", 0x20, "ford"), uri="s3://other-bucket/x.jpg")])
+
+    assert store.remove([A], AT, uri=A, sequencer=_key(0x30)) == 0
+    assert [t.label for t in store.tags_for_asset(A)] == ["ford"]
