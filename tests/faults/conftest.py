@@ -43,11 +43,28 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 @pytest.fixture
+def kafka_client() -> str:
+    """The service's Kafka client in a scenario not parametrized by client (the default); the
+    scenarios that involve the group run on each client:
+    ``@pytest.mark.parametrize("kafka_client", scenario.CLIENTS)``."""
+    return "kafka-python"
+
+
+@pytest.fixture
 def scenario(
-    stack, kafka_bootstrap, kafka_admin, new_topic, new_bucket, s3, pg_url, fleet_path, tmp_path
+    stack,
+    kafka_bootstrap,
+    kafka_admin,
+    new_topic,
+    new_bucket,
+    s3,
+    pg_url,
+    fleet_path,
+    tmp_path,
+    kafka_client,
 ):
-    """A :class:`scenario.Scenario` on a fresh topic, bucket and PostgreSQL database; its
-    consumers are killed and its ledger closed afterwards."""
+    """A :class:`scenario.Scenario` on a fresh topic, bucket and PostgreSQL database, its
+    consumers on ``kafka_client``; they are killed and its ledger closed afterwards."""
     from scenario import Scenario
 
     world = Scenario(
@@ -60,6 +77,7 @@ def scenario(
         pg_url,
         fleet_path,
         tmp_path,
+        kafka_client=kafka_client,
     )
     yield world
     world.stop_all()

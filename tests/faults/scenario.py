@@ -12,6 +12,9 @@ from harness import ConsumerProcess, env_for, free_port, group_lag, image_bytes,
 from ledger import Ledger
 
 OBJECTS = 48  # distinct images; events get unique asset ids over this pool
+# The service's Kafka clients (kafka_client): the scenarios that involve the group (1, 2, 3, 6,
+# 9) run on each (docs/reliability.md, "Two clients").
+CLIENTS = ["kafka-python", "confluent"]
 
 
 class Scenario:
@@ -27,6 +30,7 @@ class Scenario:
         fleet_path: Path,
         tmp_path: Path,
         partitions: int = 4,
+        kafka_client: str = "kafka-python",
     ) -> None:
         self.stack, self.kafka, self.admin = stack, kafka_bootstrap, kafka_admin
         self.bucket, self.tmp = bucket, tmp_path
@@ -56,9 +60,15 @@ class Scenario:
             commit_interval_ms=200,
             # the ledger gives each event its own asset id over a shared pool of objects
             asset_id_binding="any",
+            kafka_client=kafka_client,
         )
+        self.kafka_client = kafka_client
         self.logs: list[Path] = []
         self.consumers: list[ConsumerProcess] = []
+
+    def label(self, name: str) -> str:
+        """A scenario's name in the figures, with its client when it is not the default."""
+        return name if self.kafka_client == "kafka-python" else f"{name} ({self.kafka_client})"
 
     def produce(self, count: int, prefix: str = "a") -> int:
         return self.ledger.produce(

@@ -12,6 +12,7 @@ import time
 
 import pytest
 from harness import wait_until
+from scenario import CLIENTS
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -23,6 +24,7 @@ def _assert_clean(figures) -> None:
     assert (figures.lost, figures.duplicates) == (0, 0), figures.line()
 
 
+@pytest.mark.parametrize("kafka_client", CLIENTS)
 def test_1_sigkill_at_failpoints_loses_nothing(scenario):
     n = 2000
     scenario.produce(n)
@@ -45,7 +47,7 @@ def test_1_sigkill_at_failpoints_loses_nothing(scenario):
     scenario.wait_lag_zero(400)
     assert final.terminate() == 0, scenario.tail()
     figures = scenario.ledger.figures(
-        "1 sigkill x6", scenario.logs, max(recover), kills=len(rounds)
+        scenario.label("1 sigkill x6"), scenario.logs, max(recover), kills=len(rounds)
     )
     _assert_clean(figures)
     assert figures.redeliveries > 0, "a kill after the store write must redeliver"
@@ -68,11 +70,12 @@ def _outage(scenario, down, up, hold_s: float, n: int = 1500, **flags):
     return alive_during, recover
 
 
+@pytest.mark.parametrize("kafka_client", CLIENTS)
 def test_3_kafka_broker_restart(scenario, stack_control):
     alive, recover = _outage(
         scenario, lambda: stack_control.stop("kafka"), lambda: stack_control.start("kafka"), 5
     )
-    figures = scenario.ledger.figures("3 kafka restart", scenario.logs, recover)
+    figures = scenario.ledger.figures(scenario.label("3 kafka restart"), scenario.logs, recover)
     _assert_clean(figures)
     assert alive and figures.dead_lettered == 0
 
@@ -100,6 +103,7 @@ def test_5_s3_unresponsive_30s(scenario, stack_control):
     assert alive and figures.dead_lettered == 0
 
 
+@pytest.mark.parametrize("kafka_client", CLIENTS)
 def test_6_members_join_and_leave_while_saturated(scenario):
     n = 2000
     scenario.produce(n)
@@ -149,7 +153,11 @@ def test_6_members_join_and_leave_while_saturated(scenario):
         sampler.join()
     assert steady.terminate() == 0, scenario.tail()
     figures = scenario.ledger.figures(
-        "6 join/leave churn", scenario.logs, None, members_churned=churn, peak_in_flight=max(peaks)
+        scenario.label("6 join/leave churn"),
+        scenario.logs,
+        None,
+        members_churned=churn,
+        peak_in_flight=max(peaks),
     )
     _assert_clean(figures)
     assert churn >= 5

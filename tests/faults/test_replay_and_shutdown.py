@@ -10,12 +10,14 @@ import pytest
 import sqlalchemy as sa
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
+from scenario import CLIENTS
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 GRACE_S = 30  # Kubernetes' default terminationGracePeriodSeconds
 
 
+@pytest.mark.parametrize("kafka_client", CLIENTS)
 def test_sigterm_mid_batch_redelivers_nothing_and_exits_0(scenario):
     n = 1000
     scenario.produce(n)
@@ -35,7 +37,7 @@ def test_sigterm_mid_batch_redelivers_nothing_and_exits_0(scenario):
     scenario.wait_lag_zero(300)
     assert final.terminate() == 0, scenario.tail()
     figures = scenario.ledger.figures(
-        "2 sigterm x4", scenario.logs, None, slowest_exit_s=round(max(shutdowns), 1)
+        scenario.label("2 sigterm x4"), scenario.logs, None, slowest_exit_s=round(max(shutdowns), 1)
     )
     assert (figures.lost, figures.duplicates) == (0, 0)
     assert figures.redeliveries == 0, "a clean shutdown must commit everything it finished"
@@ -92,6 +94,7 @@ def _reset_to_earliest(bootstrap: str, group: str, topic: str) -> None:
         consumer.close(autocommit=False)
 
 
+@pytest.mark.parametrize("kafka_client", CLIENTS)
 def test_replay_from_earliest_changes_no_row(scenario):
     n = 400
     scenario.produce(n)
@@ -109,7 +112,9 @@ def test_replay_from_earliest_changes_no_row(scenario):
     assert replay.terminate() == 0, scenario.tail()
     time.sleep(1.5)
     changed = _row_changes(scenario.ledger.store_url) - changes_before
-    figures = scenario.ledger.figures("9 replay", scenario.logs, recover, rows_changed=changed)
+    figures = scenario.ledger.figures(
+        scenario.label("9 replay"), scenario.logs, recover, rows_changed=changed
+    )
     assert (figures.lost, figures.duplicates) == (0, 0)
     # every event delivered again (at least once more: a stuck group join retried with a new
     # consumer redelivers some a third time, which is allowed at least once)
