@@ -63,6 +63,7 @@ class Parts:
     decode: Callable[[bytes], Any]
     new_source: Callable[[], Source] | None = None
     object_readable: Callable[[str, str], bool] | None = None  # None: removals unconfirmed
+    review: Callable[[Sequence[AssetResult]], None] | None = None  # the review queue's hook
     reload: Callable[[], Fleet | None] | None = None  # a new fleet to swap in between batches
 
 
@@ -188,6 +189,7 @@ class Pipeline:
             out=out,
             abandon=self._abandon,
             max_rejections=settings.max_inference_failures,
+            review=parts.review,
         )
 
     # -- worker callbacks (any thread) --------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from contextlib import ExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaException
 from kafka.errors import KafkaError
@@ -22,9 +22,14 @@ from consumers.metrics import Metrics
 from consumers.pipeline import EXIT_FATAL, Parts, Pipeline
 from consumers.ports import RecordProducer, Source
 from consumers.readiness import Readiness
+from consumers.review.flagging import ReviewPolicy
+from consumers.review.queue import ReviewQueue
 from consumers.settings import Settings
 from consumers.sinks import Producer
 from consumers.source import KafkaSource
+
+if TYPE_CHECKING:
+    from consumers.store import TagStore
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +148,7 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
             producer=producer,
             fetch=fetcher.fetch,
             object_readable=fetcher.readable,
+            review=_review_queue(settings, store, producer),
             decode=decode,
             reload=None if reloader is None else reloader.take,
         )
@@ -215,3 +221,24 @@ def _new_source(settings: Settings, readiness: Readiness) -> Source:
     source = _source(settings)
     readiness.source = source
     return source
+
+
+def _review_queue(
+    settings: Settings, store: TagStore, producer: RecordProducer
+) -> ReviewQueue | None:
+    """The review hook when ``--review`` is on (docs/review.md)."""
+    if not settings.review:
+        return None
+    return ReviewQueue(
+        engine=store.engine,
+        producer=producer,
+        topic=settings.review_topic,
+        fmt=settings.review_format,
+        policy=ReviewPolicy(
+            margin=settings.review_margin,
+            band=settings.review_band,
+            spot_rate=settings.review_spot_rate,
+        ),
+        max_per_label_hour=settings.review_max_per_label_hour,
+        max_per_hour=settings.review_max_per_hour,
+    )

@@ -284,8 +284,46 @@ class TaggingSettings(TagfleetSettings):
         return min(self.decode_memory_bytes, max(256_000_000, share))
 
 
+class ReviewSettings(TagfleetSettings):
+    """The review queue the service fills (docs/review.md): which predictions it flags, how
+    many it queues, where it streams them."""
+
+    review: bool = Field(
+        False,
+        description="Flag predictions worth a person's look into the review table and topic.",
+    )
+    review_topic: str = Field(
+        "asset-reviews", description="Topic of review items ('' keeps them in the table only)."
+    )
+    review_format: Literal["json", "label-studio"] = Field(
+        "json",
+        description="Review topic records: our JSON (docs/review.md) or Label Studio's task"
+        " import form.",
+    )
+    review_margin: float = Field(
+        0.1, ge=0, le=1, description="classify: flag when best minus second-best score is below."
+    )
+    review_band: float = Field(
+        0.05, ge=0, le=1, description="tags: flag a label scored within this of its threshold."
+    )
+    review_spot_rate: float = Field(
+        0.0, ge=0, le=1, description="Share of confident predictions queued for spot checks."
+    )
+    review_max_per_label_hour: int = Field(
+        20, ge=0, description="Items queued per function and label in any hour, at most."
+    )
+    review_max_per_hour: int = Field(500, ge=0, description="Items queued in any hour, at most.")
+
+
 class Settings(
-    KafkaSettings, DlqSettings, StoreSettings, FleetFile, Runtime, Serving, TaggingSettings
+    KafkaSettings,
+    DlqSettings,
+    StoreSettings,
+    FleetFile,
+    Runtime,
+    Serving,
+    TaggingSettings,
+    ReviewSettings,
 ):
     """The service (``tagfleet consume``): the shared models above and its own settings."""
 

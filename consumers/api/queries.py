@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from consumers.api.effective import effective_tags, human_label
 from consumers.results import rfc3339
+from consumers.review.queue import item_view
 from consumers.store.errors import translate_errors
 from consumers.store.models import assets, function_results, human_labels, review_items, tags
 
@@ -179,7 +180,7 @@ def review_page(
         query = query.where(r.item_id > after)
     query = query.order_by(r.item_id).limit(limit)
     with translate_errors("review_page"), engine.connect() as conn:
-        return [review_view(row) for row in conn.execute(query).mappings()]
+        return [item_view(row) for row in conn.execute(query).mappings()]
 
 
 def review_item(engine: sa.Engine, tenant: str, item_id: int) -> dict[str, Any] | None:
@@ -187,27 +188,7 @@ def review_item(engine: sa.Engine, tenant: str, item_id: int) -> dict[str, Any] 
     query = sa.select(review_items).where(r.tenant == tenant, r.item_id == item_id)
     with translate_errors("review_item"), engine.connect() as conn:
         row = conn.execute(query).mappings().first()
-    return None if row is None else review_view(row)
-
-
-def review_view(row: Any) -> dict[str, Any]:
-    return {
-        "item": row["item_id"],
-        "asset_id": row["asset_id"],
-        "uri": row["uri"],
-        "function": row["function"],
-        "type": row["type"],
-        "reason": row["reason"],
-        "label": row["label"],
-        "score": row["score"],
-        "scores": row["scores"],
-        "model_version": row["model_version"],
-        "created_at": rfc3339(row["created_at"]),
-        "status": row["status"],
-        "answer": row["answer"],
-        "answered_by": row["answered_by"],
-        "answered_at": None if row["answered_at"] is None else rfc3339(row["answered_at"]),
-    }
+    return None if row is None else item_view(row)
 
 
 def answer_review(
@@ -261,4 +242,4 @@ def answer_review(
             .values(status="answered", answer=answer, answered_by=actor, answered_at=now)
         )
         row = conn.execute(sa.select(review_items).where(r.item_id == item_id)).mappings().one()
-    return review_view(row)
+    return item_view(row)

@@ -8,7 +8,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,12 +63,16 @@ class Storer(Stage):
         abandon: threading.Event,
         max_rejections: int = 8,
         max_group: int = 512,
+        review: Callable[[Sequence[AssetResult]], None] | None = None,
     ) -> None:
-        """``abandon``: set at the end of shutdown; retries stop and the group is abandoned."""
+        """``abandon``: set at the end of shutdown; retries stop and the group is abandoned.
+        ``review``: called with the results of a group once stored and published, before its
+        items finish; it must not raise (``consumers.review.queue.ReviewQueue``)."""
         self._store, self._producer, self._topic = store, producer, results_topic
         self._inbox, self._fail, self._finish = inbox, out.fail, out.finish
         self._metrics, self._give_up, self._max_group = out.metrics, abandon.is_set, max_group
         self._max_rejections, self._rejected_in_a_row = max_rejections, 0
+        self._review = review
         self._spawn("store")
 
     def _run(self) -> None:
@@ -143,6 +147,10 @@ class Storer(Stage):
                 self._retry(lambda: self._producer.send_all(records), "publish")  # type: ignore[union-attr]
             self._metrics.stage_seconds.labels("publish").observe(time.perf_counter() - started)
         failpoints.hit("after_store")
+        if self._review is not None:
+            fresh = [r for i, r in group if r is not None and id(i) not in stale]
+            if fresh:
+                self._review(fresh)
         for item, result in group:
             if id(item) in stale:
                 self._finish(item, "stale")

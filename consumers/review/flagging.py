@@ -1,0 +1,109 @@
+"""Which predictions a person should look at (pure, no I/O).
+
+- classify: the margin between the best and the second-best score is below ``margin``
+  (``low_margin``);
+- tags: a label scored within ``band`` of its threshold, above or below (``near_threshold``;
+  the label closest to its threshold is the one proposed);
+- a sample of confident predictions for spot checks (``spot_check``): a ``spot_rate`` share
+  of the assets, picked by a hash of the asset id and function, so a replay picks the same.
+
+At most one candidate per (asset, function): the first rule that applies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from consumers.domain import AssetResult
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewPolicy:
+    margin: float = 0.1
+    band: float = 0.05
+    spot_rate: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One prediction to review."""
+
+    asset_id: str
+    uri: str
+    tenant: str | None
+    function: str
+    type: str
+    reason: str
+    label: str | None
+    score: float | None
+    scores: dict[str, float]
+    model_version: str
+
+
+def _sampled(asset_id: str, function: str, rate: float) -> bool:
+    if rate <= 0:
+        return False
+    digest = hashlib.sha256(f"{asset_id}\x00{function}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < rate
+
+
+def _classify(obj: dict[str, Any], policy: ReviewPolicy) -> tuple[str, str | None, float | None]:
+    ranked = sorted((float(v) for v in (obj.get("scores") or {}).values()), reverse=True)
+    if len(ranked) >= 2 and ranked[0] - ranked[1] < policy.margin:
+        return "low_margin", obj.get("label"), obj.get("score")
+    return "", obj.get("label"), obj.get("score")
+
+
+def _tags(obj: dict[str, Any], policy: ReviewPolicy) -> tuple[str, str | None, float | None]:
+    scores: dict[str, float] = obj.get("scores") or {}
+    thresholds: dict[str, float] = obj.get("thresholds") or {}
+    near = [
+        (abs(float(scores[label]) - float(t)), label)
+        for label, t in thresholds.items()
+        if label in scores and abs(float(scores[label]) - float(t)) <= policy.band
+    ]
+    if near:
+        _, label = min(near)
+        return "near_threshold", label, float(scores[label])
+    tags = obj.get("tags") or []
+    best = max(tags, key=lambda t: t["score"], default=None)
+    return "", None if best is None else best["label"], None if best is None else best["score"]
+
+
+def flag(result: AssetResult, policy: ReviewPolicy) -> list[Candidate]:
+    """The candidates of one stored result, in function order."""
+    out = []
+    for function in sorted(result.functions):
+        obj = result.functions[function]
+        kind = obj.get("type")
+        if kind == "classify":
+            reason, label, score = _classify(obj, policy)
+        elif kind == "tags":
+            reason, label, score = _tags(obj, policy)
+        else:
+            continue  # detect: boxes are reviewed in a labelling tool, not flagged here yet
+        if (
+            not reason
+            and label is not None
+            and _sampled(result.asset_id, function, policy.spot_rate)
+        ):
+            reason = "spot_check"
+        if not reason:
+            continue
+        out.append(
+            Candidate(
+                asset_id=result.asset_id,
+                uri=result.uri,
+                tenant=result.tenant,
+                function=function,
+                type=str(kind),
+                reason=reason,
+                label=label,
+                score=None if score is None else float(score),
+                scores={k: float(v) for k, v in (obj.get("scores") or {}).items()},
+                model_version=str(obj.get("version", "")),
+            )
+        )
+    return out
