@@ -264,6 +264,8 @@ def test_events_delivered_in_reverse_end_with_the_newest(
         _waiting(consumer, lambda: "waiting for its removal" in consumer.logs(), 60, "put waits")
         _place(kafka_bootstrap, topic, [(delete_late, 1)])
         _waiting(consumer, lambda: _events(consumer, "stale") == 3.0, 120, "3 stale events")
+        # the Delete was waiting behind its Put in the key gate: it is applied after it
+        _waiting(consumer, lambda: _events(consumer, "removed") == 2.0, 60, "2 removals")
         removed = _events(consumer, "removed")
         stored = _events(consumer, "stored")
         dead = _events(consumer, "dead_lettered")
