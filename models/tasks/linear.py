@@ -14,6 +14,7 @@ numbers describe exactly what the service returns), report files.
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 import time
@@ -23,7 +24,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
+from models import storage
 from models.artifacts import Artifact
 from models.backbones import Backbone, Features, load_backbone, resolve_ref
 from models.data.labelled import data_hash, read_images
@@ -31,10 +34,11 @@ from models.data.load import load_dataset
 from models.data.samples import Dataset, stratified_split
 from models.embcache import EmbeddingCache
 from models.fleet import Fleet
-from models.function import build_head
+from models.function import Function, build_head
 from models.manifest import FunctionType, Manifest, Mode
 from models.metrics import choose_threshold, classify_metrics, fit_temperature, tags_metrics
 from models.tasks import Report, Task
+from models.tiling import Tiling, cut_tiles, predict_tiled
 from models.training.evaluation import Evaluation
 from models.training.folds import fewest_per_label, spread, stratified_folds
 from models.training.loop import Fit, fit_finetune, fit_probe
@@ -399,9 +403,32 @@ def evaluate(
     size = Fleet.from_artifacts([artifact]).input_size
     images, _ = read_images(dataset, size)
     targets = dataset.targets()
-    current = evaluate_arrays(artifact, images, targets)
+    tiling = Tiling.of(m)
+    if tiling is None:
+        current = evaluate_arrays(artifact, images, targets)
+    else:  # scored as served: tiles of the original pictures
+        scores = tiled_scores(artifact, dataset, tiling)
+        metrics = score_metrics(artifact, targets, scores)
+        current = Evaluation(scores, targets, metrics, images=images)
     before = evaluate_arrays(previous, images, targets) if previous is not None else None
     return build_report(artifact, current, previous, before, split=f"all of {dataset.source}")
+
+
+def tiled_scores(artifact: Artifact, dataset: Dataset, tiling: Tiling) -> np.ndarray:
+    """(N, L) scores of ``artifact`` served in tiles of each original picture of ``dataset``."""
+    m = artifact.manifest
+    backbone = load_backbone(
+        m.backbone, state=artifact.backbone_state, weights_id=artifact.backbone_weights_id()
+    )
+    function = Function(artifact, backbone)
+    rows = []
+    for sample in dataset.samples:
+        with Image.open(io.BytesIO(storage.read_bytes(sample.image))) as image:
+            image.load()
+            tiles = cut_tiles(image, tiling, backbone.input_size)
+            result = predict_tiled(function, tiles, image.size)
+        rows.append([result["scores"][label] for label in m.labels])
+    return np.array(rows, dtype=np.float64).reshape(len(dataset.samples), len(m.labels))
 
 
 TASK = Task(train=train, evaluate=evaluate)

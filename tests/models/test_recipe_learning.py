@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,7 @@ def test_default_recipe_finds_small_marks_the_plain_recipe_misses(
 
 @pytest.mark.slow
 def test_tiles_find_a_small_mark_in_a_large_image_that_one_resize_misses(
-    surfaces: tuple[str, str, Artifact],
+    surfaces: tuple[str, str, Artifact], tmp_path: Path
 ) -> None:
     artifact = surfaces[2]
     fleet = Fleet.from_artifacts([artifact])
@@ -105,6 +106,19 @@ def test_tiles_find_a_small_mark_in_a_large_image_that_one_resize_misses(
         tiled = predict_tiled(function, tiles, (2000, 1500))
         assert tiled["label"] == kind, (kind, tiled["scores"])
         assert whole["surface"]["label"] == "clean", whole  # the resize drops the mark
+
+    # tagfleet eval scores a tiled function as it is served: in tiles of the originals
+    large = tmp_path / "large"
+    for kind in ("local", "clean"):
+        (large / kind).mkdir(parents=True)
+        for i in range(3):
+            surface_image(rng, kind, 2000, height=1500).save(large / kind / f"{i}.png")
+    tiled_report, _ = evaluate(artifact, str(large))
+    assert tiled_report["metrics"]["accuracy"] == 1.0, tiled_report["metrics"]
+    head = {"pooling": artifact.manifest.head["pooling"]}  # the same function without tiles
+    resized = replace(artifact, manifest=artifact.manifest.model_copy(update={"head": head}))
+    resized_report, _ = evaluate(resized.with_version(), str(large))
+    assert _recalls(resized_report)["local"] == 0.0, resized_report["metrics"]
 
 
 @pytest.mark.slow
