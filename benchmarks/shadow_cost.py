@@ -49,14 +49,50 @@ def fleets(model: str) -> tuple[Path, Path]:
     return alone, with_shadow
 
 
+def model_only(alone: Path, with_shadow: Path, seconds: float, repeats: int) -> dict[str, float]:
+    """M: images/s of the fleet alone (``predict``) and with its shadow
+    (``predict_with_shadows``) at batch 32, alternated in this process."""
+    import time
+
+    import numpy as np
+
+    from models import load_fleet
+
+    rates: dict[str, list[float]] = {"alone": [], "with_shadow": []}
+    fleets = {"alone": load_fleet(alone), "with_shadow": load_fleet(with_shadow)}
+    size = fleets["alone"].input_size
+    images = list(np.random.default_rng(0).integers(0, 256, (32, size, size, 3), dtype=np.uint8))
+    sizes = [(1920, 1080)] * 32
+    for _ in range(repeats):
+        for name, fleet in fleets.items():
+            call = fleet.predict if name == "alone" else fleet.predict_with_shadows
+            call(images, sizes)  # warm-up
+            done, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                call(images, sizes)
+                done += 32
+            rates[name].append(done / (time.perf_counter() - start))
+    return {name: statistics.median(r) for name, r in rates.items()}
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = parser_for(__doc__)
     add_common_args(parser)
     parser.set_defaults(images=200, repeats=2)
+    parser.add_argument(
+        "--model-only", action="store_true", help="only M (Fleet.predict), no service run"
+    )
     args = parser.parse_args(argv)
     args.mode, args.consumers, args.partitions, args.rate = "throughput", 1, 4, None
-    assets = assets_in_s3(args)
     alone, with_shadow = fleets(args.model)
+    m = model_only(alone, with_shadow, seconds=10.0, repeats=max(3, args.repeats))
+    print(
+        f"M alone {m['alone']:.2f}/s, with a head-only shadow {m['with_shadow']:.2f}/s:"
+        f" the shadow costs {1 - m['with_shadow'] / m['alone']:.1%}"
+    )
+    if args.model_only:
+        return m
+    assets = assets_in_s3(args)
     rates: dict[str, list[float]] = {"alone": [], "with_shadow": []}
     for _ in range(args.repeats):
         rates["alone"].append(run(args, assets, alone)["rate"])
@@ -72,6 +108,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f" {figures['with_shadow']:.2f}/s (runs {rates['with_shadow']}):"
         f" the shadow costs {figures['shadow_cost']:.1%}"
     )
+    figures.update(m_alone=m["alone"], m_with_shadow=m["with_shadow"])
     write_results(Path(args.out), "shadow-cost", {**figures, "runs": rates})
     return figures
 

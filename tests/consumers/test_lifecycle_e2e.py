@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from harness import (
+    COLOURS,
     REPO,
     SHAPES,
     ConsumerProcess,
@@ -37,7 +38,7 @@ from harness import (
 )
 
 from models.backbones import CONFIG_DIR
-from models.lifecycle import promote, rollback, shadow
+from models.lifecycle import promote, remove, rollback, shadow
 from models.registry import publish
 
 pytestmark = pytest.mark.integration
@@ -50,8 +51,9 @@ def _publish_versions(registry: str) -> dict[str, str]:
     v1 = zero_shot("shape", "classify", SHAPES, TINY)
     v2 = replace(v1, head_state={k: -t for k, t in v1.head_state.items()})
     v_drop = zero_shot("shape", "classify", tuple(s for s in SHAPES if s != "triangle"), TINY)
+    colours = zero_shot("colours", "classify", tuple(COLOURS), TINY)
     out = {}
-    for name, artifact in (("v1", v1), ("v2", v2), ("v_drop", v_drop)):
+    for name, artifact in (("v1", v1), ("v2", v2), ("v_drop", v_drop), ("colours", colours)):
         saved, _ = publish(artifact, registry, parent=None)
         assert saved.manifest.version is not None
         out[name] = saved.manifest.version
@@ -120,6 +122,25 @@ def _results(url: str) -> dict[str, str]:
     return dict(rows)  # type: ignore[arg-type]
 
 
+def _rows(url: str, function: str) -> dict[str, int]:
+    """How many assets have tags and a current result of ``function``, and how many kept
+    results it has (a classify result is one tag per asset)."""
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    with engine.connect() as conn:
+        out = {
+            t: conn.execute(
+                sa.text(f"select count(distinct asset_id) from {t} where function = :f"),  # noqa: S608
+                {"f": function},
+            ).scalar_one()
+            for t in ("tags", "function_results")
+        }
+        out["kept"] = conn.execute(
+            sa.text("select count(*) from version_results where function = :f"), {"f": function}
+        ).scalar_one()
+    engine.dispose()
+    return out
+
+
 def _tables(url: str) -> dict[str, list[tuple[Any, ...]]]:
     engine = sa.create_engine(url, poolclass=sa.NullPool)
     with engine.connect() as conn:
@@ -139,8 +160,8 @@ def _consumer(tmp_path: Path, stack: dict[str, str], name: str, **flags: Any) ->
     )
 
 
-def _events(bucket: str, keys: list[str]) -> list[tuple[bytes, bytes]]:
-    return [native_event(bucket, k) for k in keys]
+def _events(bucket: str, keys: list[str], **extra: Any) -> list[tuple[bytes, bytes]]:
+    return [native_event(bucket, k, **extra) for k in keys]
 
 
 def test_a_service_on_an_s3_fleet_picks_up_a_promote_and_refuses_a_broken_fleet(
@@ -168,7 +189,8 @@ def test_a_service_on_an_s3_fleet_picks_up_a_promote_and_refuses_a_broken_fleet(
     try:
         wait_until(lambda: _metric(consumer, "tagfleet_ready") == 1, 180, what="service ready")
         assert _metric(consumer, "tagfleet_fleet_function_info", version=v["v1"], role="serving")
-        produce(kafka_bootstrap, topic, _events(bucket, keys[:30]))
+        # every event claims an ETag that is not the object's: the result carries the fetched one
+        produce(kafka_bootstrap, topic, _events(bucket, keys[:30], etag="claimed-etag"))
         promote(fleet, "shape", v["v2"], force=True)  # while events are in flight
         produce(kafka_bootstrap, topic, _events(bucket, keys[30:60]))
         wait_until(
@@ -211,6 +233,14 @@ def test_a_service_on_an_s3_fleet_picks_up_a_promote_and_refuses_a_broken_fleet(
     assert {stored[a] for a in after} == {v["v2"]}  # after the swap, and after the refusal
     versions = {json.loads(r.value)["functions"]["shape"]["version"] for r in records}
     assert versions == {v["v1"], v["v2"]}
+    fetched = {
+        f"s3://{bucket}/{k}": s3.head_object(Bucket=bucket, Key=k)["ETag"].strip('"')
+        for k in keys[:30]
+    }
+    for record in records:
+        event = json.loads(record.value)
+        if event["asset_id"] in fetched:
+            assert event["etag"] == fetched[event["asset_id"]] != "claimed-etag"
     assert not read_topic(kafka_bootstrap, dlq, expected=0, timeout_s=3)
 
 
@@ -301,6 +331,7 @@ def test_replaying_the_old_version_changes_no_row_and_a_rollback_restores_withou
     registry, fleet = str(tmp_path / "registry"), str(tmp_path / "fleet.yaml")
     v = _publish_versions(registry)
     promote(fleet, "shape", v["v1"], registry=registry)
+    promote(fleet, "colours", v["colours"])
     old_fleet = tmp_path / "old-fleet.yaml"  # what a second group still serves: v1
     old_fleet.write_bytes(Path(fleet).read_bytes())
     topic, results, dlq = new_topic(partitions=2), new_topic(partitions=1), new_topic(partitions=1)
@@ -356,6 +387,15 @@ def test_replaying_the_old_version_changes_no_row_and_a_rollback_restores_withou
         wait_until(lambda: set(_results(pg_url).values()) == {v["v1"]}, 60, what="the v1 tags back")
         assert _metric(consumer, "tagfleet_fleet_function_info", version=v["v1"], role="serving")
         assert _metric(consumer, "tagfleet_predictions_total") == predicted  # no model ran
+
+        assert _rows(pg_url, "colours") == {"tags": 20, "function_results": 20, "kept": 20}
+        remove(fleet, "colours", purge=True)  # `tagfleet fleet remove colours --purge`
+        wait_until(
+            lambda: _rows(pg_url, "colours") == {"tags": 0, "function_results": 0, "kept": 0},
+            60,
+            what="the purged function's tags gone",
+        )
+        assert set(_results(pg_url).values()) == {v["v1"]}  # the other function untouched
     finally:
         code = consumer.terminate()
     assert code == 0, consumer.logs()[-3000:]
