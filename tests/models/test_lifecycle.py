@@ -130,6 +130,13 @@ def test_promote_refuses_a_worse_candidate_force_promotes_rollback_restores(
     assert figures[0] < figures[1] - 0.01
     assert f"macro_f1 {figures[0]:.4f} against {figures[1]:.4f}" in err, err
     assert read_fleet_config(fleet).entry("colour").version == good  # type: ignore[union-attr]
+    # --data: both evaluated now on the same dataset; refused again, with both figures
+    assert (
+        main(["fleet", "promote", "colour", bad["version"], "--fleet", fleet, "--data", str(data)])
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert "against" in err and f"for the serving version {good} on {data}" in err, err
 
     args = ["fleet", "promote", "colour", bad["version"], "--fleet", fleet, "--force"]
     assert main(args) == 0
