@@ -122,3 +122,11 @@ def test_the_report_says_where_the_errors_go() -> None:
     assert sheet is not None
     assert Image.open(io.BytesIO(sheet)).size == (2 * 96, 96 + 14)  # two misclassified
     assert contact_sheet(images, scores, np.array([0, 1, 0, 1]), ["a", "b"]) is None
+
+
+def test_training_without_weights_says_the_backbone_is_random() -> None:
+    from models.train import random_backbone_warning
+
+    warning = random_backbone_warning(_spec(backbone="ViT-B-32"))
+    assert warning is not None and "ViT-B-32 starts from random weights" in warning
+    assert random_backbone_warning(_spec(weights="laion2b_s34b_b79k")) is None
