@@ -1,12 +1,15 @@
-"""``tagfleet api`` and ``tagfleet api-key create|revoke`` (registered by consumers.cli)."""
+"""``tagfleet api``, ``tagfleet api-key create|revoke`` and ``tagfleet dataset export``
+(registered by consumers.cli)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
+from pathlib import Path
 from typing import Any
 
-from consumers.api.settings import ApiKeyCreateOptions, ApiOptions
+from consumers.api.settings import ApiKeyCreateOptions, ApiOptions, DatasetExportOptions
 from consumers.settings import StoreSettings
 from models.options import Options, add_options
 from models.settings import FleetFile
@@ -40,6 +43,19 @@ def register(commands: Any) -> None:
     revoke.add_argument("key_id", metavar="KEY_ID", help="the key's id, or the whole key")
     add_options(revoke, [StoreSettings])
     revoke.set_defaults(handler=_run_revoke)
+
+    dataset = commands.add_parser("dataset", help="training sets from people's labels")
+    dsub = dataset.add_subparsers(dest="dataset_command", metavar="DATASET_COMMAND", required=True)
+    export = dsub.add_parser(
+        "export",
+        help="write FUNCTION's human labels as a JSONL training manifest (s3:// images)",
+        description="Write the human labels of FUNCTION (one tenant) as the JSONL manifest"
+        " tagfleet train reads, with counts per label and a warning for labels with too few"
+        " samples (docs/review.md).",
+    )
+    export.add_argument("function", metavar="FUNCTION", help="the function's name")
+    add_options(export, [DatasetExportOptions, StoreSettings])
+    export.set_defaults(handler=_run_export)
 
 
 def _run_api(args: argparse.Namespace, options: Options) -> int:
@@ -92,4 +108,38 @@ def _run_revoke(args: argparse.Namespace, options: Options) -> int:
         print(f"tagfleet api-key revoke: error: no live key {args.key_id[:20]!r}")
         return 1
     print("revoked")
+    return 0
+
+
+def _run_export(args: argparse.Namespace, options: Options) -> int:
+    from consumers.dataset_export import NothingToExport, export
+    from consumers.store import TagStore
+
+    opts = options[DatasetExportOptions]
+    store = TagStore(options[StoreSettings].store_url())
+    try:
+        summary = export(
+            store.engine,
+            args.function,
+            Path(opts.out),
+            tenant=opts.tenant,
+            include_ai=opts.include_ai,
+            min_score=opts.min_score,
+            min_samples=opts.min_samples,
+        )
+    except NothingToExport as exc:
+        print(f"tagfleet dataset export: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(f"{summary.samples} samples of {summary.function} ({summary.type}) in {opts.out}")
+    for label, count in summary.counts.items():
+        print(f"  {label}: {count}")
+    for reason, count in summary.left_out.items():
+        print(f"  left out ({reason}): {count}")
+    if summary.too_few:
+        print(
+            f"warning: fewer than {opts.min_samples} samples of: {', '.join(summary.too_few)}",
+            file=sys.stderr,
+        )
     return 0

@@ -78,8 +78,7 @@ def asset_view(engine: sa.Engine, tenant: str, asset_id: str) -> dict[str, Any] 
     }
 
 
-def search(
-    engine: sa.Engine,
+def search_query(
     tenant: str,
     *,
     label: str,
@@ -88,8 +87,8 @@ def search(
     origin: Origin,
     after: str | None,
     limit: int,
-) -> list[dict[str, str]]:
-    """One page of the tenant's assets whose effective tags hold ``label``, by asset id."""
+) -> sa.Select[Any]:
+    """The keyset query of one search page (:func:`search`)."""
     a, t, h = assets.c, tags.c, human_labels.c
     branches: list[sa.Select[Any]] = []
     if origin in ("ai", "any"):
@@ -126,10 +125,32 @@ def search(
             person = person.where(h.asset_id > after)
         branches.append(person.distinct().order_by(h.asset_id).limit(limit))
     if len(branches) == 1:
-        query = branches[0]
-    else:
-        both = sa.union(*(b.subquery().select() for b in branches)).subquery()
-        query = sa.select(both.c.asset_id, both.c.uri).order_by(both.c.asset_id).limit(limit)
+        return branches[0]
+    both = sa.union(*(b.subquery().select() for b in branches)).subquery()
+    return sa.select(both.c.asset_id, both.c.uri).order_by(both.c.asset_id).limit(limit)
+
+
+def search(
+    engine: sa.Engine,
+    tenant: str,
+    *,
+    label: str,
+    function: str | None,
+    min_score: float,
+    origin: Origin,
+    after: str | None,
+    limit: int,
+) -> list[dict[str, str]]:
+    """One page of the tenant's assets whose effective tags hold ``label``, by asset id."""
+    query = search_query(
+        tenant,
+        label=label,
+        function=function,
+        min_score=min_score,
+        origin=origin,
+        after=after,
+        limit=limit,
+    )
     with translate_errors("search"), engine.connect() as conn:
         return [{"asset_id": row[0], "uri": row[1]} for row in conn.execute(query)]
 

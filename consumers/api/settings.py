@@ -78,3 +78,21 @@ class ApiKeyCreateOptions(BaseSettings):
         if not value:
             raise ValueError("the tenant is empty")
         return value
+
+
+class DatasetExportOptions(BaseSettings):
+    """``tagfleet dataset export``."""
+
+    model_config = _config("TAGFLEET_DATASET_")
+
+    out: str = Field(description="folder to write manifest.jsonl and summary.json into")
+    tenant: str = Field("default", description="whose labels to export")
+    include_ai: bool = Field(
+        False,
+        description="also the assets nobody labelled, with their AI tags scored >= min_score"
+        " (never a label a person rejected)",
+    )
+    min_score: float = Field(0.9, ge=0, le=1, description="AI tags kept with include_ai")
+    min_samples: int = Field(
+        5, ge=1, description="labels with fewer samples are named in a warning"
+    )

@@ -44,6 +44,7 @@ POSITIONALS = {
     "versions": ["some-function"],
     "diff": ["some-function"],
     "api-key revoke": ["0123456789ab"],
+    "dataset export": ["some-function"],
 }
 # train's required options, given by their variables so that each can be replaced in turn
 REQUIRED = {
@@ -51,6 +52,7 @@ REQUIRED = {
     "TAGFLEET_TRAIN_NAME": "n",
     "TAGFLEET_TRAIN_OUT": "o",
     "TAGFLEET_DLQ_REDRIVE_REASON": "object_unavailable",
+    "TAGFLEET_DATASET_OUT": "o",
 }
 
 
