@@ -8,7 +8,7 @@ share) the image is cut into tiles at that scale, every tile is resized to the b
 and encoded in one batch, and the head reads the image as one: the pooled embedding is the
 mean over the tiles and the patch tokens of every tile are pooled together, so a
 ``patch_max`` head takes the maximum over every patch of every tile and ``patch_attention``
-attends over all of them. classify and tags only: detect boxes are not mapped through tiles.
+attends over all of them. detect finds objects tile by tile and maps their boxes back.
 """
 
 from __future__ import annotations
@@ -75,11 +75,19 @@ def merge(features: Features) -> Features:
 
 @torch.inference_mode()
 def predict_tiled(
-    function: Function, tiles: np.ndarray, orig_size: tuple[int, int], batch: int = 64
+    function: Function,
+    tiles: np.ndarray,
+    orig_size: tuple[int, int],
+    batch: int = 64,
+    boxes: list[tuple[int, int, int, int]] | None = None,
 ) -> dict[str, Any]:
-    """The result object of ``function`` for one image given as its tiles (:func:`cut_tiles`)."""
-    if function.manifest.type == FunctionType.DETECT:
-        raise ValueError("tiled inference maps no detect boxes back yet")
+    """The result object of ``function`` for one image given as its tiles (:func:`cut_tiles`).
+
+    classify and tags read the tiles as one image (:func:`merge`). detect needs the tiles'
+    ``boxes`` (:meth:`Tiling.boxes`): each tile's objects are found in the tile's own pixels,
+    shifted by its corner, and the objects of every tile go through one class-wise NMS (the
+    head's ``nms_iou``), best ``max_detections`` kept.
+    """
     parts = [function.backbone.encode(tiles[i : i + batch]) for i in range(0, len(tiles), batch)]
     tokens = [p.tokens for p in parts]
     features = Features(
@@ -87,4 +95,39 @@ def predict_tiled(
         None if any(t is None for t in tokens) else torch.cat(tokens),  # type: ignore[arg-type]
         parts[0].grid,
     )
-    return function.run(merge(features), [orig_size])[0]
+    if function.manifest.type != FunctionType.DETECT:
+        return function.run(merge(features), [orig_size])[0]
+    if boxes is None or len(boxes) != len(tiles):
+        raise ValueError("detect through tiles needs each tile's box")
+    sizes = [(x2 - x1, y2 - y1) for x1, y1, x2, y2 in boxes]
+    per_tile = function.run(features, sizes)
+    if len(per_tile) == 1:  # one tile is the whole image: its objects as they are
+        return per_tile[0]
+    found = [
+        (obj, (box[0], box[1]))
+        for result, box in zip(per_tile, boxes, strict=True)
+        for obj in result["objects"]
+    ]
+    return {**per_tile[0], "objects": _merge_objects(found, function.manifest)}
+
+
+def _merge_objects(
+    found: list[tuple[dict[str, Any], tuple[int, int]]], manifest: Manifest
+) -> list[dict[str, Any]]:
+    """Objects of every tile in the image's pixels, one class-wise NMS over them, best first."""
+    from torchvision.ops import batched_nms
+
+    if not found:
+        return []
+    shifted = [
+        [b[0] + dx, b[1] + dy, b[2] + dx, b[3] + dy] for (o, (dx, dy)) in found for b in [o["box"]]
+    ]
+    scores = torch.tensor([o["score"] for o, _ in found])
+    labels = torch.tensor([manifest.labels.index(o["label"]) for o, _ in found])
+    iou = float(manifest.head.get("nms_iou", 0.5))
+    keep = batched_nms(torch.tensor(shifted, dtype=torch.float32), scores, labels, iou)
+    keep = keep[: int(manifest.head.get("max_detections", 100))]
+    return [
+        {"label": found[k][0]["label"], "score": found[k][0]["score"], "box": shifted[k]}
+        for k in keep.tolist()
+    ]

@@ -130,3 +130,54 @@ def test_training_without_weights_says_the_backbone_is_random() -> None:
     warning = random_backbone_warning(_spec(backbone="ViT-B-32"))
     assert warning is not None and "ViT-B-32 starts from random weights" in warning
     assert random_backbone_warning(_spec(weights="laion2b_s34b_b79k")) is None
+
+
+def test_detect_through_tiles_maps_boxes_back_to_the_image(tiny_config: str) -> None:
+    from models import Fleet
+    from models.artifacts import Artifact
+    from models.backbones import resolve_ref
+    from models.function import Function, build_head
+    from models.tiling import Tiling, cut_tiles, predict_tiled
+
+    manifest = Manifest(
+        name="things",
+        type="detect",
+        labels=["a", "b"],
+        backbone=resolve_ref(tiny_config),
+        thresholds={"*": 0.0},
+        head={"nms_iou": 0.5, "max_detections": 20},
+    )
+    from models.backbones import load_backbone
+
+    backbone = load_backbone(manifest.backbone, device="cpu")
+    torch.manual_seed(3)
+    state = {k: v.clone() for k, v in build_head(manifest, backbone).state_dict().items()}
+    artifact = Artifact(manifest, state).with_version()
+    fleet = Fleet.from_artifacts([artifact], device="cpu", backbones={backbone.key: backbone})
+    function = Function(artifact, backbone)
+    rng = np.random.default_rng(0)
+
+    small = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    one = Tiling(64)  # one tile: the same objects as the whole-image path
+    tiled = predict_tiled(function, cut_tiles(small, one, 64), (64, 64), boxes=one.boxes(64, 64))
+    whole = fleet.predict([np.asarray(small)], [(64, 64)])[0]["things"]["objects"]
+    assert [o["label"] for o in tiled["objects"]] == [o["label"] for o in whole]
+    got = np.array([o["box"] for o in tiled["objects"]])
+    assert np.allclose(got, np.array([o["box"] for o in whole]), atol=1e-4)
+
+    large = Image.fromarray(rng.integers(0, 256, (96, 160, 3), dtype=np.uint8))
+    tiling = Tiling(64, 0.25)
+    tile_boxes = tiling.boxes(160, 96)
+    assert len(tile_boxes) == 3 * 2  # stride 48: x at 0, 48, 96; y at 0, 32 (the last at the edge)
+    tiles = cut_tiles(large, tiling, 64)
+    objects = predict_tiled(function, tiles, (160, 96), boxes=tile_boxes)["objects"]
+    assert 0 < len(objects) <= 20
+    assert [o["score"] for o in objects] == sorted((o["score"] for o in objects), reverse=True)
+    for o in objects:  # in the image's pixels, inside the tile it was found in
+        x1, y1, x2, y2 = o["box"]
+        assert any(
+            tx1 - 1e-3 <= x1 <= x2 <= tx2 + 1e-3 and ty1 - 1e-3 <= y1 <= y2 <= ty2 + 1e-3
+            for tx1, ty1, tx2, ty2 in tile_boxes
+        )
+    with pytest.raises(ValueError, match="needs each tile's box"):
+        predict_tiled(function, tiles, (160, 96))
