@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
+from models import storage
 from models.manifest import BackboneRef
 from models.weights import StateDict, fetch_local, random_seed
 
@@ -98,24 +99,65 @@ def _instantiate(config: dict[str, Any], seed: int) -> torch.nn.Module:
         return cls(**config)
 
 
-def _weights_path(ref: BackboneRef, cache: Path | None) -> tuple[Path, dict[str, Any]]:
+class OfflineError(RuntimeError):
+    """Weights would come from the model hub, and this process may not download."""
+
+
+def _pretrained_cfg(ref: BackboneRef) -> dict[str, Any]:
+    """open_clip's config of ``ref``'s pretrained tag, ``{}`` when the weights are no tag."""
+    if ref.config is not None or ref.weights is None or random_seed(ref.weights) is not None:
+        return {}
+    return open_clip.get_pretrained_cfg(ref.model, ref.weights) or {}
+
+
+def _hub_download(tag_cfg: dict[str, Any], cache: Path | None, offline: bool, what: str) -> Path:
+    if offline:
+        raise OfflineError(
+            f"{what}: a pretrained tag comes from the model hub and downloads are off; put the "
+            "weights in a bucket once (weights fetch) and name the s3:// object or a local file"
+        )
+    from open_clip.pretrained import download_pretrained
+
+    return Path(download_pretrained(tag_cfg, cache_dir=str(cache / "hub") if cache else None))
+
+
+def _weights_path(
+    ref: BackboneRef, cache: Path | None, offline: bool = False
+) -> tuple[Path, dict[str, Any]]:
     """Local path of the weights and the pretrained tag's preprocessing overrides."""
     assert ref.weights is not None
-    tag_cfg = open_clip.get_pretrained_cfg(ref.model, ref.weights) if ref.config is None else {}
+    tag_cfg = _pretrained_cfg(ref)
     if tag_cfg:
-        from open_clip.pretrained import download_pretrained
-
-        return Path(download_pretrained(tag_cfg)), tag_cfg
+        return _hub_download(tag_cfg, cache, offline, f"{ref.model} {ref.weights}"), tag_cfg
     return fetch_local(ref.weights, cache), {}
 
 
+def fetch_weights(model: str, tag: str, dest: str, cache: Path | None = None) -> str:
+    """Put the hub weights of ``model``'s pretrained ``tag`` at ``dest`` (a folder or ``s3://``
+    prefix) once: the object to name as weights, so pods never reach the internet. Returns
+    its URI (``dest/<model>-<tag><suffix>``)."""
+    tag_cfg = _pretrained_cfg(BackboneRef(model=model, weights=tag))
+    if not tag_cfg:
+        raise ValueError(f"{model!r} has no pretrained tag {tag!r} in open_clip")
+    path = _hub_download(tag_cfg, cache, False, f"{model} {tag}")
+    uri = storage.join(dest, f"{model}-{tag}{''.join(path.suffixes) or '.bin'}")
+    storage.write_bytes(uri, path.read_bytes())
+    return uri
+
+
 def build_model(
-    ref: BackboneRef, state: StateDict | None = None, cache_dir: Path | None = None
+    ref: BackboneRef,
+    state: StateDict | None = None,
+    cache_dir: Path | None = None,
+    offline: bool = False,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Build the open_clip model of ``ref`` on the CPU; return it and its preprocess config.
 
     ``state`` (e.g. a fine-tuned artifact's own weights) takes precedence over ``ref.weights``.
+    ``offline``: a pretrained tag (a hub download) raises :class:`OfflineError` at once.
     """
+    if offline and state is None and _pretrained_cfg(ref):
+        _hub_download({}, cache_dir, True, f"{ref.model} {ref.weights}")
     config = model_config(ref)
     preprocess = {
         "mean": OPENAI_DATASET_MEAN,
@@ -127,7 +169,7 @@ def build_model(
     if state is not None:
         model.load_state_dict(state, strict=True)
     elif seed is None:
-        path, tag_cfg = _weights_path(ref, cache_dir)
+        path, tag_cfg = _weights_path(ref, cache_dir, offline)
         open_clip.load_checkpoint(model, str(path), strict=True, weights_only=True)
         preprocess.update({k: tag_cfg[k] for k in ("mean", "std") if k in tag_cfg})
     return model.eval(), preprocess
@@ -265,9 +307,10 @@ def load_backbone(
     device: torch.device | str | None = None,
     compile: bool = False,
     cache_dir: Path | None = None,
+    offline: bool = False,
 ) -> Backbone:
     """Build a :class:`Backbone` for ``ref`` (``state`` overrides its weights, see build_model;
     ``cache_dir``: where fetched weights are kept)."""
-    model, preprocess = build_model(ref, state, cache_dir)
+    model, preprocess = build_model(ref, state, cache_dir, offline)
     key = backbone_key(ref, weights_id)
     return Backbone(model, key, preprocess, make_tokenizer(ref), device=device, compile=compile)

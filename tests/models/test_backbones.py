@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -72,3 +73,30 @@ def test_pickled_objects_are_refused(tiny_config: str, tmp_path) -> None:
     torch.save({"state_dict": {"x": object()}}, path)
     with pytest.raises(Exception, match="[Ww]eights only load failed|weights_only"):
         load_backbone(resolve_ref(tiny_config, str(path)))
+
+
+def test_weights_fetch_puts_hub_weights_in_a_bucket_once_and_offline_refuses_the_hub(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import open_clip.pretrained
+
+    from models.backbones import OfflineError, build_model, fetch_weights
+
+    hub = tmp_path / "hub-file.pt"
+    hub.write_bytes(b"weights")
+    asked: list[str | None] = []
+
+    def download(cfg: dict[str, Any], cache_dir: str | None = None) -> str:
+        asked.append(cache_dir)
+        return str(hub)
+
+    monkeypatch.setattr(open_clip.pretrained, "download_pretrained", download)
+    uri = fetch_weights("ViT-B-32", "openai", str(tmp_path / "bucket"), cache=tmp_path / "c")
+    assert uri == str(tmp_path / "bucket" / "ViT-B-32-openai.pt")
+    assert Path(uri).read_bytes() == b"weights"
+    assert asked == [str(tmp_path / "c" / "hub")]  # the cache location is the setting's
+    with pytest.raises(OfflineError, match="downloads are off"):
+        build_model(resolve_ref("ViT-B-32", "openai"), offline=True)
+    assert len(asked) == 1  # refused before any download
+    with pytest.raises(ValueError, match="no pretrained tag"):
+        fetch_weights("ViT-B-32", "nope", str(tmp_path / "bucket"))
