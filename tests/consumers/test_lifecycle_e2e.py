@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from faults.ledger import Ledger
 from harness import (
     COLOURS,
     REPO,
@@ -164,6 +165,10 @@ def _events(bucket: str, keys: list[str], **extra: Any) -> list[tuple[bytes, byt
     return [native_event(bucket, k, **extra) for k in keys]
 
 
+def _keyed(events: list[tuple[bytes, bytes]]) -> list[tuple[str, bytes | None]]:
+    return [(key.decode(), value) for key, value in events]
+
+
 def test_a_service_on_an_s3_fleet_picks_up_a_promote_and_refuses_a_broken_fleet(
     stack, aws_env, kafka_bootstrap, kafka_admin, new_topic, new_bucket, s3, pg_url, tmp_path
 ):
@@ -174,6 +179,8 @@ def test_a_service_on_an_s3_fleet_picks_up_a_promote_and_refuses_a_broken_fleet(
     promote(fleet, "shape", v["v1"], registry=registry)
     topic, results, dlq = new_topic(partitions=3), new_topic(partitions=1), new_topic(partitions=1)
     group = f"g-{topic}"
+    # the fault suite's ledger: per asset, produced, stored, dead-lettered, delivered twice
+    ledger = Ledger(kafka_bootstrap, topic, results, dlq, pg_url, functions=("shape",))
     consumer = _consumer(
         tmp_path,
         stack,
@@ -190,9 +197,9 @@ def test_a_service_on_an_s3_fleet_picks_up_a_promote_and_refuses_a_broken_fleet(
         wait_until(lambda: _metric(consumer, "tagfleet_ready") == 1, 180, what="service ready")
         assert _metric(consumer, "tagfleet_fleet_function_info", version=v["v1"], role="serving")
         # every event claims an ETag that is not the object's: the result carries the fetched one
-        produce(kafka_bootstrap, topic, _events(bucket, keys[:30], etag="claimed-etag"))
+        ledger.produce(_keyed(_events(bucket, keys[:30], etag="claimed-etag")))
         promote(fleet, "shape", v["v2"], force=True)  # while events are in flight
-        produce(kafka_bootstrap, topic, _events(bucket, keys[30:60]))
+        ledger.produce(_keyed(_events(bucket, keys[30:60])))
         wait_until(
             lambda: _metric(consumer, "tagfleet_fleet_function_info", version=v["v2"]),
             60,
@@ -200,7 +207,7 @@ def test_a_service_on_an_s3_fleet_picks_up_a_promote_and_refuses_a_broken_fleet(
         )
         assert _metric(consumer, "tagfleet_fleet_reloads_total", outcome="applied") == 1
         wait_until(lambda: group_lag(kafka_admin, kafka_bootstrap, group, topic) == 0, 180)
-        produce(kafka_bootstrap, topic, _events(bucket, keys[60:70]))  # after the swap
+        ledger.produce(_keyed(_events(bucket, keys[60:70])))  # after the swap
         wait_until(lambda: len(_results(pg_url)) == 70, 120, what="70 assets stored")
 
         s3.put_object(  # a fleet naming a version the registry lacks: it cannot load
@@ -213,7 +220,7 @@ def test_a_service_on_an_s3_fleet_picks_up_a_promote_and_refuses_a_broken_fleet(
             60,
             what="the broken fleet refused",
         )
-        produce(kafka_bootstrap, topic, _events(bucket, keys[70:80]))
+        ledger.produce(_keyed(_events(bucket, keys[70:80])))
         wait_until(lambda: len(_results(pg_url)) == 80, 120, what="80 assets stored")
         assert consumer.alive()
         assert _metric(consumer, "tagfleet_fleet_function_info", version=v["v2"], role="serving")
@@ -221,6 +228,10 @@ def test_a_service_on_an_s3_fleet_picks_up_a_promote_and_refuses_a_broken_fleet(
         code = consumer.terminate()
     assert code == 0, consumer.logs()[-3000:]
     assert "new fleet refused; the old one keeps serving" in consumer.logs()
+    figures = ledger.figures("promote and a broken fleet under traffic", [consumer.log_path])
+    ledger.close()
+    assert (figures.produced, figures.stored, figures.dead_lettered) == (80, 80, 0)
+    assert (figures.lost, figures.duplicates, figures.redeliveries) == (0, 0, 0)
     # the ledger, per asset: produced once, stored once, published once, nothing else
     records = read_topic(kafka_bootstrap, results, expected=80)
     published = Counter(r.key.decode() for r in records)
