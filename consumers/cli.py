@@ -116,6 +116,13 @@ def _add_db(commands: Any) -> None:
     )
     add_options(up, [DbUpgradeOptions, StoreSettings])
     up.set_defaults(handler=_run_db_upgrade)
+    follow = sub.add_parser(
+        "follow",
+        help="make the store follow the fleet now (a rollback's kept results current, removed"
+        " functions unserved or purged; no model runs): what a service does at start and reload",
+    )
+    add_options(follow, [StoreSettings, FleetFile])
+    follow.set_defaults(handler=_run_db_follow)
 
 
 def _add_dlq(commands: Any) -> None:
@@ -254,6 +261,30 @@ def _run_dlq_redrive(args: argparse.Namespace, options: Options) -> int:
     from consumers.dlq import run_redrive
 
     return run_redrive(options[DlqRedriveOptions], options[KafkaSettings], options[DlqSettings])
+
+
+def _run_db_follow(args: argparse.Namespace, options: Options) -> int:
+    from pydantic import ValidationError
+
+    from consumers.store import TagStore
+    from models.fleet import read_fleet_config, store_state
+
+    fleet = options[FleetFile].fleet
+    try:
+        config = read_fleet_config(fleet)
+    except (ValidationError, ValueError) as exc:
+        print(f"tagfleet db follow: error: {fleet} is not a fleet: {exc}", file=sys.stderr)
+        return 2
+    store = TagStore(options[StoreSettings].store_url())
+    try:
+        stats = store.follow_fleet(*store_state(config))
+    finally:
+        store.close()
+    print(
+        f"store follows {fleet}: {stats.restored} results current again,"
+        f" {stats.unserved} marked no longer served, {stats.purged} purged"
+    )
+    return 0
 
 
 def _run_demo(args: argparse.Namespace, options: Options) -> int:

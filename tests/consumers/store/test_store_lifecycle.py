@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from store_factories import WriteProbe, classify, make_result, table_rows, tags_fn
 
@@ -116,3 +118,33 @@ def test_a_removed_function_is_marked_unserved_or_purged(store: TagStore, store_
     assert [t.function for t in store.tags_for_asset(A)] == ["colour"]  # kept, unserved
     served = {r[1]: r for r in table_rows(store_url)["function_results"]}
     assert set(served) == {"colour"}
+
+
+def test_fleet_remove_purge_then_db_follow_leaves_no_tag_of_the_function(
+    store: TagStore,
+    store_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The commands an operator runs with no service up: `tagfleet fleet remove --purge`, then
+    `tagfleet db follow` (a running service does the same at its next reload)."""
+    from consumers.cli import main
+    from models.fleet import FleetConfig, FleetEntry, write_fleet_config
+
+    funcs = {"make": _placed(classify(), 1), "colour": _placed(tags_fn(), 1)}
+    store.save([make_result(a, funcs) for a in (A, B)])
+    fleet = str(tmp_path / "fleet.yaml")
+    entries = [FleetEntry(name=n, artifact=n) for n in ("make", "colour")]
+    write_fleet_config(fleet, FleetConfig(functions=entries))
+    monkeypatch.setenv("TAGFLEET_STORE", store_url)
+
+    assert main(["fleet", "remove", "make", "--purge", "--fleet", fleet]) == 0
+    assert main(["db", "follow", "--fleet", fleet]) == 0
+
+    assert "2 purged" in capsys.readouterr().out
+    assert _labels(store, A) == [] and _labels(store, B) == []
+    assert [r for r in _kept(store_url) if r[1] == "make"] == []
+    assert {t.function for t in store.tags_for_asset(A)} == {"colour"}
+    (tmp_path / "broken.yaml").write_text("functions: [{name: x}]\n")
+    assert main(["db", "follow", "--fleet", str(tmp_path / "broken.yaml")]) == 2
