@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from datagen import colour_folder, colours_jsonl
 
-from models import Fleet, load_artifact, save_artifact
+# evaluate from the package, not ``models.evaluate``: importing that module first would leave
+# the package attribute ``models.evaluate`` the module, for every later ``from models import``
+from models import Fleet, evaluate, load_artifact, save_artifact
 from models.create import create, read_prompts
-from models.evaluate import evaluate
 from models.manifest import Mode
 
 LABELS = ["blue", "green", "red", "yellow"]
