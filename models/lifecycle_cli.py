@@ -116,27 +116,37 @@ def _guard(handler: Handler) -> Handler:
 
     @functools.wraps(handler)
     def guarded(args: argparse.Namespace, options: Options) -> int:
-        from models.lifecycle import GateRefused, LifecycleError
+        from models.lifecycle import GateRefused
 
         try:
             return handler(args, options)
         except GateRefused as exc:
             print(f"tagfleet: refused: {exc}", file=sys.stderr)
             return 1
-        except (LifecycleError, ValidationError, FileNotFoundError) as exc:
+        except _user_errors() as exc:
             print(f"tagfleet: error: {_one_line(exc)}", file=sys.stderr)
             return 2
 
     return guarded
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    """What a wrong input raises: a request that cannot be carried out, a fleet file or
+    dataset that does not validate (ValueError: pydantic, json, DatasetError), YAML that does
+    not parse, a file or S3 object that is not there or may not be read."""
+    import yaml
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (ValueError, FileNotFoundError, yaml.YAMLError, ClientError, BotoCoreError)
+
+
 def _one_line(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
+    if isinstance(exc, ValidationError) and exc.title == "FleetConfig":
         problems = "; ".join(
             f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         return f"the fleet file does not validate: {problems}"
-    return str(exc)
+    return " ".join(str(exc).split())
 
 
 def cmd_versions(args: argparse.Namespace, options: Options) -> int:
@@ -226,7 +236,7 @@ def cmd_train_version(
     """``tagfleet train --registry R``: a new version of the function in the registry (never
     written over), compared with ``--previous``, else the serving version, else the newest."""
     from models.fleet import read_fleet_config
-    from models.lifecycle import LifecycleError, registry_of, train_version
+    from models.lifecycle import registry_of, train_version
 
     if out is not None:
         print("tagfleet train: error: give --out or --registry, not both", file=sys.stderr)
@@ -235,7 +245,7 @@ def cmd_train_version(
     try:
         where = registry_of(read_fleet_config(fleet), fleet, options[RegistrySettings].registry)
         artifact, created, parent = train_version(args.dataset, spec, where, fleet, previous)
-    except (LifecycleError, ValidationError) as exc:
+    except _user_errors() as exc:
         print(f"tagfleet train: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     m = artifact.manifest

@@ -70,3 +70,43 @@ def test_train_eval_and_fleet_commands(
     assert main(["fleet", "remove", "colour", "--fleet", fleet]) == 0
     assert [e.name for e in read_fleet_config(fleet).functions] == ["colour-b"]
     assert main(["fleet", "remove", "nope", "--fleet", fleet]) == 2
+
+
+def test_lifecycle_commands_answer_wrong_input_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 16: a fleet file that does not parse or validate, a function it lacks, a
+    registry nobody named, a dataset that is not one: exit 2 and one line, no traceback."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("functions: [\n")
+    invalid = tmp_path / "invalid.yaml"
+    invalid.write_text("functions: [{name: shape}]\n")
+    empty = str(tmp_path / "none.yaml")
+    cases = [
+        (["fleet", "rollback", "shape", "--fleet", str(broken)], "while parsing"),
+        (["fleet", "rollback", "shape", "--fleet", str(invalid)], "does not validate"),
+        (["fleet", "rollback", "shape", "--fleet", empty], "shape has no serving version"),
+        (["fleet", "promote", "shape", "0" * 16, "--fleet", empty], "no registry"),
+        (["fleet", "shadow", "shape", "off", "--fleet", empty], "no serving entry"),
+        (["versions", "shape", "--fleet", empty], "no registry"),
+        (
+            [
+                "train",
+                str(tmp_path),
+                "--type",
+                "classify",
+                "--name",
+                "n",
+                "--fleet",
+                empty,
+                "--registry",
+                str(tmp_path / "reg"),
+            ],
+            "no label folders",
+        ),
+    ]
+    for argv, message in cases:
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.splitlines()) == 1, err
