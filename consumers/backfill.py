@@ -208,6 +208,7 @@ def run_tag(sources: Sequence[str], options: Options) -> int:
         device=runtime.device,
         compile=serving.compile,
         cache_dir=runtime.cache_dir,
+        offline=runtime.offline,
     )
     store = TagStore(options[StoreSettings].store_url())
     if settings.migrate_on_start:

@@ -88,6 +88,7 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
             compile=settings.compile,
             cache_dir=settings.cache_dir,
             config=config,  # type: ignore[arg-type]
+            offline=settings.offline,
         )
 
     try:  # a local file or an s3:// object

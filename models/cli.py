@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import Field, create_model
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from models import lifecycle_cli
+from models import create_cli, lifecycle_cli
 from models.lifecycle_cli import RegistrySettings
 from models.manifest import FunctionType
 from models.options import Options, add_options, run
@@ -46,7 +46,7 @@ _SPEC_HELP = {
     "progress": "progress bars on stderr",
 }
 # TrainSpec fields that the shared Runtime settings give, not train's own options.
-_FROM_RUNTIME = ("device", "cache_dir")
+_FROM_RUNTIME = ("device", "cache_dir", "offline")
 
 
 class _TrainSettings(BaseSettings):
@@ -140,10 +140,12 @@ def _add_fleet(sub: Any) -> Any:
 
 def register(subparsers: Any) -> None:
     """Add ``train``, ``eval``, ``fleet {add,list}`` and the lifecycle's ``versions`` and
-    ``fleet {promote,rollback,shadow,remove}`` to an argparse subparsers object."""
+    ``fleet {promote,rollback,shadow,remove}``, ``create`` and ``weights fetch`` to an argparse
+    subparsers object."""
     _add_train(subparsers)
     _add_eval(subparsers)
     lifecycle_cli.register(subparsers, _add_fleet(subparsers))
+    create_cli.register(subparsers)
 
 
 def cmd_train(args: argparse.Namespace, options: Options) -> int:
@@ -160,7 +162,9 @@ def cmd_train(args: argparse.Namespace, options: Options) -> int:
     given = options[TrainOptions].model_dump()
     out, previous_uri = given.pop("out"), given.pop("previous")
     runtime = options[Runtime]
-    spec = TrainSpec(**given, device=runtime.device, cache_dir=str(runtime.embedding_cache()))
+    spec = TrainSpec(
+        **given, device=runtime.device, cache_dir=str(runtime.cache_dir), offline=runtime.offline
+    )
     if options[RegistrySettings].registry is not None or out is None:
         return lifecycle_cli.cmd_train_version(args, options, spec, out, previous_uri)
     if previous_uri is None and storage.exists(storage.join(out, "manifest.json")):

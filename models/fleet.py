@@ -208,6 +208,7 @@ class Fleet:
         compile: bool = False,
         cache_dir: Path | None = None,
         shadows: Iterable[tuple[str, Artifact]] = (),
+        offline: bool = False,
         promotions: dict[str, int | None] | None = None,
     ) -> Fleet:
         """Build a fleet from artifacts (optionally ``(name, artifact)`` pairs).
@@ -228,6 +229,7 @@ class Fleet:
                     device=device,
                     compile=compile,
                     cache_dir=cache_dir,
+                    offline=offline,
                 )
             return Function(artifact, shared[key], name=name)
 
@@ -330,10 +332,12 @@ def load_fleet(
     compile: bool = False,
     cache_dir: Path | None = None,
     config: FleetConfig | None = None,
+    offline: bool = False,
 ) -> Fleet:
     """Load every enabled function of ``fleet.yaml`` (a path or ``s3://`` object), building
     each distinct backbone once (on ``device``, compiled when asked, fetched weights kept in
-    ``cache_dir``). ``config``: the fleet already read from ``path`` (a reload reads it once).
+    ``cache_dir``; ``offline``: a weight that would come from the model hub is refused).
+    ``config``: the fleet already read from ``path`` (a reload reads it once).
 
     Relative artifact and registry paths are resolved against the fleet file's folder.
     ``FileNotFoundError`` when the fleet file is absent; ``ValueError`` (pydantic's
@@ -362,4 +366,5 @@ def load_fleet(
         cache_dir=cache_dir,
         shadows=shadows,
         promotions=promotions,
+        offline=offline,
     )

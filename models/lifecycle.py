@@ -121,7 +121,9 @@ def train_version(
     else:
         from models.backbones import load_backbone, resolve_ref
 
-        backbone = load_backbone(resolve_ref(spec.backbone, spec.weights), device=spec.device)
+        backbone = load_backbone(
+            resolve_ref(spec.backbone, spec.weights), **spec.backbone_options()
+        )
         artifact = train(data, spec, backbone=backbone)
         artifact = compare_across_labels(artifact, data, spec, before, backbone.input_size)
     parent = None if before is None else before.manifest.version

@@ -41,9 +41,11 @@ class Runtime(BaseSettings):
         description="Local cache of fetched weights and of training's embedding cache.",
     )
 
-    def embedding_cache(self) -> Path:
-        """Where training keeps the backbone embeddings it computed."""
-        return self.cache_dir / "embeddings"
+    offline: bool = Field(
+        False,
+        description="Refuse to download weights from the model hub: name weights in your own"
+        " bucket instead (tagfleet weights fetch), so pods never reach the internet.",
+    )
 
 
 class Serving(BaseSettings):

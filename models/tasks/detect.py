@@ -161,7 +161,7 @@ def train(
         dataset = load_dataset(dataset, FunctionType.DETECT)
     assert isinstance(dataset, DetectDataset)
     ref = resolve_ref(spec.backbone, spec.weights)
-    backbone = backbone or load_backbone(ref, device=spec.device)
+    backbone = backbone or load_backbone(ref, **spec.backbone_options())
     size = backbone.input_size
     images, hashes, sizes = read_detect_images(dataset, size)
     index = {label: i for i, label in enumerate(dataset.labels)}

@@ -199,7 +199,7 @@ def train(
         dataset = load_dataset(dataset, spec.type)
     settings = resolve(spec)
     ref = resolve_ref(spec.backbone, spec.weights)
-    backbone = backbone or load_backbone(ref, device=spec.device)
+    backbone = backbone or load_backbone(ref, **spec.backbone_options())
     images, hashes = read_images(dataset, backbone.input_size)
     y = dataset.targets()
     manifest = Manifest(
@@ -213,7 +213,8 @@ def train(
     extra: dict[str, Any] = {"mode": manifest.mode.value}
     emb = None
     if spec.mode != Mode.FINETUNE:
-        cache = EmbeddingCache(Path(spec.cache_dir or cache_dir() / "embeddings"), backbone.key)
+        root = Path(spec.cache_dir) if spec.cache_dir else cache_dir()
+        cache = EmbeddingCache(root / "embeddings", backbone.key)
         emb = cache.embeddings(hashes, lambda idx: _embed(backbone, images[idx]))
         extra["embedding_cache"] = {"hits": cache.hits, "misses": cache.misses}
         log.info("embedding cache: %d hits, %d misses", cache.hits, cache.misses)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,8 +41,15 @@ class TrainSpec(BaseModel):
     zero_shot_init: bool = False
     target_precision: float | None = Field(default=None, gt=0, le=1)
     augment: bool = True
-    cache_dir: str | None = None
+    cache_dir: str | None = Field(
+        default=None,
+        description="local cache: fetched weights, and the embedding cache under embeddings/"
+        " (unset: ~/.cache/tagfleet)",
+    )
     device: str | None = None
+    offline: bool = Field(
+        default=False, description="refuse to download pretrained weights from the model hub"
+    )
     progress: bool = True
     recipe: Recipe = Field(
         default=Recipe.DEFAULT,
@@ -94,3 +102,11 @@ class TrainSpec(BaseModel):
         description="checkpoint kept: best = the epoch with the best validation macro-F1, "
         "last = the last epoch (default: the preset's)",
     )
+
+    def backbone_options(self) -> dict[str, Any]:
+        """How training loads its backbone: the device, the weights cache, the offline switch."""
+        return {
+            "device": self.device,
+            "cache_dir": Path(self.cache_dir) if self.cache_dir else None,
+            "offline": self.offline,
+        }

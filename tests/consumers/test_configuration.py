@@ -38,6 +38,8 @@ POSITIONALS = {
     "eval": ["some/artifact", "some/dataset"],
     "fleet add": ["some/artifact"],
     "fleet remove": ["some-function"],
+    "create": ["some-function"],
+    "weights fetch": ["ViT-B-32", "openai"],
     "fleet promote": ["some-function", "0123456789abcdef"],
     "fleet rollback": ["some-function"],
     "fleet shadow": ["some-function", "off"],
@@ -52,6 +54,10 @@ REQUIRED = {
     "TAGFLEET_TRAIN_NAME": "n",
     "TAGFLEET_TRAIN_OUT": "o",
     "TAGFLEET_DLQ_REDRIVE_REASON": "object_unavailable",
+    "TAGFLEET_CREATE_TYPE": "classify",
+    "TAGFLEET_CREATE_LABELS": "cat,dog",
+    "TAGFLEET_CREATE_OUT": "o",
+    "TAGFLEET_WEIGHTS_FETCH_TO": "o",
     "TAGFLEET_DATASET_OUT": "o",
 }
 
