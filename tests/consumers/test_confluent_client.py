@@ -133,7 +133,8 @@ def test_a_partition_revoked_and_assigned_back_goes_on_from_its_position(
             lambda: second is not None and len(first.assignment()) == 2 == len(second.assignment()),
             into=seen,
         )
-        assert [e.kind for e in first.take_rebalance_events()] == ["revoked", "assigned"]
+        kinds = [e.kind for e in first.take_rebalance_events()]
+        assert kinds and kinds == ["revoked", "assigned"] * (len(kinds) // 2)  # eager, no loss
         kept = first.assignment()
         _poll_until(
             [first, second],
