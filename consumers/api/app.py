@@ -32,6 +32,7 @@ from consumers.store import TagStore
 
 _AUTH = {"WWW-Authenticate": 'Bearer realm="tagfleet"'}
 _NOT_FOUND = "no such asset"
+_MAX_ITEM = 2**31 - 1  # review_items.item_id is a 32-bit integer
 
 
 @dataclass(frozen=True)
@@ -240,7 +241,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
         key: Reader,
         status: Annotated[Literal["open", "answered"], Query()] = "open",
         limit: Annotated[int, Query(ge=1, le=200)] = 20,
-        after: Annotated[int | None, Query(ge=0, le=2**62, description="last item seen")] = None,
+        after: Annotated[
+            int | None, Query(ge=0, le=_MAX_ITEM, description="last item seen")
+        ] = None,
     ) -> dict[str, Any]:
         """The review queue, oldest first."""
         items = queries.review_page(engine, key.tenant, status=status, after=after, limit=limit)
@@ -248,7 +251,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     @app.post("/v1/review/{item}", tags=["review"])
     def answer(
-        item: Annotated[int, Path(ge=0, le=2**62)], body: ReviewAnswer, key: Labeller
+        item: Annotated[int, Path(ge=0, le=_MAX_ITEM)], body: ReviewAnswer, key: Labeller
     ) -> dict[str, Any]:
         """Answer an item: confirm the proposal, reject it, or relabel (reject the proposal,
         add ``label``). The labels go to the human labels, as with PUT/DELETE."""
@@ -262,7 +265,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return done
 
     @app.get("/v1/review/{item}/image", tags=["review"])
-    def review_image(item: Annotated[int, Path(ge=0, le=2**62)], key: Reader) -> Response:
+    def review_image(item: Annotated[int, Path(ge=0, le=_MAX_ITEM)], key: Reader) -> Response:
         """A JPEG thumbnail of the item's image, proxied (the bucket stays private)."""
         current = queries.review_item(engine, key.tenant, item)
         if current is None:

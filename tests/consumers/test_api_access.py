@@ -185,6 +185,8 @@ MALFORMED: list[tuple[str, dict[str, str], int]] = [
     ("/v1/assets/s3%3A%2F%2Fa%2F%00", {}, 422),
     ("/v1/review", {"after": "-1"}, 422),
     ("/v1/review", {"status": "lost"}, 422),
+    ("/v1/review", {"after": "2147483648"}, 422),  # past the 32-bit item ids
+    ("/v1/review/2147483648/image", {}, 422),  # found by the fuzz: was a 500
 ]
 
 
