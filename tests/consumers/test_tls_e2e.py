@@ -50,8 +50,9 @@ def _stored(consumer: ConsumerProcess) -> float:
     return 0.0
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
 def test_consuming_over_the_ssl_listener_checks_the_broker_hostname(
-    stack, kafka_ssl_config, new_topic, new_bucket, s3, sqlite_url, fleet_path, tmp_path
+    client, stack, kafka_ssl_config, new_topic, new_bucket, s3, sqlite_url, fleet_path, tmp_path
 ):
     port = kafka_ssl_config["bootstrap_servers"].rsplit(":", 1)[1]
     bootstrap = f"localhost:{port}"  # a DNS name of the broker's certificate
@@ -60,7 +61,8 @@ def test_consuming_over_the_ssl_listener_checks_the_broker_hostname(
         security_protocol="SSL",
         ssl_cafile=kafka_ssl_config["ssl_cafile"],
     )
-    # hostname verification stays kafka-python's default (on): nothing turns it off
+    # hostname verification stays kafka-python's default (on): nothing turns it off; librdkafka's
+    # default (ssl.endpoint.identification.algorithm=https) is on too
     assert settings.kafka_common().get("ssl_check_hostname", True) is True
     bucket = new_bucket()
     keys = upload_images(s3, bucket, 30)
@@ -82,6 +84,7 @@ def test_consuming_over_the_ssl_listener_checks_the_broker_hostname(
         store=sqlite_url,
         fleet=fleet_path,
         metrics_port=free_port(),
+        kafka_client=client,
     )
     try:
         wait_until(lambda: _stored(consumer) == 30, 240, what="30 stored over SSL")
@@ -100,9 +103,10 @@ def _a_name_of_this_host_not_in_the_certificate() -> str | None:
     return name if address == "127.0.0.1" and name != "localhost" else None
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
 @pytest.mark.parametrize("case", ["wrong-ca", "host-not-in-certificate"])
 def test_a_broker_not_to_trust_fails_at_start_with_one_clear_line_and_exit_3(
-    case, stack, kafka_ssl_config, fleet_path, tmp_path
+    case, client, stack, kafka_ssl_config, fleet_path, tmp_path
 ):
     host, port = kafka_ssl_config["bootstrap_servers"].rsplit(":", 1)
     env = _ssl_env(kafka_ssl_config)
@@ -132,8 +136,9 @@ def test_a_broker_not_to_trust_fails_at_start_with_one_clear_line_and_exit_3(
         store=f"sqlite:///{tmp_path / case}.db",
         fleet=fleet_path,
         metrics_port=0,
+        kafka_client=client,
     )
-    code = consumer.wait(150)  # kafka-python gives up bootstrapping after 30 s
+    code = consumer.wait(150)  # either client gives up bootstrapping after 30 s
     log = consumer.logs()
     assert code == 3, f"exit {code}\n{log[-3000:]}"
     lines = [json.loads(line) for line in log.strip().splitlines()]  # no traceback
