@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from harness import ConsumerProcess, env_for
 from PIL import Image
+from scenario import CLIENTS
 
 pytestmark = [pytest.mark.faults]
 
@@ -100,6 +101,7 @@ def test_bad_input_is_dead_lettered_with_its_reason_and_good_input_flows(scenari
     assert rss_mib < 2048, "memory must stay bounded on hostile input"
 
 
+@pytest.mark.parametrize("kafka_client", CLIENTS)
 def test_sasl_plain_end_to_end_and_no_secret_in_logs_or_metrics(scenario, kafka_sasl_config):
     password = kafka_sasl_config["sasl_plain_password"]
     scenario.ledger.produce(
@@ -120,7 +122,7 @@ def test_sasl_plain_end_to_end_and_no_secret_in_logs_or_metrics(scenario, kafka_
     status, metrics = consumer.get("/metrics")
     health = consumer.get("/healthz")
     assert consumer.terminate() == 0, scenario.tail()
-    figures = scenario.ledger.figures("sasl/plain", scenario.logs, None)
+    figures = scenario.ledger.figures(scenario.label("sasl/plain"), scenario.logs, None)
     assert (figures.lost, figures.duplicates, figures.stored) == (0, 0, 60)
     assert status == 200 and health[0] == 200
     log = consumer.logs()
