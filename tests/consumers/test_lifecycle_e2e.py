@@ -48,7 +48,7 @@ TINY = str(CONFIG_DIR / "tiny-vit.json")
 # mypy must see that file under one module name only (the fault tests import it as `ledger`).
 _spec = importlib.util.spec_from_file_location("fault_ledger", REPO / "tests/faults/ledger.py")
 assert _spec and _spec.loader
-_ledger = importlib.util.module_from_spec(_spec)
+_ledger = sys.modules["fault_ledger"] = importlib.util.module_from_spec(_spec)  # dataclasses
 _spec.loader.exec_module(_ledger)
 Ledger: Any = _ledger.Ledger
 
