@@ -109,3 +109,26 @@ def test_a_head_only_shadow_runs_in_the_same_backbone_pass(
     )
     assert fleet.predict(images, [(64, 64)] * len(images)) == serving
     assert backbone.forward_calls == 2
+
+
+def test_promoting_the_shadow_version_makes_it_serve(tiny_config: str, tmp_path: Path) -> None:
+    from models.lifecycle import promote, shadow
+    from models.registry import publish
+
+    registry, fleet = str(tmp_path / "registry"), str(tmp_path / "fleet.yaml")
+    versions: list[str] = []
+    for labels in (["circle", "square"], ["circle", "square", "triangle"]):
+        saved, _ = publish(zero_shot("shape", "classify", labels, tiny_config), registry, None)
+        assert saved.manifest.version is not None
+        versions.append(saved.manifest.version)
+    promote(fleet, "shape", versions[0], registry=registry)
+    shadow(fleet, "shape", versions[1])
+    assert set(load_fleet(fleet).shadows) == {"shape"}
+
+    config, _ = promote(fleet, "shape", versions[1], force=True)
+
+    assert [(e.name, e.version, e.role) for e in config.functions] == [
+        ("shape", versions[1], Role.SERVING)
+    ]
+    assert load_fleet(fleet).shadows == {}
+    assert config.promotion("shape") == 3  # promote, shadow, promote

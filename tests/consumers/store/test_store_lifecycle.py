@@ -148,3 +148,13 @@ def test_fleet_remove_purge_then_db_follow_leaves_no_tag_of_the_function(
     assert {t.function for t in store.tags_for_asset(A)} == {"colour"}
     (tmp_path / "broken.yaml").write_text("functions: [{name: x}]\n")
     assert main(["db", "follow", "--fleet", str(tmp_path / "broken.yaml")]) == 2
+
+
+def test_promoting_the_shadow_makes_its_kept_results_the_tags(store: TagStore) -> None:
+    result = make_result(A, _v("v1", 1, "honda"))
+    store.save([replace(result, shadows={"make": classify("v9", "ford")})])
+
+    stats = store.follow_fleet({"make": ("v9", 2)}, {})  # fleet promote make v9 (the shadow)
+
+    assert stats.restored == 1
+    assert _labels(store, A) == [("ford", "v9")]  # no model ran: the shadow's own result
