@@ -164,6 +164,7 @@ def plan_redrive(
     redriven = {e.dead_letter: e for e in entries}
     sent = {e.sent_to: e for e in entries}
     plan = RedrivePlan()
+    planned: dict[str, str] = {}  # source record -> the dead letter planned for it
     for letter in letters:
         if letter.reason != reason or (since_ms is not None and letter.timestamp_ms < since_ms):
             continue
@@ -186,6 +187,13 @@ def plan_redrive(
         if why and not force:
             plan.refused.append((letter, why + "; --force sends it once more"))
             continue
+        if letter.source is not None and letter.source in planned:
+            # the same input record dead-lettered twice (a crash between the dead letter and
+            # the commit): its event goes back once
+            plan.refused.append((letter, f"same event as {planned[letter.source]}, sent once"))
+            continue
+        if letter.source is not None:
+            planned[letter.source] = letter.where
         plan.send.append(Redrive(letter, topic, before + 1))
     return plan
 

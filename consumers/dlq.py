@@ -39,29 +39,43 @@ def ledger_topic(dlq_topic: str) -> str:
     return dlq_topic + ".redrives"
 
 
-def read_all(kafka: dict[str, Any], topic: str, timeout_s: float = 60.0) -> list[Any]:
-    """Every record of ``topic`` up to its end offsets at the start; ``[]`` when it does not
-    exist. ``TimeoutError`` when the end is not reached within ``timeout_s``."""
+class TopicMissing(Exception):
+    """The topic does not exist on the cluster."""
+
+
+def read_all(kafka: dict[str, Any], topic: str, stall_s: float = 60.0) -> list[Any]:
+    """Every record of ``topic`` up to its end offsets at the start. :class:`TopicMissing`
+    when it does not exist; ``TimeoutError`` when no record arrives for ``stall_s`` before the
+    end is reached."""
     with _consumer(kafka) as consumer:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
-            return []
+            raise TopicMissing(topic)
         parts = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(parts)
         consumer.seek_to_beginning(*parts)
         ends = consumer.end_offsets(parts)
         records: list[Any] = []
-        deadline = time.monotonic() + timeout_s
+        last_progress = time.monotonic()
         while any(consumer.position(tp) < ends[tp] for tp in parts):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic}: did not reach the end offsets in {timeout_s:.0f}s")
+            if time.monotonic() - last_progress > stall_s:
+                raise TimeoutError(f"{topic}: no record for {stall_s:.0f}s before its end")
             for batch in consumer.poll(timeout_ms=500).values():
+                last_progress = time.monotonic()
                 records += [r for r in batch if r.offset < ends[TopicPartition(topic, r.partition)]]
         return records
 
 
+def _ledger(kafka: dict[str, Any], topic: str) -> list[Any]:
+    try:
+        return read_all(kafka, topic)
+    except TopicMissing:
+        return []  # nothing redriven yet
+
+
 def run_list(options: DlqListOptions, kafka: KafkaSettings, dlq: DlqSettings) -> int:
-    letters = [dead_letter(r) for r in read_all(kafka.kafka_common(), dlq.dlq_topic)]
+    with _refusals("list"):
+        letters = [dead_letter(r) for r in read_all(kafka.kafka_common(), dlq.dlq_topic)]
     if options.reason:
         letters = [letter for letter in letters if letter.reason == options.reason]
     summaries = summarise(letters, options.samples)
@@ -77,8 +91,9 @@ def run_redrive(options: DlqRedriveOptions, kafka: KafkaSettings, dlq: DlqSettin
     """Send back the dead letters of one reason; exit 1 when some were refused."""
     common = kafka.kafka_common()
     ledger = ledger_topic(dlq.dlq_topic)
-    letters = [dead_letter(r) for r in read_all(common, dlq.dlq_topic)]
-    entries = [LedgerEntry.decode(r.value) for r in read_all(common, ledger) if r.value]
+    with _refusals("redrive"):
+        letters = [dead_letter(r) for r in read_all(common, dlq.dlq_topic)]
+        entries = [LedgerEntry.decode(r.value) for r in _ledger(common, ledger) if r.value]
     since_ms = int(options.since.timestamp() * 1000) if options.since else None
     plan = plan_redrive(
         letters, entries, options.reason.value, since_ms, options.force, kafka.topic
@@ -91,6 +106,7 @@ def run_redrive(options: DlqRedriveOptions, kafka: KafkaSettings, dlq: DlqSettin
     elif plan.send:
         _ensure_ledger(common, ledger)
         producer = KafkaProducer(**common, acks="all", retries=5, linger_ms=5)
+        unrecorded: list[str] = []
         try:
             for redrive in plan.send:
                 meta = producer.send(
@@ -104,10 +120,21 @@ def run_redrive(options: DlqRedriveOptions, kafka: KafkaSettings, dlq: DlqSettin
                     f"{meta.topic}:{meta.partition}:{meta.offset}",
                     redrive.redrives,
                 )
-                producer.send(ledger, key=entry.dead_letter.encode(), value=entry.encode())
-            producer.flush(timeout=30)
+                try:  # unrecorded, a later run would send it again: say so
+                    producer.send(ledger, key=entry.dead_letter.encode(), value=entry.encode()).get(
+                        timeout=30
+                    )
+                except KafkaError as exc:
+                    unrecorded.append(f"{entry.dead_letter} ({exc})")
         finally:
             producer.close(timeout=10)
+        if unrecorded:
+            print(
+                f"tagfleet dlq redrive: sent but not recorded in {ledger} (a later run would"
+                f" send them again): {', '.join(unrecorded)}",
+                file=sys.stderr,
+            )
+            return 1
     verb = "would redrive" if options.dry_run else "redriven"
     print(
         json.dumps(
@@ -120,6 +147,19 @@ def run_redrive(options: DlqRedriveOptions, kafka: KafkaSettings, dlq: DlqSettin
         )
     )
     return 1 if plan.refused else 0
+
+
+@contextmanager
+def _refusals(command: str) -> Iterator[None]:
+    """A missing topic or a cluster that stops answering: one line and an exit code."""
+    try:
+        yield
+    except TopicMissing as exc:
+        raise SystemExit(
+            f"tagfleet dlq {command}: error: topic {exc} does not exist (check TAGFLEET_DLQ_TOPIC)"
+        ) from None
+    except (TimeoutError, KafkaError) as exc:
+        raise SystemExit(f"tagfleet dlq {command}: error: {exc}") from None
 
 
 @contextmanager

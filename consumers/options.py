@@ -9,10 +9,9 @@ store, the fleet file, the runtime, the image limits) comes from the shared mode
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import AwareDatetime, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from consumers.domain import Reason
@@ -107,10 +106,10 @@ class DlqRedriveOptions(BaseSettings):
     model_config = _config("TAGFLEET_DLQ_REDRIVE_")
 
     reason: Reason = Field(description="redrive the dead letters of this reason")
-    since: datetime | None = Field(
+    since: AwareDatetime | None = Field(
         None,
-        description="only dead letters written at or after this time (ISO 8601, e.g."
-        " 2026-12-06T08:00:00Z)",
+        description="only dead letters written at or after this time (ISO 8601 with its time"
+        " zone, e.g. 2026-12-06T08:00:00Z)",
     )
     force: bool = Field(
         False, description="also send dead letters already redriven, or that failed again after one"

@@ -84,3 +84,11 @@ def test_a_dead_letter_without_its_value_cannot_go_back() -> None:
 def test_ledger_entries_round_trip() -> None:
     entry = LedgerEntry("assets.dlq:0:1", "assets:3:40", 2)
     assert LedgerEntry.decode(entry.encode()) == entry
+
+
+def test_an_event_dead_lettered_twice_goes_back_once() -> None:
+    # a crash between the dead letter and the commit: the same input record, two dead letters
+    twins = [letter(1, "object_unavailable", 10), letter(2, "object_unavailable", 10)]
+    plan = plan_redrive(twins, [], "object_unavailable")
+    assert [r.letter.offset for r in plan.send] == [1]
+    assert plan.refused[0][0].offset == 2 and "sent once" in plan.refused[0][1]

@@ -120,3 +120,12 @@ def test_redrive_of_fixed_dead_letters_stores_each_once_and_refuses_a_second_red
     assert len(read_topic(kafka_bootstrap, dlq, expected=20)) == 20  # no new dead letters
     marks = [dict(r.headers) for r in redriven if r.headers]
     assert len(marks) == 20 and all(m["tagfleet-redrives"] == b"1" for m in marks)
+
+
+def test_a_dead_letter_topic_that_does_not_exist_is_one_line(
+    stack, kafka_bootstrap, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TAGFLEET_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("TAGFLEET_DLQ_TOPIC", "no-such-dlq-topic")
+    with pytest.raises(SystemExit, match="topic no-such-dlq-topic does not exist"):
+        main(["dlq", "list"])
