@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from consumers.options import (
     DbUpgradeOptions,
@@ -212,7 +212,8 @@ def store_flag_problem(args: argparse.Namespace) -> str | None:
     if flag is None:
         return None
     try:
-        password = urlsplit(flag).password
+        parts = urlsplit(flag)
+        password = parts.password or "password" in parse_qs(parts.query)
     except ValueError:
         return None
     if not password:

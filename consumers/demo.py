@@ -79,6 +79,7 @@ def _tag_uploads(
         batch_size=8,
         device=runtime.device,
         cache_dir=runtime.cache_dir,
+        offline=runtime.offline,
     )
     _create_topics(settings)
     _publish_malformed(settings)

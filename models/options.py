@@ -32,6 +32,7 @@ from pydantic_settings import BaseSettings
 from pydantic_settings.exceptions import SettingsError
 
 Group = type[BaseSettings]
+SHARED_PREFIX = "TAGFLEET_"
 Model = TypeVar("Model", bound=BaseSettings)
 
 # ``Field(json_schema_extra=NO_FLAG)``: a secret, settable only by its variable (or a file):
@@ -182,10 +183,30 @@ def run(
         for line in exc.lines:
             print(f"{command}: error: {line}", file=sys.stderr)
         return 2
+    for line in unread_variables(getattr(args, "option_groups", ())):
+        print(f"{command}: warning: {line}", file=sys.stderr)
     if args.show_config:
         print_config(options)
         return 0
     return int(args.handler(args, options) or 0)
+
+
+def unread_variables(groups: Sequence[Group]) -> list[str]:
+    """``TAGFLEET_<NAME>`` variables set for a command that reads ``TAGFLEET_<CMD>_<NAME>``
+    instead: another command's setting (the service's ``TAGFLEET_BATCH_SIZE`` for ``tag``) or
+    the name this option had before it got its command's namespace. Said, never applied."""
+    own = {env_name(group, name) for group in groups for name in group.model_fields}
+    lines = []
+    for group in groups:
+        if env_name(group, "") == SHARED_PREFIX:
+            continue
+        for name in group.model_fields:
+            bare = SHARED_PREFIX + name.upper()
+            if bare in os.environ and bare not in own:
+                lines.append(
+                    f"{bare} is not read by this command; its option is {env_name(group, name)}"
+                )
+    return lines
 
 
 def show_default(field: FieldInfo) -> str:

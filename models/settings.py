@@ -7,14 +7,16 @@ reads the environment. :func:`defaults` gives the values a caller that passes no
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "TAGFLEET_"
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps")
 Model = TypeVar("Model", bound=BaseModel)
 
 
@@ -36,6 +38,16 @@ class Runtime(BaseSettings):
         description="torch device for the models (cuda, cuda:1, cpu; unset: CUDA when available,"
         " else the CPU).",
     )
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _torch_device(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip() or None
+            if value is not None and not _DEVICE.fullmatch(value):
+                raise ValueError("a torch device: cpu, cuda, cuda:N or mps")
+        return value
+
     cache_dir: Path = Field(
         Path.home() / ".cache" / "tagfleet",
         description="Local cache of fetched weights and of training's embedding cache.",

@@ -137,7 +137,7 @@ def test_every_variable_is_read_by_the_commands_it_names_and_by_no_other(
         for variable, (owner, name, _) in variables().items()
         if not variable.endswith("_FILE")
         and base_type(owner.model_fields[name].annotation) in (str, SecretStr, Path)
-        and name != "store"  # a store must be a URL
+        and name not in ("store", "device")  # a URL, a torch device
         and not choices(owner.model_fields[name].annotation)
     }
     assert accepted_any_text == free_text
@@ -209,3 +209,20 @@ def test_no_code_reads_an_undocumented_tagfleet_variable() -> None:
         stack |= set(re.findall(r"TAGFLEET_[A-Z0-9_]+", script.read_text()))
     allowed = {"TAGFLEET_FAILPOINTS", "TAGFLEET_{name.upper()}_FILE"} | stack
     assert found - allowed == set()
+
+
+def test_a_variable_another_command_reads_is_named_with_this_commands_own(
+    clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clean_env.setenv("TAGFLEET_MISSING_ONLY", "true")  # tag's option before it had its namespace
+    clean_env.setenv("TAGFLEET_BATCH_SIZE", "3")  # the service's
+    code, out, err = show("tag", capsys)
+    assert code == 0 and json.loads(out)["TAGFLEET_TAG_MISSING_ONLY"] is False
+    assert err.strip().splitlines() == [
+        "tagfleet tag: warning: TAGFLEET_MISSING_ONLY is not read by this command; its option"
+        " is TAGFLEET_TAG_MISSING_ONLY",
+        "tagfleet tag: warning: TAGFLEET_BATCH_SIZE is not read by this command; its option is"
+        " TAGFLEET_TAG_BATCH_SIZE",
+    ]
+    code, _, err = show("consume", capsys)  # the service reads it: nothing to say
+    assert code == 0 and "TAGFLEET_BATCH_SIZE" not in err

@@ -79,6 +79,11 @@ def test_secrets_have_no_flags_and_a_store_password_flag_is_refused(capsys) -> N
     assert main(["consume", "--store", "postgresql+psycopg://u:pw@db/t", "--show-config"]) == 2
     err = capsys.readouterr().err
     assert "TAGFLEET_STORE_FILE" in err and "pw" not in err
+    assert (
+        main(["consume", "--store", "postgresql+psycopg://u@db/t?password=pw", "--show-config"])
+        == 2
+    )
+    assert "TAGFLEET_STORE_FILE" in capsys.readouterr().err
     assert main(["consume", "--store", "postgresql+psycopg://u@db/t", "--show-config"]) == 0
 
 
