@@ -13,8 +13,10 @@ What this relies on in librdkafka (and how it differs from kafka-python):
   ``on_assign`` with the whole new assignment. librdkafka forgets a revoked partition's
   position (an assignment starts from the committed offset), where kafka-python keeps the
   fetch position of a partition revoked and assigned back in one rebalance, which the loop
-  relies on (it keeps that partition's watermark). The positions at the revocation are
-  therefore kept and handed to the next assignment, for the partitions it gives back.
+  relies on (it keeps that partition's watermark). The positions at the revocation (as the
+  loop saw them: polled, or rewound to; librdkafka's ``position()`` shows a seek only once its
+  thread applied it) are therefore kept and handed to the next assignment, for the partitions
+  it gives back.
 - **Pause state** is the application's: a partition assigned while the loop is saturated is
   assigned and paused inside ``on_assign`` (no fetch starts before the committed offset is
   known, so nothing is fetched in between), any other assigned partition is resumed there, so
@@ -120,6 +122,7 @@ class ConfluentSource:
         self._saturated = False
         self._assigned: set[Partition] = set()
         self._paused: set[Partition] = set()
+        self._next: dict[Partition, int] = {}  # next offset to hand out, as the loop saw it
         self._revoked_at: dict[Partition, int] = {}  # positions at the last revocation
         self._rebalancing = True  # joining counts as one
         self._consumer = Consumer({**consumer_config(settings), "error_cb": self._on_error})
@@ -153,6 +156,7 @@ class ConfluentSource:
         consumer.assign(start)
         partitions = _partitions(assigned)
         self._assigned = set(partitions)
+        self._next = {tp: o for tp, o in kept.items() if tp in partitions}
         if start:
             if self._saturated:  # before any fetch: a saturated member takes nothing new
                 consumer.pause(start)
@@ -165,16 +169,10 @@ class ConfluentSource:
         self._joined.set()
 
     def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
-        if revoked:
-            try:
-                positions = consumer.position(revoked)
-            except KafkaException:
-                positions = []
-            self._revoked_at = {
-                Partition(tp.topic, tp.partition): tp.offset
-                for tp in positions
-                if tp.offset >= 0  # OFFSET_INVALID: nothing consumed, the commit decides
-            }
+        # the positions the loop saw (polled, or rewound to), not librdkafka's position(): a
+        # seek is applied on librdkafka's thread and may not show yet. A partition nothing was
+        # polled from since its assignment is absent: the commit decides where it starts.
+        self._revoked_at = {tp: self._next[tp] for tp in _partitions(revoked) if tp in self._next}
         self._forget(revoked)
         self._events.append(RebalanceEvent("revoked", _partitions(revoked)))
         self._rebalancing = True
@@ -182,6 +180,7 @@ class ConfluentSource:
     def _on_lost(self, consumer: Consumer, lost: list[TopicPartition]) -> None:
         # dropped from the group: nothing of these is ours to commit, nor to resume from
         self._revoked_at = {}
+        self._next = {}
         self._forget(lost)
         self._events.append(RebalanceEvent("lost", _partitions(lost)))
         self._rebalancing = True
@@ -208,7 +207,9 @@ class ConfluentSource:
         for message in messages:
             error = message.error()
             if error is None:
-                records.append(_record(message))
+                record = _record(message)
+                self._next[Partition(record.topic, record.partition)] = record.offset + 1
+                records.append(record)
             elif error.fatal():
                 raise KafkaException(error)
             else:
@@ -249,11 +250,11 @@ class ConfluentSource:
         for tp, offset in first.items():
             if tp not in self._assigned:
                 continue
-            try:
-                self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
-                rewound += 1
-            except KafkaException as exc:  # not fetching yet: drop from the assignment's view
-                log.warning("could not rewind", extra={"partition": str(tp), "error": str(exc)})
+            # a seek librdkafka refuses raises: going on past records never dispatched would
+            # let the commits pass them; a crash redelivers them from the last commit
+            self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+            self._next[tp] = offset
+            rewound += 1
         return rewound
 
     def commit(self, offsets: Mapping[Partition, int]) -> bool:
