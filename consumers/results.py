@@ -75,6 +75,8 @@ def result_event(result: AssetResult) -> dict[str, Any]:
     }
     if result.attributes:
         event["attributes"] = result.attributes
+    if result.tenant:
+        event["tenant"] = result.tenant  # webhooks filter by it (docs/webhooks.md)
     return event
 
 

@@ -57,6 +57,10 @@ def register(commands: Any) -> None:
     add_options(export, [DatasetExportOptions, StoreSettings])
     export.set_defaults(handler=_run_export)
 
+    from consumers.webhooks.cli import register as register_webhooks
+
+    register_webhooks(commands)
+
 
 def _run_api(args: argparse.Namespace, options: Options) -> int:
     import uvicorn

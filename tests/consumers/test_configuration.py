@@ -47,6 +47,10 @@ POSITIONALS = {
     "diff": ["some-function"],
     "api-key revoke": ["0123456789ab"],
     "dataset export": ["some-function"],
+    "webhook add": ["http://127.0.0.1/hook"],
+    "webhook remove": ["0123abcd"],
+    "webhook rotate": ["0123abcd"],
+    "webhook redrive": ["0123abcd"],
 }
 # train's required options, given by their variables so that each can be replaced in turn
 REQUIRED = {

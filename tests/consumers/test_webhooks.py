@@ -1,0 +1,209 @@
+"""Webhooks against local receivers (issue 18 item 6): ``tagfleet webhook serve`` on the real
+Kafka POSTs every result event with a signature the receiver verifies; a receiver answering
+500 for a while gets every event once it recovers; one that hangs does not slow another; one
+gone longer than the budget ends in the dead letters, and ``webhook redrive`` delivers them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from api_harness import tagfleet
+from harness import REPO, free_port, produce, read_topic, wait_until
+
+from consumers.webhooks.signing import HEADER, verify
+
+pytestmark = pytest.mark.integration
+
+
+class Receiver:
+    """A local HTTP endpoint: records what it got; ``mode`` says how it answers."""
+
+    def __init__(self, secret: str = "", mode: str = "ok", port: int = 0) -> None:
+        self.secret, self.mode, self.started = secret, mode, time.monotonic()
+        self.bodies: list[bytes] = []
+        self.bad_signatures = 0
+        self.times: list[float] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if receiver.mode == "hang":
+                    time.sleep(30)
+                if receiver.mode == "flaky" and time.monotonic() - receiver.started < 4:
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                if receiver.secret and not verify(
+                    body, self.headers.get(HEADER, ""), receiver.secret, int(time.time())
+                ):
+                    receiver.bad_signatures += 1
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                receiver.bodies.append(body)
+                receiver.times.append(time.monotonic())
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def assets(self) -> set[str]:
+        return {json.loads(b)["asset_id"] for b in self.bodies}
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _events(n: int, tenant: str = "acme") -> list[tuple[bytes, bytes]]:
+    out = []
+    for i in range(n):
+        asset_id = f"s3://lib/{i:03d}.png"
+        event = {"asset_id": asset_id, "uri": asset_id, "functions": {}, "tenant": tenant}
+        out.append((asset_id.encode(), json.dumps(event).encode()))
+    return out
+
+
+def _add(env: dict[str, str], url: str, *extra: str) -> dict[str, str]:
+    done = tagfleet(env, "webhook", "add", url, *extra)
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+@pytest.fixture
+def serve(tmp_path: Path, kafka_bootstrap: str) -> Iterator[Any]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = open(tmp_path / f"webhooks-{len(procs)}.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "consumers.cli", "webhook", "serve"],
+            cwd=REPO,
+            env={**os.environ, **env, "TAGFLEET_BOOTSTRAP_SERVERS": kafka_bootstrap},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(60)
+
+
+def _env(tmp_path: Path, topic: str, dlq: str, **more: str) -> dict[str, str]:
+    return {
+        "TAGFLEET_WEBHOOK_WEBHOOKS": str(tmp_path / "webhooks.json"),
+        "TAGFLEET_WEBHOOK_RESULTS_TOPIC": topic,
+        "TAGFLEET_WEBHOOK_DLQ_TOPIC": dlq,
+        "TAGFLEET_WEBHOOK_GROUP": f"wh-{topic}",
+        "TAGFLEET_WEBHOOK_TIMEOUT_S": "2",
+        "TAGFLEET_WEBHOOK_BACKOFF_S": "0.2",
+        **more,
+    }
+
+
+def test_signed_retried_and_isolated(
+    tmp_path: Path, kafka_bootstrap: str, new_topic: Any, serve: Any
+) -> None:
+    topic, dlq = new_topic(partitions=2), new_topic(partitions=1)
+    env = _env(tmp_path, topic, dlq)
+    good, flaky, hanging = Receiver(), Receiver(mode="flaky"), Receiver(mode="hang")
+    other_tenant, removals_only = Receiver(), Receiver()
+    try:
+        good.secret = _add(env, good.url)["secret"]
+        flaky.secret = _add(env, flaky.url)["secret"]
+        _add(env, hanging.url)
+        _add(env, other_tenant.url, "--tenant", "globex")
+        _add(env, removals_only.url, "--events", "removed")
+        events = _events(20)
+        removal = (b"s3://lib/gone.png", b'{"asset_id": "s3://lib/gone.png", "removed": true}')
+        produce(kafka_bootstrap, topic, [*events, removal])
+        started = time.monotonic()
+        proc = serve(env)
+        expected = {k.decode() for k, _ in events} | {"s3://lib/gone.png"}
+        wait_until(lambda: good.assets() == expected, 60, 0.2, "every event at the good one")
+        good_done = time.monotonic() - started
+        # the hanging endpoint holds its own thread for 30 s per try: the good one is not
+        # held back by it (nor by the flaky one's retries)
+        assert good_done < 25, good_done
+        assert good.bad_signatures == 0
+        wait_until(lambda: flaky.assets() == expected, 90, 0.5, "the flaky one recovered")
+        assert flaky.bad_signatures == 0
+        assert other_tenant.bodies == []
+        wait_until(lambda: removals_only.assets() == {"s3://lib/gone.png"}, 30, 0.2, "removal")
+        assert len(removals_only.bodies) == 1
+        assert proc.poll() is None
+    finally:
+        for r in (good, flaky, hanging, other_tenant, removals_only):
+            r.close()
+
+
+def test_a_receiver_gone_past_the_budget_is_dead_lettered_and_redriven(
+    tmp_path: Path, kafka_bootstrap: str, new_topic: Any, serve: Any
+) -> None:
+    topic, dlq = new_topic(partitions=1), new_topic(partitions=1)
+    env = _env(tmp_path, topic, dlq, TAGFLEET_WEBHOOK_BUDGET_S="2")
+    port = free_port()  # nothing listens there yet
+    endpoint = _add(env, f"http://127.0.0.1:{port}/hook")
+    events = _events(5)
+    produce(kafka_bootstrap, topic, events)
+    serve(env)
+    letters = read_topic(kafka_bootstrap, dlq, 5, timeout_s=90)
+    assert len(letters) == 5
+    assert {dict(r.headers)["tagfleet-webhook-endpoint"].decode() for r in letters} == {
+        endpoint["id"]
+    }
+    assert sorted(r.value for r in letters) == sorted(v for _, v in events)
+    back = Receiver(secret=endpoint["secret"], port=port)
+    try:
+        done = tagfleet(
+            {**env, "TAGFLEET_BOOTSTRAP_SERVERS": kafka_bootstrap},
+            "webhook",
+            "redrive",
+            endpoint["id"],
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == {"delivered": 5, "failed": 0}
+        assert back.assets() == {k.decode() for k, _ in events}
+        assert back.bad_signatures == 0
+    finally:
+        back.close()
+
+
+def test_rotation_signs_with_both_secrets(tmp_path: Path) -> None:
+    from consumers.webhooks.signing import sign
+
+    env = {"TAGFLEET_WEBHOOK_WEBHOOKS": str(tmp_path / "w.json")}
+    first = _add(env, "http://127.0.0.1:9/hook")
+    rotated = tagfleet(env, "webhook", "rotate", first["id"])
+    second = json.loads(rotated.stdout)["secret"]
+    stored = json.loads((tmp_path / "w.json").read_text())["endpoints"][0]["secrets"]
+    assert stored == [second, first["secret"]]
+    header = sign(b"{}", stored, int(time.time()))
+    assert verify(b"{}", header, first["secret"], int(time.time()))
+    assert verify(b"{}", header, second, int(time.time()))
+    assert not verify(b"{}", header, "wrong", int(time.time()))
+    assert not verify(b"{}", header, second, int(time.time()) + 3600)  # stale timestamp
+    tagfleet(env, "webhook", "rotate", first["id"], "--finish")
+    stored = json.loads((tmp_path / "w.json").read_text())["endpoints"][0]["secrets"]
+    assert stored == [second]
+    assert oct((tmp_path / "w.json").stat().st_mode & 0o777) == "0o600"
