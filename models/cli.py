@@ -121,7 +121,7 @@ def _add_eval(sub: Any) -> None:
     p = sub.add_parser("eval", help="evaluate a function artifact on a labelled dataset")
     p.add_argument("artifact", help="artifact directory or s3:// prefix")
     p.add_argument("dataset", help="folder per label, JSONL or CSV manifest (local or s3://)")
-    add_options(p, [EvalOptions])
+    add_options(p, [EvalOptions, Runtime])
     p.set_defaults(handler=cmd_eval)
 
 
@@ -188,8 +188,15 @@ def cmd_eval(args: argparse.Namespace, options: Options) -> int:
     from models import storage
     from models.evaluate import evaluate
 
-    opts = options[EvalOptions]
-    report, files = evaluate(args.artifact, args.dataset, previous=opts.previous)
+    opts, runtime = options[EvalOptions], options[Runtime]
+    report, files = evaluate(
+        args.artifact,
+        args.dataset,
+        previous=opts.previous,
+        device=runtime.device,
+        cache_dir=runtime.cache_dir,
+        offline=runtime.offline,
+    )
     if opts.out:
         for name, data in files.items():
             storage.write_bytes(storage.join(opts.out, name), data)

@@ -38,7 +38,9 @@ class Task:
     """
 
     train: Callable[[Dataset | str, TrainSpec, Backbone | None, Artifact | None], Artifact]
-    evaluate: Callable[[Artifact, Dataset | str, Artifact | None], Report]
+    evaluate: Callable[
+        [Artifact, Dataset | str, Artifact | None, dict[str, Backbone] | None], Report
+    ]
 
 
 _HOMES = {

@@ -286,19 +286,28 @@ def evaluate_detections(
 
 
 def evaluate(
-    artifact: Artifact, dataset: Dataset | str, previous: Artifact | None = None
+    artifact: Artifact,
+    dataset: Dataset | str,
+    previous: Artifact | None = None,
+    backbones: dict[str, Backbone] | None = None,
 ) -> Report:
-    """Evaluate a detect function on a whole COCO dataset: (report dict, report files)."""
+    """Evaluate a detect function on a whole COCO dataset: (report dict, report files).
+
+    ``backbones``: backbones already loaded (on the caller's device), by key."""
     m = artifact.manifest
     if isinstance(dataset, str):
         dataset = load_dataset(dataset, m.type, labels=m.labels, min_per_label=1)
     assert isinstance(dataset, DetectDataset)
-    shared: dict[str, Backbone] = {}
+    shared: dict[str, Backbone] = backbones if backbones is not None else {}
     size = Fleet.from_artifacts([artifact], backbones=shared).input_size
     images, _, sizes = read_detect_images(dataset, size)
     truth = truth_boxes(dataset)
     current = evaluate_detections(artifact, images, sizes, truth, shared)
-    before = evaluate_detections(previous, images, sizes, truth) if previous is not None else None
+    before = (
+        evaluate_detections(previous, images, sizes, truth, shared)
+        if previous is not None
+        else None
+    )
     return build_report(artifact, current, previous, before, split=f"all of {dataset.source}")
 
 

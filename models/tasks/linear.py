@@ -391,36 +391,45 @@ def evaluate_arrays(
 
 
 def evaluate(
-    artifact: Artifact, dataset: Dataset | str, previous: Artifact | None = None
+    artifact: Artifact,
+    dataset: Dataset | str,
+    previous: Artifact | None = None,
+    backbones: dict[str, Backbone] | None = None,
 ) -> Report:
     """Evaluate a classify or tags function on a whole dataset: (report dict, report files).
 
     ``previous``: another version, evaluated on the same images and compared in the report.
+    ``backbones``: backbones already loaded (on the caller's device), by key.
     Labels in the dataset that the function does not know are a DatasetError.
     """
     m = artifact.manifest
     if isinstance(dataset, str):
         dataset = load_dataset(dataset, m.type, labels=m.labels, min_per_label=1)
-    size = Fleet.from_artifacts([artifact]).input_size
+    shared = backbones if backbones is not None else {}
+    size = Fleet.from_artifacts([artifact], backbones=shared).input_size
     images, _ = read_images(dataset, size)
     targets = dataset.targets()
     tiling = Tiling.of(m)
     if tiling is None:
-        current = evaluate_arrays(artifact, images, targets)
+        current = evaluate_arrays(artifact, images, targets, shared)
     else:  # scored as served: tiles of the original pictures
-        scores = tiled_scores(artifact, dataset, tiling)
+        scores = tiled_scores(artifact, dataset, tiling, shared)
         metrics = score_metrics(artifact, targets, scores)
         current = Evaluation(scores, targets, metrics, images=images)
-    before = evaluate_arrays(previous, images, targets) if previous is not None else None
+    before = evaluate_arrays(previous, images, targets, shared) if previous is not None else None
     return build_report(artifact, current, previous, before, split=f"all of {dataset.source}")
 
 
-def tiled_scores(artifact: Artifact, dataset: Dataset, tiling: Tiling) -> np.ndarray:
+def tiled_scores(
+    artifact: Artifact,
+    dataset: Dataset,
+    tiling: Tiling,
+    backbones: dict[str, Backbone] | None = None,
+) -> np.ndarray:
     """(N, L) scores of ``artifact`` served in tiles of each original picture of ``dataset``."""
     m = artifact.manifest
-    backbone = load_backbone(
-        m.backbone, state=artifact.backbone_state, weights_id=artifact.backbone_weights_id()
-    )
+    fleet = Fleet.from_artifacts([artifact], backbones=backbones)  # the one backbone, loaded once
+    backbone = next(iter(fleet.backbones.values()))
     function = Function(artifact, backbone)
     rows = []
     for sample in dataset.samples:
