@@ -4,6 +4,8 @@
   (``low_margin``);
 - tags: a label scored within ``band`` of its threshold, above or below (``near_threshold``;
   the label closest to its threshold is the one proposed);
+- the serving and the shadow version disagree (``shadow_disagreement``: another classify
+  label, or another set of tags; the serving version's proposal is kept);
 - a sample of confident predictions for spot checks (``spot_check``): a ``spot_rate`` share
   of the assets, picked by a hash of the asset id and function, so a replay picks the same.
 
@@ -72,6 +74,18 @@ def _tags(obj: dict[str, Any], policy: ReviewPolicy) -> tuple[str, str | None, f
     return "", None if best is None else best["label"], None if best is None else best["score"]
 
 
+def _tag_set(obj: dict[str, Any]) -> set[str]:
+    return {str(t["label"]) for t in obj.get("tags") or []}
+
+
+def _disagree(obj: dict[str, Any], shadow: dict[str, Any] | None) -> bool:
+    if shadow is None or shadow.get("type") != obj.get("type"):
+        return False
+    if obj.get("type") == "classify":
+        return bool(shadow.get("label") != obj.get("label"))
+    return _tag_set(shadow) != _tag_set(obj)
+
+
 def flag(result: AssetResult, policy: ReviewPolicy) -> list[Candidate]:
     """The candidates of one stored result, in function order."""
     out = []
@@ -84,6 +98,8 @@ def flag(result: AssetResult, policy: ReviewPolicy) -> list[Candidate]:
             reason, label, score = _tags(obj, policy)
         else:
             continue  # detect: boxes are reviewed in a labelling tool, not flagged here yet
+        if not reason and _disagree(obj, result.shadows.get(function)):
+            reason = "shadow_disagreement"
         if (
             not reason
             and label is not None

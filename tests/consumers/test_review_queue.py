@@ -135,6 +135,24 @@ def test_scores_near_the_thresholds_are_flagged_and_nothing_else() -> None:
     assert flag(edge, policy) == []  # margin 0.11, red 0.06 below its threshold
 
 
+def test_a_shadow_that_disagrees_is_flagged_and_spot_checks_sample_the_rest() -> None:
+    from dataclasses import replace
+
+    policy = ReviewPolicy(margin=0.1, band=0.05)
+    sure = _result("s3://b/sure", {"circle": 0.9, "square": 0.05}, {"red": 0.9, "blue": 0.1})
+    shadow = {**sure.functions["shape"], "version": "v2", "label": "square"}
+    same = {**sure.functions["colours"], "version": "v2"}
+    flagged = flag(replace(sure, shadows={"shape": shadow, "colours": same}), policy)
+    assert [(c.function, c.reason, c.label) for c in flagged] == [
+        ("shape", "shadow_disagreement", "circle")
+    ]
+    everything = ReviewPolicy(margin=0.1, band=0.05, spot_rate=1.0)
+    assert {c.reason for c in flag(sure, everything)} == {"spot_check"}
+    results = [replace(sure, asset_id=f"s3://b/{i}", uri=f"s3://b/{i}") for i in range(400)]
+    sampled = sum(len(flag(r, ReviewPolicy(spot_rate=0.1))) for r in results)
+    assert 40 <= sampled <= 120, sampled  # about 10 % of 800 predictions
+
+
 def test_queue_caps_and_dedup_on_postgres(pg_url: str) -> None:
     store = TagStore(pg_url)
     store.upgrade()
