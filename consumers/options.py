@@ -9,12 +9,12 @@ store, the fleet file, the runtime, the image limits) comes from the shared mode
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
 
 from pydantic import AwareDatetime, Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumers.domain import Reason
+from models.options import CommaList
 
 # The names fleet.yaml and the manifests accept (models.fleet.FleetEntry).
 FUNCTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -47,16 +47,9 @@ class PublishOptions(BaseSettings):
 
     model_config = _config("TAGFLEET_PUBLISH_")
 
-    functions: Annotated[tuple[str, ...], NoDecode] = Field(
+    functions: CommaList = Field(
         (), description="comma-separated function names to request (empty: all)"
     )
-
-    @field_validator("functions", mode="before")
-    @classmethod
-    def _split(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(v.strip() for v in value.split(",") if v.strip())
-        return value
 
     @field_validator("functions", mode="after")
     @classmethod

@@ -14,13 +14,12 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
-    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -32,7 +31,7 @@ from consumers.cpus import (
     decode_process_count,
 )
 from models import s3uri
-from models.options import NO_FLAG
+from models.options import NO_FLAG, CommaList
 from models.settings import FleetFile, Runtime, Serving
 
 # Settings that hold secrets: SecretStr (never in repr or logs), no command-line flag (a flag
@@ -229,18 +228,11 @@ class TaggingSettings(TagfleetSettings):
         description="Largest decoded pixel buffer (width x height x bytes per pixel of the"
         " decoded mode, after JPEG draft scaling), checked from the header before decoding.",
     )
-    image_formats: Annotated[tuple[str, ...], NoDecode] = Field(
+    image_formats: CommaList = Field(
         DEFAULT_FORMATS,
         description="Pillow formats accepted; TIFF and BMP are off unless added here"
         " (docs/configuration.md says why).",
     )
-
-    @field_validator("image_formats", mode="before")
-    @classmethod
-    def _split_csv(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(v.strip() for v in value.split(",") if v.strip())
-        return value
 
     @field_validator("image_formats", mode="after")
     @classmethod
@@ -421,7 +413,7 @@ class Settings(
         " access_denied; off: both are object_unavailable, so a sender cannot probe which"
         " objects exist (the service's log always has the precise cause).",
     )
-    allowed_buckets: Annotated[tuple[str, ...], NoDecode] = Field(
+    allowed_buckets: CommaList = Field(
         (), description="Bucket allow-list (empty: any bucket the role can read)."
     )
 
@@ -432,13 +424,6 @@ class Settings(
     )
     log_level: str = Field("INFO", description="Log level.")
     log_format: Literal["json", "text"] = Field("json", description="Log format.")
-
-    @field_validator("allowed_buckets", mode="before")
-    @classmethod
-    def _split_buckets(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(v.strip() for v in value.split(",") if v.strip())
-        return value
 
     @field_validator("allowed_buckets", mode="after")
     @classmethod

@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from models.options import Options, add_options
+from models.options import CommaList, Options, add_options
 
 
 class CreateOptions(BaseSettings):
@@ -24,7 +24,7 @@ class CreateOptions(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TAGFLEET_CREATE_", frozen=True, extra="ignore")
 
     type: Literal["classify", "tags"] = Field(description="function type")
-    labels: Annotated[tuple[str, ...], NoDecode] = Field(
+    labels: CommaList = Field(
         description="the label names, comma separated (each is read into the prompts)"
     )
     out: str = Field(description="artifact directory or s3:// prefix to write")
@@ -45,13 +45,6 @@ class CreateOptions(BaseSettings):
     target_precision: float | None = Field(
         None, gt=0, le=1, description="tags: thresholds for this precision instead of best F1"
     )
-
-    @field_validator("labels", mode="before")
-    @classmethod
-    def _split(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(v.strip() for v in value.split(",") if v.strip())
-        return value
 
     @field_validator("labels", mode="after")
     @classmethod

@@ -24,15 +24,26 @@ import types
 import typing
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import SecretStr, ValidationError
+from pydantic import BeforeValidator, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings
+from pydantic_settings import BaseSettings, NoDecode
 from pydantic_settings.exceptions import SettingsError
 
 Group = type[BaseSettings]
 SHARED_PREFIX = "TAGFLEET_"
+
+
+def split_commas(value: Any) -> Any:
+    """``"a, b,,c"`` -> ``("a", "b", "c")``; anything else as it is."""
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return value
+
+
+# A list setting written as ``a,b,c`` in a flag or a variable (not JSON: NoDecode).
+CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(split_commas)]
 Model = TypeVar("Model", bound=BaseSettings)
 
 # ``Field(json_schema_extra=NO_FLAG)``: a secret, settable only by its variable (or a file):

@@ -6,12 +6,11 @@ Each command reads its own ``TAGFLEET_<COMMAND>_<NAME>`` variables; the store is
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumers.safe_text import MAX_SHORT_BYTES, text_problem
+from models.options import CommaList
 
 SCOPES = ("read", "label", "admin")
 
@@ -42,19 +41,12 @@ class ApiKeyCreateOptions(BaseSettings):
         description="tenant whose assets the key reads and labels (events without a tenant"
         " belong to 'default')",
     )
-    scopes: Annotated[tuple[str, ...], NoDecode] = Field(
+    scopes: CommaList = Field(
         ("read",),
         description="comma-separated scopes: read (GET), label (also answers reviews and sets"
         " labels), admin (everything)",
     )
     name: str = Field("", description="who or what holds the key (shown as a label's author)")
-
-    @field_validator("scopes", mode="before")
-    @classmethod
-    def _split(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(v.strip() for v in value.split(",") if v.strip())
-        return value
 
     @field_validator("scopes", mode="after")
     @classmethod

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.options import CommaList
 
 
 def _config(prefix: str) -> SettingsConfigDict:
@@ -27,17 +27,8 @@ class WebhookAddOptions(BaseSettings):
 
     model_config = _config("TAGFLEET_WEBHOOK_ADD_")
 
-    events: Annotated[tuple[str, ...], NoDecode] = Field(
-        ("tags", "removed"), description="comma-separated: tags, removed"
-    )
+    events: CommaList = Field(("tags", "removed"), description="comma-separated: tags, removed")
     tenant: str | None = Field(None, description="only this tenant's events (unset: all)")
-
-    @field_validator("events", mode="before")
-    @classmethod
-    def _split(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(v.strip() for v in value.split(",") if v.strip())
-        return value
 
     @field_validator("events", mode="after")
     @classmethod
