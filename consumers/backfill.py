@@ -26,6 +26,7 @@ from consumers.results import encode_event, rfc3339
 from consumers.settings import KafkaSettings
 from consumers.stages import Inferencer, Outlets, Preparer, RetryPolicy, Storer
 from consumers.work import Message, WorkItem
+from models import s3uri
 from models.options import Options
 
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp"}
@@ -201,7 +202,7 @@ def run_tag(sources: Sequence[str], options: Options) -> int:
     requests: list[AssetRequest] = []
     for source in sources:
         requests += list(
-            fetcher.list_objects(source) if source.startswith("s3://") else local_requests(source)
+            fetcher.list_objects(source) if s3uri.is_s3(source) else local_requests(source)
         )
     fleet = load_fleet(
         options[FleetFile].fleet,

@@ -14,10 +14,11 @@ from pydantic import AwareDatetime, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumers.domain import Reason
+from models.manifest import NAME_PATTERN
 from models.options import CommaList
 
-# The names fleet.yaml and the manifests accept (models.fleet.FleetEntry).
-FUNCTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+# The names fleet.yaml and the manifests accept (models.manifest.NAME_PATTERN).
+FUNCTION_NAME = re.compile(NAME_PATTERN)
 
 
 def _config(prefix: str) -> SettingsConfigDict:

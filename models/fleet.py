@@ -16,8 +16,7 @@ from models import storage
 from models.artifacts import Artifact, load_artifact
 from models.backbones import Backbone, backbone_key, load_backbone
 from models.function import Function, FunctionInfo
-
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+from models.manifest import NAME_PATTERN
 
 
 class Role(StrEnum):

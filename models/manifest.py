@@ -9,6 +9,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# A function's name: what fleet.yaml, manifests, events and the API accept.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+
 MANIFEST_FILE = "manifest.json"
 
 
@@ -55,7 +58,7 @@ class Manifest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+    name: str = Field(pattern=NAME_PATTERN)
     type: FunctionType
     labels: list[str] = Field(min_length=1)
     backbone: BackboneRef

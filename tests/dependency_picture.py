@@ -3,7 +3,7 @@
 Each box is one layer of the ``models-layers`` and ``consumers-layers`` contracts of
 ``pyproject.toml``; an arrow means some module of one layer imports some module of the other
 (grimp, the graph import-linter checks). ``python tests/dependency_picture.py`` prints the
-Mermaid block; ``tests/test_dependency_picture.py`` keeps the page equal to it.
+Mermaid block; ``tests/consumers/test_dependency_picture.py`` keeps the page equal to it.
 """
 
 from __future__ import annotations
