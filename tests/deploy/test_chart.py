@@ -397,6 +397,17 @@ def test_db_upgrade_runs_as_a_pre_install_and_pre_upgrade_hook(
     )
 
 
+def test_runtime_client_and_review_settings_reach_the_service(helm: Path) -> None:
+    sets = (
+        "config.offline=true,config.device=cuda:1,config.kafka_client=confluent,config.review=true"
+    )
+    env = env_of(container(render(helm, *MINIMAL, "--set", sets)))
+    assert env["TAGFLEET_OFFLINE"]["value"] == "true"
+    assert env["TAGFLEET_DEVICE"]["value"] == "cuda:1"
+    assert env["TAGFLEET_KAFKA_CLIENT"]["value"] == "confluent"
+    assert env["TAGFLEET_REVIEW"]["value"] == "true"
+
+
 # ---- values schema ----
 
 
@@ -428,6 +439,8 @@ def test_values_schema_config_names_are_settings_with_matching_types() -> None:
         "config.no_such_setting=1",
         "image.variant=tpu",
         "config.batch_size=zero",
+        "config.device=gpu0",
+        "config.kafka_client=librdkafka",
         "fleet.uri=http://example.com/fleet.yaml",
         "gpu.count=2",
     ],
