@@ -11,6 +11,8 @@ without torch: the service's decode processes need Pillow and numpy only.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -56,3 +58,22 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(home), name)
     globals()[name] = value
     return value
+
+
+class _Package(types.ModuleType):
+    """``models`` keeps its public functions when their submodule loads.
+
+    Importing ``models.evaluate`` (or ``models.train``) makes Python set the package's attribute
+    of that name to the submodule, so a later ``from models import evaluate`` would get the
+    module instead of the function (after ``tagfleet eval`` ran, say). The public name is the
+    function: the submodule stays reachable in ``sys.modules`` and by ``from models.evaluate
+    import ...``.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _HOMES.get(name) == value.__name__:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
