@@ -371,7 +371,9 @@ def test_replaying_the_old_version_changes_no_row_and_a_rollback_restores_withou
             lambda: set(_results(pg_url).values()) == {v["v1"]} and len(_results(pg_url)) == 20, 240
         )
         promote(fleet, "shape", v["v2"], force=True)
-        wait_until(lambda: _metric(consumer, "tagfleet_fleet_reloads_total", outcome="applied"), 60)
+        wait_until(
+            lambda: _metric(consumer, "tagfleet_fleet_reloads_total", outcome="applied"), 180
+        )
         produce(kafka_bootstrap, topic, _events(bucket, keys))  # the same assets, again
         wait_until(lambda: set(_results(pg_url).values()) == {v["v2"]}, 240, what="all on v2")
         wait_until(lambda: group_lag(kafka_admin, kafka_bootstrap, f"g-{topic}", topic) == 0, 60)
@@ -402,8 +404,17 @@ def test_replaying_the_old_version_changes_no_row_and_a_rollback_restores_withou
 
         predicted = _metric(consumer, "tagfleet_predictions_total")
         rollback(fleet, "shape")
-        wait_until(lambda: set(_results(pg_url).values()) == {v["v1"]}, 60, what="the v1 tags back")
-        assert _metric(consumer, "tagfleet_fleet_function_info", version=v["v1"], role="serving")
+        wait_until(
+            lambda: set(_results(pg_url).values()) == {v["v1"]}, 180, what="the v1 tags back"
+        )
+        # the store follows the rolled-back fleet before the swap reaches the metrics
+        wait_until(
+            lambda: _metric(
+                consumer, "tagfleet_fleet_function_info", version=v["v1"], role="serving"
+            ),
+            60,
+            what="v1 reported serving",
+        )
         assert _metric(consumer, "tagfleet_predictions_total") == predicted  # no model ran
 
         assert _rows(pg_url, "colours") == {"tags": 20, "function_results": 20, "kept": 20}
