@@ -16,6 +16,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.options import CommaList, Options, add_options
+from models.settings import Runtime
 
 
 class CreateOptions(BaseSettings):
@@ -74,7 +75,7 @@ def register(subparsers: Any) -> None:
         " --calibrate, a few labelled samples fit its thresholds or temperature.",
     )
     create.add_argument("name", help="function name")
-    add_options(create, [CreateOptions])
+    add_options(create, [CreateOptions, Runtime])
     create.set_defaults(handler=cmd_create)
 
     weights = subparsers.add_parser("weights", help="model weights in your own storage")
@@ -94,9 +95,10 @@ def register(subparsers: Any) -> None:
 
 def cmd_create(args: argparse.Namespace, options: Options) -> int:
     from models.artifacts import save_artifact
+    from models.backbones import OfflineError
     from models.create import create
 
-    opts = options[CreateOptions]
+    opts, runtime = options[CreateOptions], options[Runtime]
     try:
         artifact = create(
             args.name,
@@ -107,8 +109,11 @@ def cmd_create(args: argparse.Namespace, options: Options) -> int:
             prompts=opts.prompts,
             calibrate=opts.calibrate,
             target_precision=opts.target_precision,
+            device=runtime.device,
+            cache_dir=runtime.cache_dir,
+            offline=runtime.offline,
         )
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, OfflineError) as exc:
         print(f"tagfleet create: error: {exc}", file=sys.stderr)
         return 2
     saved = save_artifact(artifact, opts.out)

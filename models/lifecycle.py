@@ -29,6 +29,7 @@ from models.fleet import (
     write_fleet_config,
 )
 from models.manifest import FunctionType
+from models.settings import Runtime, defaults
 from models.train import train
 from models.training.spec import TrainSpec
 
@@ -151,9 +152,11 @@ def gate(
     candidate: Artifact,
     tolerance: float,
     data: str | None,
+    runtime: Runtime | None = None,
 ) -> Gate:
     """Both versions' headline metric on the same data: ``data`` when given (both
-    evaluated now), else the candidate's report when it compared with the serving version."""
+    evaluated now, their backbones loaded as ``runtime`` says: device, weights cache, offline),
+    else the candidate's report when it compared with the serving version."""
     m = candidate.manifest
     metric = GATE_METRIC[m.type]
     serving = serving_version(config, function)
@@ -169,7 +172,15 @@ def gate(
                 f"{function}: the label sets of {m.version} and {serving} differ; promote on"
                 " the candidate's report (leave out --data) or --force"
             )
-        report, _ = evaluate(candidate, data, previous=current)
+        runtime = runtime or defaults(Runtime)
+        report, _ = evaluate(
+            candidate,
+            data,
+            previous=current,
+            device=runtime.device,
+            cache_dir=runtime.cache_dir,
+            offline=runtime.offline,
+        )
         return Gate(
             function,
             m.version,
@@ -238,14 +249,16 @@ def promote(
     tolerance: float = DEFAULT_TOLERANCE,
     data: str | None = None,
     force: bool = False,
+    runtime: Runtime | None = None,
 ) -> tuple[FleetConfig, Gate]:
     """Make ``version`` the serving version of ``function`` if the gate passes it (or
-    ``force``, which is logged and kept in the history with the gate's figures)."""
+    ``force``, which is logged and kept in the history with the gate's figures); ``runtime``:
+    where the models run when ``data`` is evaluated (unset: the defaults)."""
     config = read_fleet_config(fleet)
     where = registry_of(config, fleet, registry)
     candidate = _load_version(where, function, version)
     try:
-        verdict = gate(config, where, function, candidate, tolerance, data)
+        verdict = gate(config, where, function, candidate, tolerance, data, runtime)
     except LifecycleError:
         if not force:
             raise

@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.options import Options, add_options
-from models.settings import FleetFile
+from models.settings import FleetFile, Runtime
 
 if TYPE_CHECKING:
     from models.training.spec import TrainSpec
@@ -92,7 +92,7 @@ def register(subparsers: Any, fleet_commands: Any) -> None:
     )
     p.add_argument("function", help="function name")
     p.add_argument("version", help="a version of the registry (tagfleet versions FUNCTION)")
-    add_options(p, [PromoteOptions, RegistrySettings, FleetFile])
+    add_options(p, [PromoteOptions, RegistrySettings, FleetFile, Runtime])
     p.set_defaults(handler=_guard(cmd_promote))
     p = fleet_commands.add_parser("rollback", help="serve again the previous serving version")
     p.add_argument("function", help="function name")
@@ -133,11 +133,14 @@ def _guard(handler: Handler) -> Handler:
 def _user_errors() -> tuple[type[Exception], ...]:
     """What a wrong input raises: a request that cannot be carried out, a fleet file or
     dataset that does not validate (ValueError: pydantic, json, DatasetError), YAML that does
-    not parse, a file or S3 object that is not there or may not be read."""
+    not parse, a file or S3 object that is not there or may not be read, a hub download
+    refused by the offline switch."""
     import yaml
     from botocore.exceptions import BotoCoreError, ClientError
 
-    return (ValueError, FileNotFoundError, yaml.YAMLError, ClientError, BotoCoreError)
+    from models.backbones import OfflineError
+
+    return (ValueError, FileNotFoundError, yaml.YAMLError, ClientError, BotoCoreError, OfflineError)
 
 
 def _one_line(exc: Exception) -> str:
@@ -188,6 +191,7 @@ def cmd_promote(args: argparse.Namespace, options: Options) -> int:
         tolerance=opts.tolerance,
         data=opts.data,
         force=opts.force,
+        runtime=options[Runtime],
     )
     forced = " (forced past the gate)" if opts.force and not gate.passed else ""
     print(f"{gate.describe()}\n{args.function}: {args.version} serves{forced}")

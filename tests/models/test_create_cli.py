@@ -87,3 +87,33 @@ def test_the_offline_switch_reaches_every_backbone_the_fleet_loads(
     with pytest.raises(OfflineError):
         load_fleet(str(fleet), offline=True)
     assert load_fleet(str(fleet)).functions and seen == [True, False]
+
+
+def test_create_takes_the_runtime_and_offline_refuses_a_hub_download_in_one_line(
+    tiny_config: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = tmp_path / "pets"
+    argv = ["create", "pets", "--type", "classify", "--labels", "cat,dog", "--out", str(out)]
+    monkeypatch.setenv("TAGFLEET_OFFLINE", "1")
+    assert main([*argv, "--backbone", "ViT-B-32", "--weights", "openai"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "downloads are off" in err[0], err
+    assert not out.exists()
+
+    import models.create
+
+    real, seen = models.create.load_backbone, []
+
+    def loader(*args: object, **kwargs: object) -> object:
+        seen.append(kwargs)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(models.create, "load_backbone", loader)
+    cache = tmp_path / "cache"
+    flags = ["--backbone", tiny_config, "--device", "cpu", "--cache-dir", str(cache)]
+    assert main([*argv, *flags]) == 0
+    assert seen == [{"device": "cpu", "cache_dir": cache, "offline": True}]
+    assert (out / "manifest.json").is_file()

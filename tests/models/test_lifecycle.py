@@ -163,3 +163,41 @@ def _read(uri: str) -> bytes:
     from models import storage
 
     return storage.read_bytes(uri)
+
+
+def test_promote_with_data_evaluates_on_the_runtime_it_is_given(
+    tiny_config: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``fleet promote --data`` loads both versions' backbones on ``--device``, with
+    ``--cache-dir`` and ``--offline`` (TAGFLEET_DEVICE, ...), as train and eval do."""
+    from datagen import colours_jsonl
+
+    import models.fleet
+    from models.create import create
+    from models.registry import publish
+
+    registry, fleet = str(tmp_path / "registry"), str(tmp_path / "fleet.yaml")
+    labels = ["blue", "green", "red", "yellow"]
+    for templates in ("a photo of {}\n", "{}\n"):  # two versions of one function
+        (tmp_path / "prompts.txt").write_text(templates)
+        made = create(
+            "colour", "classify", labels, tiny_config, prompts=str(tmp_path / "prompts.txt")
+        )
+        version = publish(made, registry, None)[0].manifest.version
+        assert version is not None
+        args = ["fleet", "promote", "colour", version, "--fleet", fleet, "--registry", registry]
+        if templates == "{}\n":
+            break
+        assert main(args) == 0
+    real, seen = models.fleet.load_backbone, []
+
+    def loader(*args: object, **kwargs: object) -> object:
+        seen.append({k: kwargs.get(k) for k in ("device", "cache_dir", "offline")})
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(models.fleet, "load_backbone", loader)
+    data = str(colours_jsonl(tmp_path / "data", 4, seed=1))
+    cache = tmp_path / "cache"
+    runtime = ["--device", "cpu", "--cache-dir", str(cache), "--offline"]
+    main([*args, "--data", data, "--force", *runtime])  # the gate's verdict does not matter
+    assert seen and all(s == {"device": "cpu", "cache_dir": cache, "offline": True} for s in seen)
