@@ -4,8 +4,12 @@
   (``low_margin``);
 - tags: a label scored within ``band`` of its threshold, above or below (``near_threshold``;
   the label closest to its threshold is the one proposed);
+- detect: a box scored within ``band`` of its label's threshold (``near_threshold``; the box
+  closest to its threshold is proposed). Boxes below a threshold are not in the result, so
+  only the band's upper half can be seen; a result without ``thresholds`` (written before
+  detect results carried them) is not flagged by this rule;
 - the serving and the shadow version disagree (``shadow_disagreement``: another classify
-  label, or another set of tags; the serving version's proposal is kept);
+  label, or another set of tags or of box labels; the serving version's proposal is kept);
 - a sample of confident predictions for spot checks (``spot_check``): a ``spot_rate`` share
   of the assets, picked by a hash of the asset id and function, so a replay picks the same.
 
@@ -74,8 +78,31 @@ def _tags(obj: dict[str, Any], policy: ReviewPolicy) -> tuple[str, str | None, f
     return "", None if best is None else best["label"], None if best is None else best["score"]
 
 
+def _detect(obj: dict[str, Any], policy: ReviewPolicy) -> tuple[str, str | None, float | None]:
+    thresholds: dict[str, float] = obj.get("thresholds") or {}
+    boxes = [(str(o["label"]), float(o["score"])) for o in obj.get("objects") or []]
+    near = [
+        (abs(score - float(thresholds[label])), label, score)
+        for label, score in boxes
+        if label in thresholds and abs(score - float(thresholds[label])) <= policy.band
+    ]
+    if near:
+        _, label, score = min(near)
+        return "near_threshold", label, score
+    best = max(boxes, key=lambda b: b[1], default=None)
+    return "", None if best is None else best[0], None if best is None else best[1]
+
+
+def _best_boxes(obj: dict[str, Any]) -> dict[str, float]:
+    """A detect result's scores as a review item shows them: each label's best box."""
+    best: dict[str, float] = {}
+    for o in obj.get("objects") or []:
+        best[str(o["label"])] = max(best.get(str(o["label"]), 0.0), float(o["score"]))
+    return best
+
+
 def _tag_set(obj: dict[str, Any]) -> set[str]:
-    return {str(t["label"]) for t in obj.get("tags") or []}
+    return {str(t["label"]) for t in obj.get("tags") or obj.get("objects") or []}
 
 
 def _disagree(obj: dict[str, Any], shadow: dict[str, Any] | None) -> bool:
@@ -96,8 +123,10 @@ def flag(result: AssetResult, policy: ReviewPolicy) -> list[Candidate]:
             reason, label, score = _classify(obj, policy)
         elif kind == "tags":
             reason, label, score = _tags(obj, policy)
+        elif kind == "detect":
+            reason, label, score = _detect(obj, policy)
         else:
-            continue  # detect: boxes are reviewed in a labelling tool, not flagged here yet
+            continue
         if not reason and _disagree(obj, result.shadows.get(function)):
             reason = "shadow_disagreement"
         if (
@@ -118,7 +147,9 @@ def flag(result: AssetResult, policy: ReviewPolicy) -> list[Candidate]:
                 reason=reason,
                 label=label,
                 score=None if score is None else float(score),
-                scores={k: float(v) for k, v in (obj.get("scores") or {}).items()},
+                scores=_best_boxes(obj)
+                if kind == "detect"
+                else {k: float(v) for k, v in (obj.get("scores") or {}).items()},
                 model_version=str(obj.get("version", "")),
             )
         )

@@ -126,13 +126,18 @@ def _detect_one(
 def results(
     raw: dict[str, torch.Tensor], manifest: Manifest, orig_sizes: Sequence[tuple[int, int]]
 ) -> list[dict[str, Any]]:
-    """Result objects ``{"type","version","objects":[{"label","score","box"}]}``, one per image.
+    """Result objects ``{"type","version","objects":[{"label","score","box"}],"thresholds"}``,
+    one per image.
 
     Boxes are ``[x1, y1, x2, y2]`` in pixels of the original image (``orig_sizes`` are
     ``(width, height)``), clipped to it; objects are sorted by score, highest first.
+    ``thresholds`` maps every label to the score its boxes had to reach (as the tags head
+    does: the store keeps it as each tag's provenance, the review queue flags boxes near it).
     """
     all_scores = scores(raw)
-    limits = torch.tensor(label_thresholds(manifest), device=all_scores.device)
+    per_label = label_thresholds(manifest)
+    thresholds = {label: float(t) for label, t in zip(manifest.labels, per_label, strict=True)}
+    limits = torch.tensor(per_label, device=all_scores.device)
     out = []
     for i, (width, height) in enumerate(orig_sizes):
         boxes, s, label = _detect_one(raw["boxes"][i].float(), all_scores[i], limits, manifest)
@@ -144,7 +149,14 @@ def results(
                 boxes.cpu().tolist(), s.cpu().tolist(), label.cpu().tolist(), strict=True
             )
         ]
-        out.append({"type": "detect", "version": manifest.version, "objects": objects})
+        out.append(
+            {
+                "type": "detect",
+                "version": manifest.version,
+                "objects": objects,
+                "thresholds": dict(thresholds),
+            }
+        )
     return out
 
 

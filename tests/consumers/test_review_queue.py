@@ -153,6 +153,50 @@ def test_a_shadow_that_disagrees_is_flagged_and_spot_checks_sample_the_rest() ->
     assert 40 <= sampled <= 120, sampled  # about 10 % of 800 predictions
 
 
+def _detect(asset_id: str, boxes: list[tuple[str, float]], **extra: Any) -> AssetResult:
+    objects = [{"label": k, "score": v, "box": [1.0, 1.0, 5.0, 5.0]} for k, v in boxes]
+    obj = {"type": "detect", "version": "v1", "objects": objects, **extra}
+    return AssetResult(
+        asset_id=asset_id,
+        uri=asset_id,
+        etag="e",
+        width=10,
+        height=10,
+        functions={"logos": obj},
+        source=SourcePosition("assets", 0, 1),
+        processed_at=datetime(2026, 12, 1, tzinfo=UTC),
+        tenant="acme",
+    )
+
+
+def test_detect_boxes_near_their_threshold_are_flagged_with_the_spot_checks() -> None:
+    from dataclasses import replace
+
+    policy = ReviewPolicy(band=0.05)
+    limits = {"thresholds": {"logo": 0.5, "text": 0.4}}
+    near = _detect("s3://b/near", [("logo", 0.9), ("text", 0.43), ("logo", 0.54)], **limits)
+    [candidate] = flag(near, policy)
+    assert (candidate.function, candidate.type, candidate.reason) == (
+        "logos",
+        "detect",
+        "near_threshold",
+    )
+    # the box closest to its threshold is proposed; the scores are each label's best box
+    assert (candidate.label, candidate.score) == ("text", 0.43)
+    assert candidate.scores == {"logo": 0.9, "text": 0.43}
+    sure = _detect("s3://b/sure", [("logo", 0.9), ("text", 0.46)], **limits)
+    assert flag(sure, policy) == []  # 0.4 and 0.06 above their thresholds
+    assert flag(_detect("s3://b/none", []), policy) == []
+    # a result written before detect results carried thresholds: not flagged by the band
+    assert flag(_detect("s3://b/old", [("logo", 0.51)]), policy) == []
+    spot = flag(sure, ReviewPolicy(band=0.05, spot_rate=1.0))
+    assert [(c.reason, c.label, c.score) for c in spot] == [("spot_check", "logo", 0.9)]
+    assert flag(_detect("s3://b/empty", [], **limits), ReviewPolicy(spot_rate=1.0)) == []
+    shadow = {**sure.functions["logos"], "version": "v2", "objects": []}
+    [disagree] = flag(replace(sure, shadows={"logos": shadow}), policy)
+    assert (disagree.reason, disagree.label) == ("shadow_disagreement", "logo")
+
+
 def test_queue_caps_and_dedup_on_postgres(pg_url: str) -> None:
     store = TagStore(pg_url)
     store.upgrade()

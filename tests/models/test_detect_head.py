@@ -81,6 +81,8 @@ def test_thresholds_per_label_then_global() -> None:
     raw = _raw([(0, 0, 0.6, [0.1, 0.1, 0.3, 0.3]), (3, 1, 0.6, [0.6, 0.6, 0.9, 0.9])])
     [out] = results(raw, _manifest({"*": 0.5, "logo": 0.7}), [(100, 100)])
     assert [o["label"] for o in out["objects"]] == ["text"]
+    # every label's threshold travels with the result (provenance, review flagging)
+    assert out["thresholds"] == {"logo": 0.7, "text": 0.5}
 
 
 def _random_detect(tiny_config: str, seed: int = 0) -> Artifact:
