@@ -17,6 +17,7 @@ from models.artifacts import Artifact, load_artifact
 from models.backbones import Backbone, backbone_key, load_backbone
 from models.function import Function, FunctionInfo
 from models.manifest import NAME_PATTERN
+from models.tiling import TileSet, Tiling, encode_tiles, run_tiled
 
 
 class Role(StrEnum):
@@ -197,6 +198,7 @@ class Fleet:
         self._promotions = {k: v for k, v in (promotions or {}).items() if v is not None}
         every = [*functions, *self._shadows.values()]
         self.backbones: dict[str, Backbone] = {f.backbone.key: f.backbone for f in every}
+        self._tilings = {id(f): t for f in every if (t := Tiling.of(f.manifest)) is not None}
 
     @classmethod
     def from_artifacts(
@@ -244,6 +246,13 @@ class Fleet:
         return max((b.input_size for b in self.backbones.values()), default=224)
 
     @property
+    def tilings(self) -> tuple[Tiling, ...]:
+        """The distinct tilings of the functions (serving and shadow) that read their images
+        in tiles: what the decoder must cut (:class:`models.tiling.TileSet`), in a fixed
+        order; empty when every function reads the whole image."""
+        return tuple(sorted(set(self._tilings.values()), key=lambda t: (t.tile, t.overlap)))
+
+    @property
     def functions(self) -> dict[str, FunctionInfo]:
         """Function name -> :class:`FunctionInfo` (type, version, labels, thresholds)."""
         return {name: f.info for name, f in self._functions.items()}
@@ -258,6 +267,7 @@ class Fleet:
         images: Sequence[np.ndarray],
         orig_sizes: Sequence[tuple[int, int]],
         functions: Sequence[Collection[str] | None] | None = None,
+        tiles: Sequence[Sequence[TileSet]] | None = None,
     ) -> list[dict[str, dict[str, Any]]]:
         """Per image: function name -> result object (DESIGN.md result event).
 
@@ -266,18 +276,26 @@ class Fleet:
         in the fleet are skipped (the consumer validates them). Each backbone that some
         requested function uses runs once, on the images that need it. Raises on a broken
         model instead of returning partial results.
+
+        ``tiles``: per image its :class:`~models.tiling.TileSet` for each of :attr:`tilings`
+        (the decoder cuts them). A function with a tiling reads an image that has its tile
+        set through its tiles (:func:`models.tiling.run_tiled`: scores from the tiles read as
+        one image, detect boxes mapped back into the original's pixels), the tiles of one
+        tiling encoded once per backbone for every function that reads them; an image without
+        that tile set (none given, a canary) is read whole, as every untiled function reads it.
         """
-        return self._predict(images, orig_sizes, functions, with_shadows=False)[0]
+        return self._predict(images, orig_sizes, functions, with_shadows=False, tiles=tiles)[0]
 
     def predict_with_shadows(
         self,
         images: Sequence[np.ndarray],
         orig_sizes: Sequence[tuple[int, int]],
         functions: Sequence[Collection[str] | None] | None = None,
+        tiles: Sequence[Sequence[TileSet]] | None = None,
     ) -> tuple[list[dict[str, dict[str, Any]]], list[dict[str, dict[str, Any]]]]:
         """:meth:`predict`, and per image the shadow results of the functions it ran (a
         shadow runs wherever its serving function runs, in the same backbone pass)."""
-        return self._predict(images, orig_sizes, functions, with_shadows=True)
+        return self._predict(images, orig_sizes, functions, with_shadows=True, tiles=tiles)
 
     def _predict(
         self,
@@ -285,10 +303,14 @@ class Fleet:
         orig_sizes: Sequence[tuple[int, int]],
         functions: Sequence[Collection[str] | None] | None,
         with_shadows: bool,
+        tiles: Sequence[Sequence[TileSet]] | None = None,
     ) -> tuple[list[dict[str, dict[str, Any]]], list[dict[str, dict[str, Any]]]]:
         if len(images) != len(orig_sizes):
             raise ValueError(f"{len(images)} images but {len(orig_sizes)} sizes")
+        if tiles is not None and len(tiles) != len(images):
+            raise ValueError(f"{len(images)} images but {len(tiles)} tile lists")
         wanted = self._wanted(len(images), functions)
+        tile_sets = [{t.tiling: t for t in sets} for sets in tiles or [()] * len(images)]
         out: list[dict[str, dict[str, Any]]] = [{} for _ in images]
         shadow_out: list[dict[str, dict[str, Any]]] = [{} for _ in images]
         if not images:
@@ -299,22 +321,45 @@ class Fleet:
             runs += [(n, f, shadow_out) for n, f in self._shadows.items()]
         for key, backbone in self.backbones.items():
             mine = [(n, f, sink) for n, f, sink in runs if f.backbone.key == key]
-            names = {n for n, _, _ in mine}
-            rows = [i for i in range(len(images)) if wanted[i] & names]
+            # per function: the images it reads whole, and those it reads through their tiles
+            whole: dict[int, list[int]] = {}
+            tiled: dict[int, list[int]] = {}
+            for name, function, _ in mine:
+                tiling = self._tilings.get(id(function))
+                for i in range(len(images)):
+                    if name in wanted[i]:
+                        through = tiling is not None and tiling in tile_sets[i]
+                        (tiled if through else whole).setdefault(id(function), []).append(i)
+            encoded: dict[tuple[int, Tiling], Any] = {}  # each image's tiles encoded once
+            for name, function, sink in mine:
+                for i in tiled.get(id(function), []):
+                    tile_set = tile_sets[i][self._tilings[id(function)]]
+                    if (i, tile_set.tiling) not in encoded:
+                        encoded[i, tile_set.tiling] = encode_tiles(backbone, tile_set.array)
+                    tile_features = encoded[i, tile_set.tiling]
+                    result = run_tiled(function, tile_features, orig_sizes[i], tile_set.boxes)
+                    self._put(sink is out, sink[i], name, result)
+            rows = sorted({i for ids in whole.values() for i in ids})
             if not rows:
                 continue
             features = backbone.encode(batch[rows])
             for name, function, sink in mine:
-                sub = [j for j, i in enumerate(rows) if name in wanted[i]]
+                mine_whole = set(whole.get(id(function), []))
+                sub = [j for j, i in enumerate(rows) if i in mine_whole]
                 if not sub:
                     continue
                 sizes = [orig_sizes[rows[j]] for j in sub]
                 results = function.run(features.select(sub), sizes)
                 for j, result in zip(sub, results, strict=True):
-                    if sink is out and name in self._promotions:
-                        result["promotion"] = self._promotions[name]
-                    sink[rows[j]][name] = result
+                    self._put(sink is out, sink[rows[j]], name, result)
         return out, shadow_out
+
+    def _put(
+        self, serving: bool, image: dict[str, dict[str, Any]], name: str, result: dict[str, Any]
+    ) -> None:
+        if serving and name in self._promotions:
+            result["promotion"] = self._promotions[name]
+        image[name] = result
 
     def _wanted(self, n: int, functions: Sequence[Collection[str] | None] | None) -> list[set[str]]:
         every = set(self._functions)

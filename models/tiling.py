@@ -13,54 +13,27 @@ attends over all of them. detect finds objects tile by tile and maps their boxes
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
-from models.backbones import Features
+from models.backbones import Backbone, Features
 from models.function import Function
 from models.manifest import FunctionType, Manifest
-from models.preprocess import preprocess_image
+from models.tile_grid import Box, TileSet, Tiling, cut_tile_set, cut_tiles
 
-
-@dataclass(frozen=True)
-class Tiling:
-    """``tile``: a tile's side in original pixels; ``overlap``: the share neighbours share."""
-
-    tile: int
-    overlap: float = 0.25
-
-    @classmethod
-    def of(cls, manifest: Manifest) -> Tiling | None:
-        """The manifest's tiling, or ``None`` (whole-image resize)."""
-        spec = manifest.head.get("tiling")
-        return None if not spec else cls(int(spec["tile"]), float(spec.get("overlap", 0.25)))
-
-    def boxes(self, width: int, height: int) -> list[tuple[int, int, int, int]]:
-        """Tile boxes (x1, y1, x2, y2) covering the image, row by row; the last tile of a row
-        or column ends at the image's edge."""
-        stride = max(1, int(self.tile * (1 - self.overlap)))
-
-        def starts(n: int) -> list[int]:
-            if n <= self.tile:
-                return [0]
-            return [*range(0, n - self.tile, stride), n - self.tile]
-
-        return [
-            (x, y, x + min(self.tile, width), y + min(self.tile, height))
-            for y in starts(height)
-            for x in starts(width)
-        ]
-
-
-def cut_tiles(image: Image.Image, tiling: Tiling, size: int) -> np.ndarray:
-    """The tiles of ``image`` (original pixels, after EXIF orientation) as uint8 (T, S, S, 3),
-    each resized as :func:`models.preprocess.preprocess_image` resizes a whole image."""
-    image = image.convert("RGB") if image.mode != "RGB" else image
-    return np.stack([preprocess_image(image.crop(box), size) for box in tiling.boxes(*image.size)])
+__all__ = [
+    "Tiling",
+    "TileSet",
+    "cut_tile_set",
+    "cut_tiles",
+    "encode_tiles",
+    "merge",
+    "predict_tiled",
+    "run_tiled",
+]
 
 
 def merge(features: Features) -> Features:
@@ -74,30 +47,29 @@ def merge(features: Features) -> Features:
 
 
 @torch.inference_mode()
-def predict_tiled(
-    function: Function,
-    tiles: np.ndarray,
-    orig_size: tuple[int, int],
-    batch: int = 64,
-    boxes: list[tuple[int, int, int, int]] | None = None,
-) -> dict[str, Any]:
-    """The result object of ``function`` for one image given as its tiles (:func:`cut_tiles`).
-
-    classify and tags read the tiles as one image (:func:`merge`). detect needs the tiles'
-    ``boxes`` (:meth:`Tiling.boxes`): each tile's objects are found in the tile's own pixels,
-    shifted by its corner, and the objects of every tile go through one class-wise NMS (the
-    head's ``nms_iou``), best ``max_detections`` kept.
-    """
-    parts = [function.backbone.encode(tiles[i : i + batch]) for i in range(0, len(tiles), batch)]
+def encode_tiles(backbone: Backbone, tiles: np.ndarray, batch: int = 64) -> Features:
+    """The features of every tile (one row per tile), encoded ``batch`` tiles at a time."""
+    parts = [backbone.encode(tiles[i : i + batch]) for i in range(0, len(tiles), batch)]
     tokens = [p.tokens for p in parts]
-    features = Features(
+    return Features(
         torch.cat([p.pooled for p in parts]),
         None if any(t is None for t in tokens) else torch.cat(tokens),  # type: ignore[arg-type]
         parts[0].grid,
     )
+
+
+@torch.inference_mode()
+def run_tiled(
+    function: Function,
+    features: Features,
+    orig_size: tuple[int, int],
+    boxes: Sequence[Box] | None = None,
+) -> dict[str, Any]:
+    """The result object of ``function`` for one image from its tiles' features
+    (:func:`encode_tiles`); see :func:`predict_tiled`."""
     if function.manifest.type != FunctionType.DETECT:
         return function.run(merge(features), [orig_size])[0]
-    if boxes is None or len(boxes) != len(tiles):
+    if boxes is None or len(boxes) != len(features.pooled):
         raise ValueError("detect through tiles needs each tile's box")
     sizes = [(x2 - x1, y2 - y1) for x1, y1, x2, y2 in boxes]
     per_tile = function.run(features, sizes)
@@ -109,6 +81,23 @@ def predict_tiled(
         for obj in result["objects"]
     ]
     return {**per_tile[0], "objects": _merge_objects(found, function.manifest)}
+
+
+def predict_tiled(
+    function: Function,
+    tiles: np.ndarray,
+    orig_size: tuple[int, int],
+    batch: int = 64,
+    boxes: Sequence[Box] | None = None,
+) -> dict[str, Any]:
+    """The result object of ``function`` for one image given as its tiles (:func:`cut_tiles`).
+
+    classify and tags read the tiles as one image (:func:`merge`). detect needs the tiles'
+    ``boxes`` (:meth:`Tiling.boxes`, in the image's pixels): each tile's objects are found in
+    the tile's own pixels, shifted by its corner, and the objects of every tile go through one
+    class-wise NMS (the head's ``nms_iou``), best ``max_detections`` kept.
+    """
+    return run_tiled(function, encode_tiles(function.backbone, tiles, batch), orig_size, boxes)
 
 
 def _merge_objects(
