@@ -34,7 +34,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,7 +119,7 @@ class ConfluentSource:
         self._max_records = settings.max_poll_records
         self._events: list[RebalanceEvent] = []
         self._joined = threading.Event()  # read by the probes' threads
-        self._saturated = False
+        self._held_topics: frozenset[str] = frozenset()  # paused, assigned or not yet
         self._assigned: set[Partition] = set()
         self._paused: set[Partition] = set()
         self._next: dict[Partition, int] = {}  # next offset to hand out, as the loop saw it
@@ -133,8 +133,9 @@ class ConfluentSource:
         except KafkaException:
             self._consumer.close()
             raise
+        self._topics = frozenset(settings.input_topics())
         self._consumer.subscribe(
-            [settings.topic],
+            sorted(self._topics),
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
@@ -158,12 +159,15 @@ class ConfluentSource:
         self._assigned = set(partitions)
         self._next = {tp: o for tp, o in kept.items() if tp in partitions}
         if start:
-            if self._saturated:  # before any fetch: a saturated member takes nothing new
-                consumer.pause(start)
-                self._paused = set(partitions)
-            else:
-                consumer.resume(start)
-                self._paused = set()
+            # before any fetch: the partitions of a held topic (all when the member is
+            # saturated, the backfill lane while uploads are busy) take nothing new
+            held = [tp for tp in start if tp.topic in self._held_topics]
+            free = [tp for tp in start if tp.topic not in self._held_topics]
+            if held:
+                consumer.pause(held)
+            if free:
+                consumer.resume(free)
+            self._paused = set(_partitions(held))
         self._events.append(RebalanceEvent("assigned", partitions))
         self._rebalancing = False
         self._joined.set()
@@ -225,19 +229,22 @@ class ConfluentSource:
 
     def set_paused(self, paused: bool) -> int:
         """Pause (or resume) every assigned partition; idempotent. Returns the number paused."""
-        self._saturated = paused
-        if paused:
-            todo = self._assigned - self._paused
-            if todo:
-                self._consumer.pause([TopicPartition(tp.topic, tp.partition) for tp in todo])
-                self._paused |= todo
-            return len(self._assigned)
-        if self._paused:
-            self._consumer.resume(
-                [TopicPartition(tp.topic, tp.partition) for tp in self._paused & self._assigned]
-            )
-            self._paused = set()
-        return 0
+        return self.pause_topics(self._topics if paused else ())
+
+    def pause_topics(self, topics: Collection[str]) -> int:
+        """Pause every assigned partition of ``topics`` and resume every other one;
+        idempotent (partitions assigned later are paused in the assignment callback, before
+        any fetch). Returns the number paused."""
+        self._held_topics = frozenset(topics)
+        hold = {tp for tp in self._assigned if tp.topic in self._held_topics}
+        todo = hold - self._paused
+        if todo:
+            self._consumer.pause([TopicPartition(tp.topic, tp.partition) for tp in todo])
+        free = (self._paused - hold) & self._assigned
+        if free:
+            self._consumer.resume([TopicPartition(tp.topic, tp.partition) for tp in free])
+        self._paused = hold
+        return len(hold)
 
     def rewind(self, records: Iterable[PolledRecord]) -> int:
         """Seek every assigned partition of ``records`` back to its first record, so that they

@@ -58,7 +58,15 @@ class Metrics:
         self.consumer_lag = Gauge(
             "tagfleet_consumer_lag",
             "High watermark minus committed offset.",
-            ["topic", "partition"],
+            ["topic", "partition", "lane"],
+            registry=r,
+        )
+        self.lane_latency = Histogram(
+            "tagfleet_lane_latency_seconds",
+            "Kafka record time to its message done (stored, removed or dead-lettered), per"
+            " priority lane (upload, backfill).",
+            ["lane"],
+            buckets=_E2E_BUCKETS,
             registry=r,
         )
         self.predictions = Counter(

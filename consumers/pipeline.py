@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -29,6 +29,7 @@ from consumers.domain import (
     SourcePosition,
 )
 from consumers.events import EventPolicy, parse_event
+from consumers.lanes import BACKFILL, UPLOAD, LaneLimits, LanePolicy
 from consumers.metrics import Metrics
 from consumers.ports import (
     Fleet,
@@ -87,6 +88,9 @@ class _DetachedSource:
         return set()
 
     def set_paused(self, paused: bool) -> int:
+        return 0
+
+    def pause_topics(self, topics: Collection[str]) -> int:
         return 0
 
     def rewind(self, records: Sequence[PolledRecord]) -> int:
@@ -148,6 +152,19 @@ class Pipeline:
         )
         self._items = 0  # work items between dispatch and completion (backpressure counts them)
         self._messages = 0  # messages between dispatch and completion, on any partition
+        # the priority lanes (consumers.lanes): the backfill topic, served with what uploads
+        # leave; messages in flight per lane, counted as _messages is
+        self._topics = tuple(settings.input_topics())
+        self._backfill_topic = self._topics[1] if len(self._topics) > 1 else None
+        self._lanes = LanePolicy(
+            LaneLimits(
+                backfill_max_in_flight=settings.backfill_max_in_flight,
+                min_share=settings.backfill_min_share,
+                quiet_s=settings.backfill_quiet_ms / 1000,
+            )
+        )
+        self._lane_messages = {UPLOAD: 0, BACKFILL: 0}
+        self._backfill_held = False  # the backfill partitions paused for the upload lane
         workers = settings.decode_parallelism()
         ready: queue.Queue[WorkItem] = queue.Queue(maxsize=2 * settings.batch_size + workers)
         self._to_store: queue.Queue[tuple[WorkItem, AssetResult | None]] = queue.Queue()
@@ -256,7 +273,11 @@ class Pipeline:
             self.settings.max_in_flight
         )
         self._paused = paused
-        self.metrics.paused_partitions.set(self.source.set_paused(paused))
+        held: tuple[str, ...] = self._topics if paused else ()
+        self._backfill_held = not paused and self._backfill_allowance(now) == 0
+        if self._backfill_held and self._backfill_topic is not None:
+            held = (self._backfill_topic,)
+        self.metrics.paused_partitions.set(self.source.pause_topics(held))
         records = self.source.poll(poll_ms)
         # the listener ran inside that poll: its events apply before the poll's records (a
         # partition lost and assigned again restarts from the last commit)
@@ -266,10 +287,41 @@ class Pipeline:
             # rather than go past max_in_flight (or take new work while draining)
             self.source.rewind(records)
             self.metrics.rewound_records.inc(len(records))
-        else:
-            for record in records:
-                self._dispatch(record)
+        elif records:
+            self._dispatch_lanes(records)
         self._update_gauges()
+
+    def _lane(self, topic: str) -> str:
+        return BACKFILL if topic == self._backfill_topic else UPLOAD
+
+    def _backfill_allowance(self, now: float) -> int:
+        if self._backfill_topic is None:
+            return 0
+        return self._lanes.backfill_allowance(
+            self._lane_messages[UPLOAD], self._lane_messages[BACKFILL], now
+        )
+
+    def _dispatch_lanes(self, records: Sequence[PolledRecord]) -> None:
+        """The upload lane's records, then as many of the backfill lane's as the lane policy
+        allows now; the rest of the backfill records are handed back (rewound: each
+        partition's records come in offset order, so what is handed back of a partition
+        follows all that was taken of it)."""
+        backfill = [r for r in records if r.topic == self._backfill_topic]
+        uploads = [r for r in records if r.topic != self._backfill_topic] if backfill else records
+        for record in uploads:
+            self._dispatch(record)
+        now = time.monotonic()
+        self._lanes.note_dispatched(UPLOAD, len(uploads), now)
+        if not backfill:
+            return
+        allowance = self._backfill_allowance(now)
+        taken, handed_back = backfill[:allowance], backfill[allowance:]
+        if handed_back:
+            self.source.rewind(handed_back)
+            self.metrics.rewound_records.inc(len(handed_back))
+        for record in taken:
+            self._dispatch(record)
+        self._lanes.note_dispatched(BACKFILL, len(taken), now)
 
     def _drain(self) -> None:
         deadline = time.monotonic() + self.settings.drain_timeout_s
@@ -303,6 +355,7 @@ class Pipeline:
             self._watermarks.track(tp, record.offset)
         self._fetched[tp] = record.offset + 1
         self._messages += 1
+        self._lane_messages[self._lane(record.topic)] += 1
         try:
             requests = parse_event(record.value, record.key, self._policy, self._count_ignored)
         except PermanentError as exc:
@@ -382,6 +435,11 @@ class Pipeline:
         pos = message.position
         assert pos is not None  # every message of the loop comes from a polled record
         self._messages -= 1
+        lane = self._lane(pos.topic)
+        self._lane_messages[lane] -= 1
+        if message.timestamp_ms is not None and message.timestamp_ms > 0:
+            age = time.time() - message.timestamp_ms / 1000
+            self.metrics.lane_latency.labels(lane).observe(max(0.0, age))
         self._watermarks.done(Partition(pos.topic, pos.partition), pos.offset)
 
     def _apply_rebalances(self) -> None:
@@ -423,7 +481,7 @@ class Pipeline:
             self._fetched.pop(tp, None)
             self._stall_marks.pop(tp, None)
             with contextlib.suppress(KeyError):
-                self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+                self.metrics.consumer_lag.remove(tp.topic, str(tp.partition), self._lane(tp.topic))
 
     @property
     def in_flight(self) -> int:
@@ -480,10 +538,15 @@ class Pipeline:
             if committed >= 0:
                 lag = max(0, end - committed)
                 lagging = lagging or lag > 0
-                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+                lane = self._lane(tp.topic)
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition), lane).set(lag)
             polled = self._fetched.get(tp)
             following = max(polled if polled is not None else -1, committed)
             mark = self._stall_marks.get(tp)
+            if self._backfill_held and tp.topic == self._backfill_topic:
+                # held for the upload lane, like backpressure: not stalled
+                self._stall_marks[tp] = (polled, self._unpaused_s)
+                continue
             if following < 0 or end <= following or mark is None or mark[0] != polled:
                 self._stall_marks[tp] = (polled, self._unpaused_s)  # moved, or nothing waits
                 continue

@@ -11,7 +11,7 @@ fake that drifts from the real adapter fails type checking.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -65,6 +65,12 @@ class Source(Protocol):
     def take_rebalance_events(self) -> list[RebalanceEvent]: ...
     def assignment(self) -> set[Partition]: ...
     def set_paused(self, paused: bool) -> int: ...
+    def pause_topics(self, topics: Collection[str]) -> int:
+        """Pause every assigned partition of ``topics`` and resume every other one (the
+        priority lanes pause the backfill topic alone); idempotent, and partitions of those
+        topics assigned later start paused. Returns the number paused."""
+        ...
+
     def rewind(self, records: Sequence[PolledRecord]) -> int: ...
     def commit(self, offsets: Mapping[Partition, int]) -> bool: ...
     def member_lost(self) -> bool:

@@ -89,7 +89,13 @@ class KafkaSettings(TagfleetSettings):
     bootstrap_servers: str = Field(
         "127.0.0.1:19092", description="Kafka bootstrap servers, comma separated."
     )
-    topic: str = Field("assets", description="Topic of asset events.")
+    topic: str = Field("assets", description="Topic of asset events (the upload lane).")
+    backfill_topic: str | None = Field(
+        None,
+        description="Topic of the backfill lane: tagfleet publish writes there by default and"
+        " the service serves it only with the capacity uploads leave (docs/operations.md,"
+        " 'Priority lanes'). Unset: '<topic>.backfill'; '' (empty): no backfill lane.",
+    )
     kafka_client: Literal["kafka-python", "confluent"] = Field(
         "kafka-python",
         description="Kafka client of the service (its group consumer, result and dead-letter"
@@ -113,6 +119,17 @@ class KafkaSettings(TagfleetSettings):
     ssl_cafile: str | None = Field(None, description="CA bundle for SSL.")
     ssl_certfile: str | None = Field(None, description="Client certificate for SSL.")
     ssl_keyfile: str | None = Field(None, description="Client key for SSL.")
+
+    def backfill_lane(self) -> str | None:
+        """The backfill lane's topic (None when there is none)."""
+        if self.backfill_topic is None:
+            return f"{self.topic}.backfill"
+        return self.backfill_topic or None
+
+    def input_topics(self) -> list[str]:
+        """The topics the service subscribes to: the upload lane, then the backfill lane."""
+        backfill = self.backfill_lane()
+        return [self.topic] if backfill in (None, self.topic) else [self.topic, backfill]
 
     def kafka_common(self) -> dict[str, Any]:
         """kafka-python keyword arguments shared by consumers, producers and admin clients."""
@@ -360,6 +377,25 @@ class Settings(
     fetch_workers: int = Field(16, ge=1, description="Parallel S3 GETs (and connection pool size).")
     max_in_flight: int = Field(
         512, ge=1, description="Messages between poll and commit before partitions pause."
+    )
+    backfill_max_in_flight: int = Field(
+        64,
+        ge=1,
+        description="Backfill-lane messages between poll and completion, at most: an upload"
+        " waits behind no more than these in the stages.",
+    )
+    backfill_min_share: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="While uploads are busy, backfill still gets this share of the messages"
+        " taken (of the last 100), so it never starves; 0: none until uploads are quiet.",
+    )
+    backfill_quiet_ms: int = Field(
+        500,
+        ge=0,
+        description="Uploads count as busy until none has been taken for this long (and none"
+        " is in flight); then backfill takes the room backfill_max_in_flight leaves.",
     )
     drain_timeout_s: float = Field(
         25.0, ge=0, description="On SIGTERM, longest wait for in-flight work."

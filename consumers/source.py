@@ -14,7 +14,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
@@ -73,7 +73,7 @@ class _Listener(ConsumerRebalanceListener):
         self._pause = pause
         self.events: list[RebalanceEvent] = []
         self.joined = threading.Event()
-        self.saturated = False  # set by the loop thread (KafkaSource.set_paused)
+        self.paused_topics: frozenset[str] = frozenset()  # set by the loop (pause_topics)
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         with self._lock:
@@ -86,8 +86,9 @@ class _Listener(ConsumerRebalanceListener):
             self.events.append(RebalanceEvent("lost", _partitions(lost)))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        if self.saturated and assigned:
-            self._pause(assigned)
+        held = [tp for tp in assigned if tp.topic in self.paused_topics]
+        if held:
+            self._pause(held)
         with self._lock:
             self.events.append(RebalanceEvent("assigned", _partitions(assigned)))
         self.joined.set()
@@ -121,8 +122,10 @@ class KafkaSource:
             client_id=f"tagfleet-{settings.group_id}",
         )
         self._listener = _Listener(lambda tps: self._consumer.pause(*tps))
-        self._consumer.subscribe([settings.topic], listener=self._listener)
-        await_metadata_snapshot(self._consumer, settings.topic)
+        self._topics = frozenset(settings.input_topics())
+        self._consumer.subscribe(sorted(self._topics), listener=self._listener)
+        for topic in sorted(self._topics):
+            await_metadata_snapshot(self._consumer, topic)
         self._membership = _MembershipProbe(settings)
         self._offsets = _OffsetsProbe(settings)
 
@@ -147,16 +150,22 @@ class KafkaSource:
     def set_paused(self, paused: bool) -> int:
         """Pause (or resume) every assigned partition; idempotent, so it re-pauses after a
         rebalance (pause state does not survive one). Returns the number paused."""
-        self._listener.saturated = paused
+        return self.pause_topics(self._topics if paused else ())
+
+    def pause_topics(self, topics: Collection[str]) -> int:
+        """Pause every assigned partition of ``topics`` and resume every other one;
+        idempotent, so it re-pauses after a rebalance (partitions assigned inside a poll are
+        paused by the listener before that poll fetches). Returns the number paused."""
+        wanted = frozenset(topics)
+        self._listener.paused_topics = wanted
         assigned = set(self._consumer.assignment())
-        if paused:
-            todo = assigned - set(self._consumer.paused())
-            if todo:
-                self._consumer.pause(*todo)
-            return len(assigned)
-        if self._consumer.paused():
-            self._consumer.resume(*self._consumer.paused())
-        return 0
+        hold = {tp for tp in assigned if tp.topic in wanted}
+        paused = set(self._consumer.paused())
+        if hold - paused:
+            self._consumer.pause(*(hold - paused))
+        if paused - hold:
+            self._consumer.resume(*(paused - hold))
+        return len(hold)
 
     def rewind(self, records: Iterable[PolledRecord]) -> int:
         """Seek every partition of ``records`` back to its first record, so that they are

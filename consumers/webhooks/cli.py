@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from consumers.settings import KafkaSettings
-from consumers.webhooks.settings import WebhookAddOptions, WebhookDelivery, WebhookFile
+from consumers.webhooks.settings import (
+    WebhookAddOptions,
+    WebhookDelivery,
+    WebhookFile,
+    WebhookServe,
+)
 from models.options import Options, add_options
 
 
@@ -39,10 +44,22 @@ def register(commands: Any) -> None:
     rotate.add_argument("--finish", action="store_true", help="drop the previous secret")
     add_options(rotate, [WebhookFile])
     rotate.set_defaults(handler=_rotate)
-    serve = sub.add_parser("serve", help="deliver result events to every endpoint")
-    add_options(serve, [WebhookDelivery, WebhookFile, KafkaSettings])
+    serve = sub.add_parser(
+        "serve",
+        help="deliver result events to every endpoint",
+        description="Deliver the result topic to every registered endpoint, each from its own"
+        " consumer group; Prometheus metrics (deliveries, retries, dead letters, delivery"
+        " time, lag per endpoint) on --metrics-port.",
+    )
+    add_options(serve, [WebhookDelivery, WebhookServe, WebhookFile, KafkaSettings])
     serve.set_defaults(handler=_serve)
-    redrive = sub.add_parser("redrive", help="POST an endpoint's dead letters once more")
+    redrive = sub.add_parser(
+        "redrive",
+        help="POST an endpoint's dead letters once more (each once: a ledger records them)",
+        description="POST the endpoint's dead letters that no earlier redrive delivered; each"
+        " delivery is recorded in the ledger topic <dlq-topic>.redrives, so running it again"
+        " sends only what is still undelivered.",
+    )
     redrive.add_argument("endpoint", metavar="ID")
     add_options(redrive, [WebhookDelivery, WebhookFile, KafkaSettings])
     redrive.set_defaults(handler=_redrive)
@@ -123,21 +140,43 @@ def _serve(args: argparse.Namespace, options: Options) -> int:
         dlq_topic=d.dlq_topic,
         policy=_policy(options),
         stop=stop,
+        metrics_host=options[WebhookServe].metrics_host,
+        metrics_port=options[WebhookServe].metrics_port,
     )
     return 0
 
 
 def _redrive(args: argparse.Namespace, options: Options) -> int:
+    from kafka.errors import KafkaError
+
     from consumers.webhooks.dispatch import redrive
+    from consumers.webhooks.ledger import ledger_topic
 
     endpoint = _find(options, args.endpoint)
     if endpoint is None:
         return 1
-    delivered, failed = redrive(
-        endpoint,
-        kafka=options[KafkaSettings].kafka_common(),
-        dlq_topic=options[WebhookDelivery].dlq_topic,
-        policy=_policy(options),
-    )
-    print(json.dumps({"delivered": delivered, "failed": failed}))
-    return 1 if failed else 0
+    dlq_topic = options[WebhookDelivery].dlq_topic
+    try:
+        done = redrive(
+            endpoint,
+            kafka=options[KafkaSettings].kafka_common(),
+            dlq_topic=dlq_topic,
+            policy=_policy(options),
+        )
+    except (TimeoutError, KafkaError) as exc:
+        print(f"tagfleet webhook redrive: error: {exc}", file=sys.stderr)
+        return 1
+    if done.unrecorded:
+        print(
+            f"tagfleet webhook redrive: delivered but not recorded in {ledger_topic(dlq_topic)}"
+            f" (a later redrive would send them again): {', '.join(done.unrecorded)}",
+            file=sys.stderr,
+        )
+    summary = {
+        "delivered": done.delivered,
+        "failed": done.failed,
+        "already_delivered": done.already,
+        "ledger": ledger_topic(dlq_topic),
+    }
+    print(json.dumps(summary))
+    return 1 if done.failed or done.unrecorded else 0

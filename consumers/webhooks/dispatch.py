@@ -6,8 +6,11 @@ other endpoint and nothing of the service, which does not know webhooks exist. A
 POSTed (``timeout_s`` per attempt) until the endpoint answers 2xx, retried on anything else
 with exponential backoff and full jitter until ``budget_s`` has passed since the first
 attempt; then it goes to the webhook dead-letter topic with the endpoint's id and the last
-error in its headers (``tagfleet webhook redrive`` sends them again). The offset is
-committed after each record is delivered or dead-lettered: at least once per endpoint.
+error in its headers (``tagfleet webhook redrive`` sends them again, each once: its ledger,
+:mod:`consumers.webhooks.ledger`). The offset is committed after each record is delivered or
+dead-lettered: at least once per endpoint. Deliveries, retries, dead letters, delivery time
+and each endpoint's lag are Prometheus metrics (:mod:`consumers.webhooks.metrics`) on
+``metrics_port``.
 """
 
 from __future__ import annotations
@@ -20,12 +23,18 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
+from prometheus_client import CollectorRegistry
 
+from consumers.dlq import TopicMissing, read_all
+from consumers.health import HealthServer
+from consumers.webhooks import ledger
+from consumers.webhooks.metrics import LagProbe, WebhookMetrics
 from consumers.webhooks.registry import Endpoint
 from consumers.webhooks.signing import HEADER, sign
 
@@ -63,8 +72,15 @@ def post(endpoint: Endpoint, body: bytes, timeout_s: float) -> str | None:
         return f"{type(exc).__name__}: {exc}"[:300]
 
 
-def deliver(endpoint: Endpoint, body: bytes, policy: Delivery, stop: threading.Event) -> str | None:
-    """POST until delivered (None) or the budget is spent (the last error)."""
+def deliver(
+    endpoint: Endpoint,
+    body: bytes,
+    policy: Delivery,
+    stop: threading.Event,
+    retried: Callable[[], None] = lambda: None,
+) -> str | None:
+    """POST until delivered (None) or the budget is spent (the last error); ``retried`` is
+    called for each failed POST that is tried again."""
     started = time.monotonic()
     attempt = 0
     while True:
@@ -77,6 +93,7 @@ def deliver(endpoint: Endpoint, body: bytes, policy: Delivery, stop: threading.E
             return error
         wait = random.uniform(0, min(policy.backoff_max_s, policy.backoff_s * 2**attempt))
         log.warning("webhook delivery failed", extra={"endpoint": endpoint.id, "error": error})
+        retried()
         if stop.wait(min(wait, left)):
             return error
 
@@ -102,10 +119,11 @@ class EndpointWorker(threading.Thread):
         policy: Delivery,
         stop: threading.Event,
         producer: KafkaProducer,
+        metrics: WebhookMetrics,
     ) -> None:
         super().__init__(name=f"webhook-{endpoint.id}", daemon=True)
         self.endpoint, self.policy, self.stop = endpoint, policy, stop
-        self.dlq_topic, self.producer = dlq_topic, producer
+        self.dlq_topic, self.producer, self.metrics = dlq_topic, producer, metrics
         self.consumer = KafkaConsumer(
             topic,
             group_id=f"{group}-{endpoint.id}",
@@ -138,15 +156,26 @@ class EndpointWorker(threading.Thread):
             return
         if not isinstance(event, dict) or not wanted(self.endpoint, event):
             return
-        error = deliver(self.endpoint, record.value, self.policy, self.stop)
+        endpoint = self.endpoint.id
+        started = time.perf_counter()
+        error = deliver(
+            self.endpoint,
+            record.value,
+            self.policy,
+            self.stop,
+            self.metrics.retries.labels(endpoint).inc,
+        )
         if error is None or self.stop.is_set():
             if error is not None:  # stopping mid-retry: leave it uncommitted
                 raise _Stopping
+            self.metrics.deliveries.labels(endpoint, "delivered").inc()
+            self.metrics.seconds.labels(endpoint).observe(time.perf_counter() - started)
             return
-        log.error("webhook dead-lettered", extra={"endpoint": self.endpoint.id, "error": error})
-        headers = [(ENDPOINT_HEADER, self.endpoint.id.encode()), (ERROR_HEADER, error.encode())]
+        log.error("webhook dead-lettered", extra={"endpoint": endpoint, "error": error})
+        headers = [(ENDPOINT_HEADER, endpoint.encode()), (ERROR_HEADER, error.encode())]
         self.producer.send(self.dlq_topic, key=record.key, value=record.value, headers=headers)
         self.producer.flush(30)
+        self.metrics.deliveries.labels(endpoint, "dead_lettered").inc()
 
 
 class _Stopping(Exception):
@@ -162,8 +191,13 @@ def serve(
     dlq_topic: str,
     policy: Delivery,
     stop: threading.Event,
+    metrics_host: str = "0.0.0.0",  # noqa: S104 - a pod's metrics port, like the consumer's
+    metrics_port: int = 0,
 ) -> None:
-    """Run every endpoint's worker until ``stop`` is set."""
+    """Run every endpoint's worker until ``stop`` is set; ``/metrics``, ``/healthz`` and
+    ``/readyz`` on ``metrics_port`` (0: none)."""
+    registry = CollectorRegistry()
+    metrics = WebhookMetrics(registry, [e.id for e in endpoints])
     producer = KafkaProducer(acks="all", **kafka)
     workers = [
         EndpointWorker(
@@ -175,16 +209,42 @@ def serve(
             policy=policy,
             stop=stop,
             producer=producer,
+            metrics=metrics,
         )
         for e in endpoints
     ]
+    groups = {e.id: f"{group}-{e.id}" for e in endpoints}
+    probe = LagProbe(metrics, groups, kafka=kafka, topic=topic, stop=stop)
+    server = None
+    if metrics_port:
+
+        def running() -> dict[str, bool]:
+            return {"endpoints_running": all(w.is_alive() for w in workers)}
+
+        server = HealthServer(metrics_host, metrics_port, registry, running, running)
+        server.start()
     for w in workers:
         w.start()
+    probe.start()
     log.info("webhooks serving", extra={"endpoints": [e.id for e in endpoints]})
     stop.wait()
     for w in workers:
         w.join(policy.timeout_s + 10)
+    probe.join(10)
+    if server is not None:
+        server.stop()
     producer.close(10)
+
+
+@dataclass
+class Redriven:
+    """What one redrive did: ``unrecorded`` are dead letters delivered whose ledger entry
+    could not be written (a later redrive would send them again)."""
+
+    delivered: int = 0
+    failed: int = 0
+    already: int = 0
+    unrecorded: list[str] = field(default_factory=list)
 
 
 def redrive(
@@ -194,24 +254,42 @@ def redrive(
     dlq_topic: str,
     policy: Delivery,
     post_once: Callable[[Endpoint, bytes, float], str | None] = post,
-) -> tuple[int, int]:
-    """POST every dead letter of ``endpoint`` once more: (delivered, failed)."""
-    consumer = KafkaConsumer(enable_auto_commit=False, group_id=None, **kafka)
-    parts = [TopicPartition(dlq_topic, p) for p in consumer.partitions_for_topic(dlq_topic) or []]
-    delivered = failed = 0
-    if parts:
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        ends = consumer.end_offsets(parts)
-        while any(consumer.position(tp) < ends[tp] for tp in parts):
-            for records in consumer.poll(timeout_ms=1000).values():
-                for record in records:
-                    headers = dict(record.headers or [])
-                    if headers.get(ENDPOINT_HEADER, b"").decode() != endpoint.id:
-                        continue
-                    if post_once(endpoint, record.value, policy.timeout_s) is None:
-                        delivered += 1
-                    else:
-                        failed += 1
-    consumer.close(autocommit=False)
-    return delivered, failed
+) -> Redriven:
+    """POST every dead letter of ``endpoint`` that no earlier redrive delivered, once.
+
+    Reads the dead-letter topic and its ledger (:mod:`consumers.webhooks.ledger`) to their
+    ends at the start; each 2xx is recorded in the ledger. ``TimeoutError`` or
+    ``KafkaError`` when the cluster stops answering."""
+    ledger_name = ledger.ledger_topic(dlq_topic)
+    done = ledger.delivered(kafka, ledger_name)
+    try:
+        letters = read_all(kafka, dlq_topic)
+    except TopicMissing:
+        letters = []  # nothing was ever dead-lettered
+    out = Redriven()
+    producer: KafkaProducer | None = None
+    try:
+        for record in letters:
+            headers = dict(record.headers or [])
+            if headers.get(ENDPOINT_HEADER, b"").decode() != endpoint.id:
+                continue
+            where = ledger.position(record)
+            if where in done:
+                out.already += 1
+                continue
+            if post_once(endpoint, record.value, policy.timeout_s) is not None:
+                out.failed += 1
+                continue
+            out.delivered += 1
+            if producer is None:
+                ledger.ensure(kafka, ledger_name)
+                producer = KafkaProducer(**kafka, acks="all", retries=5)
+            key, value = ledger.entry(where, endpoint.id)
+            try:
+                producer.send(ledger_name, key=key, value=value).get(timeout=30)
+            except KafkaError as exc:
+                out.unrecorded.append(f"{where} ({exc})")
+    finally:
+        if producer is not None:
+            producer.close(10)
+    return out

@@ -56,3 +56,17 @@ class WebhookDelivery(BaseSettings):
         300.0, gt=0, description="retry a record this long, then dead-letter it"
     )
     backoff_s: float = Field(0.5, gt=0, description="first retry's backoff (doubles, jittered)")
+
+
+class WebhookServe(BaseSettings):
+    """Where ``webhook serve`` answers ``/metrics``, ``/healthz`` and ``/readyz``."""
+
+    model_config = _config("TAGFLEET_WEBHOOK_")
+
+    metrics_host: str = Field(
+        "0.0.0.0",  # noqa: S104 - a pod's metrics port, like the consumer's
+        description="bind address of /metrics, /healthz, /readyz",
+    )
+    metrics_port: int = Field(
+        9109, ge=0, le=65535, description="port of /metrics, /healthz, /readyz (0 = off)"
+    )

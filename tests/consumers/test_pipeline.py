@@ -7,7 +7,7 @@ import json
 import threading
 import time
 from collections import namedtuple
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -100,6 +100,11 @@ class FakeSource(Source):
 
     def set_paused(self, paused: bool) -> int:
         self.paused = set(self.assigned) if paused else set()
+        self.max_paused = max(self.max_paused, len(self.paused))
+        return len(self.paused)
+
+    def pause_topics(self, topics: Collection[str]) -> int:
+        self.paused = {tp for tp in self.assigned if tp.topic in topics}
         self.max_paused = max(self.max_paused, len(self.paused))
         return len(self.paused)
 
@@ -441,7 +446,9 @@ def test_a_partition_no_poll_returns_is_stalled_but_not_while_paused_for_backpre
             time.sleep(0.05)
         assert pipeline.fetch_stalled_s() >= 1.5
         assert (
-            metrics.get_sample_value("tagfleet_consumer_lag", {"topic": "assets", "partition": "1"})
+            metrics.get_sample_value(
+                "tagfleet_consumer_lag", {"topic": "assets", "partition": "1", "lane": "upload"}
+            )
             == 8
         )
         assert len(store.saved) == 8  # TP0's, all of them
@@ -871,3 +878,70 @@ def test_a_removal_removes_only_the_readings_whose_object_is_gone():
     )
     _run_until(pipeline, lambda: source.last_commit(TP0) == 1)
     assert store.removed == ["s3://bkt/a+b.png"]
+
+
+# -- priority lanes (consumers.lanes applied by the loop) ----------------------------------
+TPB = TopicPartition("assets.backfill", 0)  # Settings(topic="assets"): the backfill lane
+
+
+def _lane_records(tp: TopicPartition, prefix: str, n: int) -> list[Record]:
+    return [
+        Record(
+            tp.topic,
+            tp.partition,
+            i,
+            None,
+            json.dumps(
+                {"asset_id": f"s3://bkt/{prefix}-{i}", "uri": f"s3://bkt/{prefix}-{i}"}
+            ).encode(),
+            0,
+        )
+        for i in range(n)
+    ]
+
+
+def test_an_upload_is_served_before_a_full_backfill_lane_drains():
+    source = FakeSource({TPB: _lane_records(TPB, "b", 300), TP0: []})
+
+    def upload_arrives() -> None:
+        source.pending[TP0] = _lane_records(TP0, "upload", 1)
+        source.ends[TP0] = 1
+
+    source.in_poll = [lambda: None] * 10 + [upload_arrives]
+    pipeline, store = _pipeline(source, backfill_max_in_flight=8)
+    _run_until(pipeline, lambda: len(store.saved) == 301 and source.last_commit(TPB) == 300)
+    served_at = store.saved.index("s3://bkt/upload-0")
+    assert served_at < 100, served_at  # ahead of most of the backfill lane
+    assert len(set(store.saved)) == 301  # nothing lost or doubled by the handed-back records
+    assert source.last_commit(TP0) == 1
+    assert source.rewound > 0  # backfill records past the lane's allowance were handed back
+
+
+@pytest.mark.parametrize(("share", "least"), [(0.25, 40), (0.0, 0)])
+def test_the_minimum_share_keeps_backfill_moving_under_a_steady_upload_stream(
+    share: float, least: int
+):
+    """One upload arrives at every poll, every 5 ms (uploads busy all along: the quiet period
+    is 500 ms): backfill still gets its
+    share of what is taken; without a share it waits for the uploads to end."""
+    uploads = _lane_records(TP0, "u", 300)
+    source = FakeSource({TP0: [], TPB: _lane_records(TPB, "b", 300)})
+
+    def one_upload(record: Record) -> Callable[[], None]:
+        def arrive() -> None:
+            time.sleep(0.005)  # a stream, not a flood: the stages keep up with it
+            source.pending[TP0].append(record)
+            source.ends[TP0] = record.offset + 1
+
+        return arrive
+
+    source.in_poll = [one_upload(r) for r in uploads]
+    pipeline, store = _pipeline(source, backfill_max_in_flight=8, backfill_min_share=share)
+    _run_until(pipeline, lambda: len(store.saved) == 600 and source.last_commit(TPB) == 300)
+    last_upload = max(i for i, a in enumerate(store.saved) if "/u-" in a)
+    backfill_before = sum("/b-" in a for a in store.saved[:last_upload])
+    if least:
+        assert backfill_before >= least, backfill_before  # progressed while uploads were busy
+    else:
+        assert backfill_before <= 8, backfill_before  # what was taken before the first upload
+    assert source.last_commit(TP0) == 300

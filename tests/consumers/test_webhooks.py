@@ -1,7 +1,8 @@
 """Webhooks against local receivers (issue 18 item 6): ``tagfleet webhook serve`` on the real
 Kafka POSTs every result event with a signature the receiver verifies; a receiver answering
 500 for a while gets every event once it recovers; one that hangs does not slow another; one
-gone longer than the budget ends in the dead letters, and ``webhook redrive`` delivers them."""
+gone longer than the budget ends in the dead letters, and ``webhook redrive`` delivers them,
+each once; the delivery metrics move with a delivery, a retry and a dead letter."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any
 import pytest
 from api_harness import tagfleet
 from harness import REPO, free_port, produce, read_topic, wait_until
+from prometheus_client.parser import text_string_to_metric_families
 
 from consumers.webhooks.signing import HEADER, verify
 
@@ -117,8 +120,28 @@ def _env(tmp_path: Path, topic: str, dlq: str, **more: str) -> dict[str, str]:
         "TAGFLEET_WEBHOOK_GROUP": f"wh-{topic}",
         "TAGFLEET_WEBHOOK_TIMEOUT_S": "2",
         "TAGFLEET_WEBHOOK_BACKOFF_S": "0.2",
+        "TAGFLEET_WEBHOOK_METRICS_PORT": "0",  # no /metrics unless a test asks
         **more,
     }
+
+
+def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """``webhook serve``'s /metrics: (sample name, sorted labels) -> value."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - loopback
+        text = r.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _metric(port: int, name: str, **labels: str) -> float:
+    try:
+        return _scrape(port).get((name, tuple(sorted(labels.items()))), -1.0)
+    except OSError:
+        return -1.0  # not serving yet
 
 
 def test_signed_retried_and_isolated(
@@ -157,34 +180,74 @@ def test_signed_retried_and_isolated(
             r.close()
 
 
-def test_a_receiver_gone_past_the_budget_is_dead_lettered_and_redriven(
+def test_a_receiver_gone_past_the_budget_is_dead_lettered_and_redriven_once(
     tmp_path: Path, kafka_bootstrap: str, new_topic: Any, serve: Any
 ) -> None:
     topic, dlq = new_topic(partitions=1), new_topic(partitions=1)
-    env = _env(tmp_path, topic, dlq, TAGFLEET_WEBHOOK_BUDGET_S="2")
+    metrics = free_port()
+    env = _env(
+        tmp_path,
+        topic,
+        dlq,
+        TAGFLEET_WEBHOOK_BUDGET_S="2",
+        TAGFLEET_WEBHOOK_METRICS_PORT=str(metrics),
+    )
     port = free_port()  # nothing listens there yet
     endpoint = _add(env, f"http://127.0.0.1:{port}/hook")
+    e = endpoint["id"]
     events = _events(5)
     produce(kafka_bootstrap, topic, events)
     serve(env)
+    # every series exists from the start; the lag probe sees the 5 waiting events
+    wait_until(lambda: _metric(metrics, "tagfleet_webhook_lag", endpoint=e) > 0, 30, 0.2, "lag")
     letters = read_topic(kafka_bootstrap, dlq, 5, timeout_s=90)
     assert len(letters) == 5
-    assert {dict(r.headers)["tagfleet-webhook-endpoint"].decode() for r in letters} == {
-        endpoint["id"]
-    }
+    assert {dict(r.headers)["tagfleet-webhook-endpoint"].decode() for r in letters} == {e}
     assert sorted(r.value for r in letters) == sorted(v for _, v in events)
+    dead = ("tagfleet_webhook_deliveries_total", {"endpoint": e, "outcome": "dead_lettered"})
+    wait_until(lambda: _metric(metrics, dead[0], **dead[1]) == 5, 10, 0.2, "dead letters counted")
+    # connection refused at once, retried within the 2 s budget: more than one POST each
+    assert _metric(metrics, "tagfleet_webhook_retries_total", endpoint=e) >= 5
+    delivered = {"endpoint": e, "outcome": "delivered"}
+    assert _metric(metrics, "tagfleet_webhook_deliveries_total", **delivered) == 0
     back = Receiver(secret=endpoint["secret"], port=port)
     try:
-        done = tagfleet(
-            {**env, "TAGFLEET_BOOTSTRAP_SERVERS": kafka_bootstrap},
-            "webhook",
-            "redrive",
-            endpoint["id"],
+        more = [(b"s3://lib/new.png", b'{"asset_id": "s3://lib/new.png", "functions": {}}')]
+        produce(kafka_bootstrap, topic, more)
+        wait_until(
+            lambda: _metric(metrics, "tagfleet_webhook_deliveries_total", **delivered) == 1,
+            30,
+            0.2,
+            "a delivery counted",
         )
-        assert done.returncode == 0, done.stderr
-        assert json.loads(done.stdout) == {"delivered": 5, "failed": 0}
-        assert back.assets() == {k.decode() for k, _ in events}
+        assert _metric(metrics, "tagfleet_webhook_delivery_seconds_count", endpoint=e) == 1
+        assert back.assets() == {"s3://lib/new.png"}
+        wait_until(lambda: _metric(metrics, "tagfleet_webhook_lag", endpoint=e) == 0, 30, 0.5)
+
+        def redrive() -> dict[str, Any]:
+            done = tagfleet(
+                {**env, "TAGFLEET_BOOTSTRAP_SERVERS": kafka_bootstrap}, "webhook", "redrive", e
+            )
+            assert done.returncode == 0, done.stderr
+            return dict(json.loads(done.stdout))
+
+        ledger = f"{dlq}.redrives"
+        assert redrive() == {
+            "delivered": 5,
+            "failed": 0,
+            "already_delivered": 0,
+            "ledger": ledger,
+        }
+        assert back.assets() == {k.decode() for k, _ in events} | {"s3://lib/new.png"}
         assert back.bad_signatures == 0
+        # the ledger remembers them: a second redrive sends nothing
+        assert redrive() == {
+            "delivered": 0,
+            "failed": 0,
+            "already_delivered": 5,
+            "ledger": ledger,
+        }
+        assert len(back.bodies) == 6
     finally:
         back.close()
 

@@ -35,6 +35,9 @@ class _Source:
     def set_paused(self, paused: bool) -> int:
         return 0
 
+    def pause_topics(self, topics: Any) -> int:
+        return 0
+
     def poll(self, timeout_ms: int) -> list[Any]:
         return []
 
