@@ -21,6 +21,7 @@ from pydantic import Field, create_model
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models import create_cli, lifecycle_cli
+from models.library_settings import EmbeddingStoreSettings
 from models.lifecycle_cli import RegistrySettings
 from models.manifest import FunctionType
 from models.options import Options, add_options, run
@@ -70,6 +71,15 @@ def _train_options() -> type[BaseSettings]:
                 " --registry the serving version, else the newest)",
             ),
         ),
+        "from_embeddings": (
+            str | None,
+            Field(
+                None,
+                description="train on the stored embeddings of the labelled asset ids of this"
+                " JSONL or CSV manifest (asset_id or image = an asset id or s3:// URI, plus"
+                " label/labels) instead of a DATASET: no image is fetched (needs --embeddings)",
+            ),
+        ),
     }
     for name, spec_field in TrainSpec.model_fields.items():
         if name in fields or name in _FROM_RUNTIME:
@@ -112,8 +122,13 @@ def _add_train(sub: Any) -> None:
         description="Train a function of any type, evaluate it on a held-out split and write"
         " the artifact (manifest, weights, report with plots).",
     )
-    p.add_argument("dataset", help="folder per label, JSONL or CSV manifest (local or s3://)")
-    add_options(p, [TrainOptions, Runtime, RegistrySettings, FleetFile])
+    p.add_argument(
+        "dataset",
+        nargs="?",
+        help="folder per label, JSONL or CSV manifest (local or s3://); none with"
+        " --from-embeddings",
+    )
+    add_options(p, [TrainOptions, Runtime, RegistrySettings, FleetFile, EmbeddingStoreSettings])
     p.set_defaults(handler=cmd_train)
 
 
@@ -161,10 +176,19 @@ def cmd_train(args: argparse.Namespace, options: Options) -> int:
 
     given = options[TrainOptions].model_dump()
     out, previous_uri = given.pop("out"), given.pop("previous")
+    manifest = given.pop("from_embeddings")
     runtime = options[Runtime]
     spec = TrainSpec(
         **given, device=runtime.device, cache_dir=str(runtime.cache_dir), offline=runtime.offline
     )
+    if (manifest is None) == (args.dataset is None):
+        print(
+            "tagfleet train: error: give a DATASET or --from-embeddings MANIFEST (one of them)",
+            file=sys.stderr,
+        )
+        return 2
+    if manifest is not None:
+        return _train_from_embeddings(manifest, options, spec, out)
     if options[RegistrySettings].registry is not None or out is None:
         return lifecycle_cli.cmd_train_version(args, options, spec, out, previous_uri)
     if previous_uri is None and storage.exists(storage.join(out, "manifest.json")):
@@ -181,6 +205,47 @@ def cmd_train(args: argparse.Namespace, options: Options) -> int:
             }
         )
     )
+    return 0
+
+
+def _train_from_embeddings(
+    manifest: str, options: Options, spec: TrainSpec, out: str | None
+) -> int:
+    """``train --from-embeddings``: a probe on the stored embeddings of labelled asset ids,
+    saved at ``--out`` or added to the registry as a new version (its parent: the newest)."""
+    from models import registry as reg
+    from models.artifacts import save_artifact
+    from models.embedding_store import open_embedding_store
+    from models.fleet import read_fleet_config
+    from models.from_embeddings import train_from_embeddings
+    from models.lifecycle import registry_of
+
+    store = open_embedding_store(options[EmbeddingStoreSettings].location("train"))
+    given = options[RegistrySettings].registry
+    try:
+        artifact = train_from_embeddings(manifest, spec, store)
+        if out is not None and given is not None:
+            raise ValueError("give --out or --registry, not both")
+        if out is None:
+            fleet = options[FleetFile].fleet
+            given = registry_of(read_fleet_config(fleet), fleet, given)
+        summary: dict[str, Any] = {"name": spec.name}
+        if out is not None:
+            artifact = save_artifact(artifact, out)
+            summary["out"] = out
+        else:
+            assert given is not None
+            parent = reg.latest(given, spec.name)
+            artifact, created = reg.publish(artifact, given, parent)
+            summary.update({"registry": given, "created": created, "previous": parent})
+    except lifecycle_cli._user_errors() as exc:
+        print(f"tagfleet train: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    m = artifact.manifest
+    summary.update(
+        {"version": m.version, "metrics": m.metrics, "trained_from": m.training.get("source")}
+    )
+    print(json.dumps(summary))
     return 0
 
 
