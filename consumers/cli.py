@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dlq(commands)
     _add_demo(commands)
     _add_diff(commands)
+    from consumers.retag.cli import register as register_retag
+
+    register_retag(commands)
     from consumers.api.cli import register as register_api
 
     register_api(commands)

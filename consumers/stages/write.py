@@ -22,6 +22,7 @@ from consumers.domain import (
 )
 from consumers.ports import OutRecord, RecordProducer, StaleEvent, Store, StoreUnusable
 from consumers.results import encode_event, removal_event, result_event
+from consumers.retag.active import ActiveMappings
 from consumers.retry import GaveUp, retry_transient
 from consumers.stages.base import Outlets, Stage
 from consumers.work import WorkItem
@@ -73,6 +74,8 @@ class Storer(Stage):
         self._metrics, self._give_up, self._max_group = out.metrics, abandon.is_set, max_group
         self._max_rejections, self._rejected_in_a_row = max_rejections, 0
         self._review = review
+        load = getattr(store, "active_mappings", None)  # taxonomy and thresholds (retag)
+        self._mappings = None if load is None else ActiveMappings(load)
         self._spawn("store")
 
     def _run(self) -> None:
@@ -124,6 +127,9 @@ class Storer(Stage):
     def _write(self, group: list[tuple[WorkItem, AssetResult | None]]) -> None:
         """Store then publish ``group``; an item older than what the store holds for its
         object (``stale``) is neither applied nor published, and finishes as ``stale``."""
+        if self._mappings is not None:  # the active mapping's tag sets, stored and published
+            self._retry(self._mappings.refresh, "store")
+            group = [(i, r if r is None else self._mappings.apply(r)) for i, r in group]
         results = [r for _, r in group if r is not None]
         removals = [item for item, r in group if r is None]
         now = datetime.now(UTC)

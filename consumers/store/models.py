@@ -162,6 +162,25 @@ class Tag(SourceColumns, Base):
     y2: Mapped[float | None] = mapped_column(sa.Float)
     model_version: Mapped[str] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # model: the result's own tags (with the active mapping when one was set); retag: drawn
+    # again from the stored scores by `tagfleet retag`. mapping_version: the content hash of
+    # the taxonomy and thresholds used (null: the model's thresholds, no taxonomy)
+    tag_source: Mapped[str] = mapped_column(sa.Text, default="model", server_default="model")
+    mapping_version: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class TagMapping(Base):
+    """An active mapping (docs/library.md, "Retag and taxonomy"): per function, the
+    thresholds retag set; under ``*``, the taxonomy every function's tags go through. The
+    consumer applies them when it writes; ``version`` is their content hash."""
+
+    __tablename__ = "tag_mappings"
+
+    function: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    taxonomy: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    thresholds: Mapped[dict[str, float]] = mapped_column(JSONType)
+    version: Mapped[str] = mapped_column(sa.Text)
+    set_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class HumanLabel(Base):
@@ -233,3 +252,4 @@ tags = cast(sa.Table, Tag.__table__)
 human_labels = cast(sa.Table, HumanLabel.__table__)
 api_keys = cast(sa.Table, ApiKey.__table__)
 review_items = cast(sa.Table, ReviewItem.__table__)
+tag_mappings = cast(sa.Table, TagMapping.__table__)

@@ -20,7 +20,7 @@ from consumers import failpoints
 from consumers.domain import AssetResult, SourcePosition
 from consumers.ports import StaleEvent
 from consumers.sequencer import is_older
-from consumers.store import migrate
+from consumers.store import migrate, tagsets
 from consumers.store.engine import create_store_engine, writer
 from consumers.store.errors import SchemaMissing, translate_errors
 from consumers.store.models import assets, function_results, tags, version_results
@@ -35,6 +35,7 @@ from consumers.store.rows import (
     tag_row,
     tag_rows,
 )
+from consumers.store.tagsets import ActiveMapping, StoredResult
 from consumers.store.versions import (
     SERVING,
     SHADOW,
@@ -304,6 +305,51 @@ class TagStore:
         the newest) of ``function`` saw on the bytes of the current result."""
         with translate_errors("shadow_pairs"), self.engine.connect() as conn:
             return shadow_pairs(conn, function, version)
+
+    def stored_results(
+        self, function: str, tenant: str | None, after: str, limit: int
+    ) -> list[StoredResult]:
+        """One page of ``function``'s served results past asset id ``after``, in asset id
+        order, with their tag rows and human decisions (:func:`tagsets.read_results`)."""
+        with translate_errors("stored_results"), self.engine.connect() as conn:
+            return tagsets.read_results(conn, function, tenant, after, limit)
+
+    def write_tag_sets(
+        self,
+        function: str,
+        new_tags: Sequence[tuple[StoredResult, Sequence[Mapping[str, Any]]]],
+        before_commit: Callable[[set[str]], None] | None = None,
+    ) -> set[str]:
+        """Replace tag sets in one transaction (:func:`tagsets.write_tag_sets`); returns the
+        asset ids written (a result the consumer replaced since it was read is left alone).
+        ``before_commit`` is called with them before the commit (an error rolls back)."""
+        with translate_errors("write_tag_sets"), self._writer.begin() as conn:
+            written = tagsets.write_tag_sets(conn, function, new_tags, self._clock())
+            if before_commit is not None:
+                before_commit(written)
+            return written
+
+    def active_mappings(self) -> dict[str, ActiveMapping]:
+        """The active mappings by function (the taxonomy under ``"*"``)."""
+        with translate_errors("active_mappings"), self.engine.connect() as conn:
+            return tagsets.active_mappings(conn)
+
+    def set_mapping(self, mapping: ActiveMapping) -> None:
+        """Make ``mapping`` the active one of its function (or the taxonomy, ``"*"``)."""
+        with translate_errors("set_mapping"), self._writer.begin() as conn:
+            tagsets.set_mapping(conn, mapping)
+
+    def clear_mapping(self, function: str) -> bool:
+        """Drop the active mapping of ``function`` (``"*"``: the taxonomy); whether one was."""
+        with translate_errors("clear_mapping"), self._writer.begin() as conn:
+            return tagsets.clear_mapping(conn, function)
+
+    def labelled_results(
+        self, function: str, tenant: str | None
+    ) -> list[tuple[dict[str, Any], str, str]]:
+        """(result, label, decision) of people's decisions on ``function``'s results."""
+        with translate_errors("labelled_results"), self.engine.connect() as conn:
+            return list(tagsets.labelled_results(conn, function, tenant))
 
     def current_versions(self, asset_ids: Sequence[str]) -> dict[str, dict[str, str]]:
         """asset id -> function -> stored model version; assets without results are absent."""

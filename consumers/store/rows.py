@@ -66,10 +66,17 @@ def derive_tags(result: Mapping[str, Any]) -> list[DerivedTag]:
 
     classify: its one ``label``/``score``; tags: each entry of ``tags``; detect: each entry of
     ``objects`` with its box. ``threshold`` comes from the optional ``thresholds`` map (label ->
-    threshold). ``ordinal`` numbers repeats of a label in list order (detect boxes), from 0.
+    threshold); a result with a ``tag_set`` (:mod:`consumers.retag.tagset`) stands for the
+    tags of its set instead, each with its own threshold. ``ordinal`` numbers repeats of a
+    label in list order (detect boxes), from 0.
     Raises ``ValueError`` for an unknown ``type``: results come from our fleet, so that is a bug.
     """
     kind = result.get("type")
+    tag_set = result.get("tag_set")
+    if tag_set is not None:  # drawn through thresholds and a taxonomy (consumers.retag)
+        chosen: list[Mapping[str, Any]] = list(tag_set["tags"])
+        limits = {t["label"]: t["threshold"] for t in chosen if t.get("threshold") is not None}
+        return _derived(chosen, limits)
     if kind == "classify":
         entries: list[Mapping[str, Any]] = (
             [{"label": result["label"], "score": result["score"]}]
@@ -82,7 +89,10 @@ def derive_tags(result: Mapping[str, Any]) -> list[DerivedTag]:
         entries = list(result.get("objects", []))
     else:
         raise ValueError(f"unknown function result type {kind!r}")
-    thresholds: Mapping[str, float] = result.get("thresholds") or {}
+    return _derived(entries, result.get("thresholds") or {})
+
+
+def _derived(entries: list[Mapping[str, Any]], thresholds: Mapping[str, float]) -> list[DerivedTag]:
     seen: Counter[str] = Counter()
     tags = []
     for entry in entries:
@@ -154,6 +164,11 @@ def result_row(
 def tag_rows(key: FunctionKey, r: AssetResult, obj: dict[str, Any]) -> list[dict[str, Any]]:
     """The ``tags`` rows of one function's result object, with provenance."""
     rows = []
+    tag_set = obj.get("tag_set") or {}
+    provenance = {
+        "tag_source": tag_set.get("source", "model"),
+        "mapping_version": tag_set.get("mapping_version"),
+    }
     for tag in derive_tags(obj):
         x1, y1, x2, y2 = tag.box if tag.box else (None, None, None, None)
         rows.append(
@@ -170,6 +185,7 @@ def tag_rows(key: FunctionKey, r: AssetResult, obj: dict[str, Any]) -> list[dict
                 "y2": y2,
                 "model_version": obj["version"],
                 "created_at": r.processed_at,
+                **provenance,
                 **source_values(r.source),
             }
         )

@@ -45,6 +45,8 @@ POSITIONALS = {
     "fleet shadow": ["some-function", "off"],
     "versions": ["some-function"],
     "diff": ["some-function"],
+    "retag": ["some-function"],
+    "taxonomy set": ["some/taxonomy.yaml"],
     "api-key revoke": ["0123456789ab"],
     "dataset export": ["some-function"],
     "webhook add": ["http://127.0.0.1/hook"],

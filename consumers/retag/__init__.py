@@ -1,0 +1,1 @@
+"""Tags again from stored scores, without a model: thresholds, a taxonomy, ``tagfleet retag``."""
