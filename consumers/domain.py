@@ -134,3 +134,8 @@ class AssetResult:
     attributes: dict[str, Any] = field(default_factory=dict)
     sequencer: str | None = None  # order key of the event (consumers.sequencer); None: unordered
     tenant: str | None = None  # the event's tenant (None: the store's default tenant)
+    content_hash: str | None = None  # SHA-256 (hex) of the bytes tagged (content-hash dedup)
+    # backbone key -> the image's pooled embedding (a float32 numpy vector), for the
+    # embedding store; empty for a result reused from another asset of the same bytes
+    embeddings: dict[str, Any] = field(default_factory=dict)
+    reused_from: str | None = None  # the asset whose stored results were reused: no inference

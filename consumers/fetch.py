@@ -19,7 +19,9 @@ timeouts and connection errors are transient.
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -218,7 +220,12 @@ class S3Fetcher:
             except BaseException:
                 body.close()
                 raise
-        return Fetched(body.read(), etag=str(response.get("ETag", "")).strip('"') or None)
+        data = body.read()
+        return Fetched(
+            data,
+            etag=str(response.get("ETag", "")).strip('"') or None,
+            sha256=_checksum_sha256(response, len(data)),
+        )
 
     def _retrying(self, call: Callable[[], T], uri: str) -> T:
         attempt = 1
@@ -240,14 +247,33 @@ class S3Fetcher:
 
 class Fetched(bytes):
     """An object's bytes and the ETag S3 sent with them: the result carries this one, not
-    the event's (an overwrite between the event and the GET makes the event's stale)."""
+    the event's (an overwrite between the event and the GET makes the event's stale).
+    ``sha256``: the bytes' SHA-256 (hex), S3's own ``ChecksumSHA256`` of the whole object
+    when it sent one, else computed here (content-hash dedup)."""
 
     etag: str | None
+    sha256: str
 
-    def __new__(cls, data: bytes, etag: str | None = None) -> Fetched:
+    def __new__(cls, data: bytes, etag: str | None = None, sha256: str | None = None) -> Fetched:
         fetched = super().__new__(cls, data)
         fetched.etag = etag
+        fetched.sha256 = sha256 or hashlib.sha256(data).hexdigest()
         return fetched
+
+
+def _checksum_sha256(response: dict[str, Any], length: int) -> str | None:
+    """S3's ``ChecksumSHA256`` as hex when it is the whole object's (not a multipart
+    object's checksum of part checksums, not of a range shorter than the object)."""
+    checksum = response.get("ChecksumSHA256")
+    if not checksum or "-" in str(checksum) or response.get("ChecksumType") == "COMPOSITE":
+        return None
+    if _total_size(response) != length:
+        return None
+    try:
+        raw = base64.b64decode(str(checksum), validate=True)
+    except ValueError:
+        return None
+    return raw.hex() if len(raw) == 32 else None
 
 
 def make_s3_client(settings: FetchSettings) -> Any:

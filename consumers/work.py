@@ -59,6 +59,7 @@ class WorkItem:
     missing_checks: int = 0  # times its object was found missing, waiting for a removal
     data: bytes | None = None
     etag: str | None = None  # the ETag of the bytes fetched (the event's may be stale)
+    content_hash: str | None = None  # SHA-256 (hex) of the bytes fetched
     decoded: Any = None
 
     @property

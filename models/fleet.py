@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -18,6 +19,22 @@ from models.backbones import Backbone, backbone_key, load_backbone
 from models.function import Function, FunctionInfo
 from models.manifest import NAME_PATTERN
 from models.tiling import TileSet, Tiling, encode_tiles, run_tiled
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """What one :meth:`Fleet.predict_full` call gives, per image of the batch.
+
+    ``results`` and ``shadows``: function name -> result object, as :meth:`Fleet.predict` and
+    :meth:`Fleet.predict_with_shadows` return them. ``embeddings``: backbone key
+    (:func:`models.backbones.backbone_key`) -> the pooled image embedding (float32, 1-D, not
+    normalised) of each backbone that read the image whole; an image only read through its
+    tiles by a backbone has none of that backbone.
+    """
+
+    results: list[dict[str, dict[str, Any]]]
+    shadows: list[dict[str, dict[str, Any]]]
+    embeddings: list[dict[str, np.ndarray]]
 
 
 class Role(StrEnum):
@@ -284,7 +301,7 @@ class Fleet:
         tiling encoded once per backbone for every function that reads them; an image without
         that tile set (none given, a canary) is read whole, as every untiled function reads it.
         """
-        return self._predict(images, orig_sizes, functions, with_shadows=False, tiles=tiles)[0]
+        return self._predict(images, orig_sizes, functions, with_shadows=False, tiles=tiles).results
 
     def predict_with_shadows(
         self,
@@ -295,6 +312,18 @@ class Fleet:
     ) -> tuple[list[dict[str, dict[str, Any]]], list[dict[str, dict[str, Any]]]]:
         """:meth:`predict`, and per image the shadow results of the functions it ran (a
         shadow runs wherever its serving function runs, in the same backbone pass)."""
+        found = self._predict(images, orig_sizes, functions, with_shadows=True, tiles=tiles)
+        return found.results, found.shadows
+
+    def predict_full(
+        self,
+        images: Sequence[np.ndarray],
+        orig_sizes: Sequence[tuple[int, int]],
+        functions: Sequence[Collection[str] | None] | None = None,
+        tiles: Sequence[Sequence[TileSet]] | None = None,
+    ) -> Prediction:
+        """:meth:`predict_with_shadows` plus each image's pooled embedding per backbone (the
+        features its functions already read: no extra pass), for the embedding store."""
         return self._predict(images, orig_sizes, functions, with_shadows=True, tiles=tiles)
 
     def _predict(
@@ -304,7 +333,7 @@ class Fleet:
         functions: Sequence[Collection[str] | None] | None,
         with_shadows: bool,
         tiles: Sequence[Sequence[TileSet]] | None = None,
-    ) -> tuple[list[dict[str, dict[str, Any]]], list[dict[str, dict[str, Any]]]]:
+    ) -> Prediction:
         if len(images) != len(orig_sizes):
             raise ValueError(f"{len(images)} images but {len(orig_sizes)} sizes")
         if tiles is not None and len(tiles) != len(images):
@@ -313,8 +342,9 @@ class Fleet:
         tile_sets = [{t.tiling: t for t in sets} for sets in tiles or [()] * len(images)]
         out: list[dict[str, dict[str, Any]]] = [{} for _ in images]
         shadow_out: list[dict[str, dict[str, Any]]] = [{} for _ in images]
+        embeddings: list[dict[str, np.ndarray]] = [{} for _ in images]
         if not images:
-            return out, shadow_out
+            return Prediction(out, shadow_out, embeddings)
         batch = np.stack(images)
         runs = [(n, f, out) for n, f in self._functions.items()]
         if with_shadows:
@@ -343,6 +373,9 @@ class Fleet:
             if not rows:
                 continue
             features = backbone.encode(batch[rows])
+            pooled = features.pooled.detach().float().cpu().numpy()
+            for j, i in enumerate(rows):
+                embeddings[i][key] = pooled[j].copy()
             for name, function, sink in mine:
                 mine_whole = set(whole.get(id(function), []))
                 sub = [j for j, i in enumerate(rows) if i in mine_whole]
@@ -352,7 +385,7 @@ class Fleet:
                 results = function.run(features.select(sub), sizes)
                 for j, result in zip(sub, results, strict=True):
                     self._put(sink is out, sink[rows[j]], name, result)
-        return out, shadow_out
+        return Prediction(out, shadow_out, embeddings)
 
     def _put(
         self, serving: bool, image: dict[str, dict[str, Any]], name: str, result: dict[str, Any]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import threading
@@ -43,6 +44,13 @@ MISSING_WAITS_S = (1.0, 2.0, 4.0, 8.0, 8.0)
 _ITEM_REFUSALS = frozenset(
     {Reason.OBJECT_NOT_FOUND, Reason.OBJECT_TOO_LARGE, Reason.EMPTY_OBJECT, Reason.UNSUPPORTED_URI}
 )
+
+
+def content_hash(data: bytes) -> str:
+    """SHA-256 (hex) of an object's bytes: the fetcher's (consumers.fetch.Fetched, S3's own
+    checksum when it sent one) or computed here (bytes read another way: ``tagfleet tag``)."""
+    known = getattr(data, "sha256", None)
+    return known if isinstance(known, str) else hashlib.sha256(data).hexdigest()
 
 
 class Preparer(Stage):
@@ -232,9 +240,11 @@ class Preparer(Stage):
             data = self._fetch(other, lambda size: self._reserve(item, size))
             item.request = other
             item.etag = getattr(data, "etag", None)  # consumers.fetch.Fetched
+            item.content_hash = content_hash(data)
             self._metrics.key_readings.labels("alternative").inc()
             return data
         item.etag = getattr(data, "etag", None)
+        item.content_hash = content_hash(data)
         self._metrics.key_readings.labels("first").inc()
         return data
 
