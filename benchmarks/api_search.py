@@ -9,7 +9,9 @@ with ``INSERT ... SELECT generate_series`` (seconds, no Python per row), starts
 - the latency of single requests (p50, p95) for the first page and for a page deep inside
   (a cursor at a random asset), ``limit=50``;
 - requests per second with ``--clients`` concurrent clients;
-- the same keyset query sent to PostgreSQL directly (psycopg, one connection): p50, p95.
+- the same keyset query sent to PostgreSQL directly (psycopg, one connection): p50, p95;
+- its plans (``EXPLAIN (ANALYZE, BUFFERS)``) for a first page and a page at the middle asset,
+  and the machine's load average at the start and the end (the figures depend on it).
 
     python -m benchmarks.api_search [--assets 200000] [--tags-per-asset 5] [--requests 400]
 """
@@ -154,7 +156,7 @@ def measure_sql(url: str, assets: int, requests: int) -> dict[str, Any]:
 
     engine = create_store_engine(url)
     rng = random.Random(2)
-    out = {}
+    out: dict[str, Any] = {}
     for name, deep in (("first_page", False), ("deep_page", True)):
         samples = []
         for _ in range(requests):
@@ -174,19 +176,22 @@ def measure_sql(url: str, assets: int, requests: int) -> dict[str, Any]:
             samples.append(time.perf_counter() - started)
             assert len(rows) == 50 or deep
         out[name] = percentiles(samples)
-    query = queries.search_query(
-        "acme",
-        label="label-07",
-        function="colours",
-        min_score=0.5,
-        origin="ai",
-        after=None,
-        limit=50,
-    )
-    compiled = query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})
-    with engine.connect() as conn:
-        plan = conn.exec_driver_sql(f"EXPLAIN ANALYZE {compiled}").scalars().all()
-    out["plan"] = list(plan)
+    # the plans of a first page and of a page in the middle of the keyset
+    middle = f"s3://bench/{assets // 2:08d}.jpg"
+    for name, after in (("plan", None), ("plan_deep_page", middle)):
+        query = queries.search_query(
+            "acme",
+            label="label-07",
+            function="colours",
+            min_score=0.5,
+            origin="ai",
+            after=after,
+            limit=50,
+        )
+        compiled = query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})
+        with engine.connect() as conn:
+            plan = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, BUFFERS) {compiled}").scalars().all()
+        out[name] = list(plan)
     engine.dispose()
     return out
 
@@ -233,11 +238,13 @@ def main(argv: list[str] | None = None) -> int:
                 pass
             time.sleep(0.2)
         result = {
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
             "tag_rows": rows,
             "assets": args.assets,
             "generate_s": round(seconds, 1),
             "api": measure_api(base, key, args.assets, args.requests, args.clients),
             "sql": measure_sql(url, args.assets, args.requests),
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         }
         print(json.dumps(result, indent=2))
         out = REPO / "var" / "bench" / "results" / "api_search.json"
