@@ -69,6 +69,21 @@ def _error(command: str, message: str) -> int:
     return 2
 
 
+def _open_store(command: str, options: Options) -> Any:
+    """The store, at this code's schema; None (the reason printed) when it is not."""
+    from consumers.store import TagStore
+    from consumers.store.errors import SchemaMissing
+
+    store = TagStore(options[StoreSettings].store_url())
+    try:
+        store.verify_schema()
+    except SchemaMissing as exc:
+        store.close()
+        _error(command, str(exc))
+        return None
+    return store
+
+
 def _run_retag(args: argparse.Namespace, options: Options) -> int:
     from consumers.retag.precision import calibrate
     from consumers.retag.run import retag
@@ -80,7 +95,6 @@ def _run_retag(args: argparse.Namespace, options: Options) -> int:
         parse_taxonomy,
         parse_threshold_flags,
     )
-    from consumers.store import TagStore
     from consumers.store.tagsets import TAXONOMY_SCOPE, ActiveMapping
 
     opts = options[RetagOptions]
@@ -90,7 +104,9 @@ def _run_retag(args: argparse.Namespace, options: Options) -> int:
         from_flags = parse_threshold_flags(args.threshold)
     except MappingFileError as exc:
         return _error("retag", str(exc))
-    store = TagStore(options[StoreSettings].store_url())
+    store = _open_store("retag", options)
+    if store is None:
+        return 2
     producer = None
     try:
         active = store.active_mappings()
@@ -173,13 +189,14 @@ def _taxonomy_row(taxonomy: Any, now: datetime) -> Any:
 
 def _run_set(args: argparse.Namespace, options: Options) -> int:
     from consumers.retag.taxonomy import MappingFileError, load_taxonomy
-    from consumers.store import TagStore
 
     try:
         taxonomy = load_taxonomy(Path(args.file))
     except MappingFileError as exc:
         return _error("taxonomy set", str(exc))
-    store = TagStore(options[StoreSettings].store_url())
+    store = _open_store("taxonomy set", options)
+    if store is None:
+        return 2
     try:
         row = _taxonomy_row(taxonomy, datetime.now(UTC))
         store.set_mapping(row)
@@ -193,9 +210,9 @@ def _run_set(args: argparse.Namespace, options: Options) -> int:
 
 
 def _run_show(args: argparse.Namespace, options: Options) -> int:
-    from consumers.store import TagStore
-
-    store = TagStore(options[StoreSettings].store_url())
+    store = _open_store("taxonomy show", options)
+    if store is None:
+        return 2
     try:
         rows = store.active_mappings()
     finally:
@@ -214,10 +231,11 @@ def _run_show(args: argparse.Namespace, options: Options) -> int:
 
 
 def _run_clear(args: argparse.Namespace, options: Options) -> int:
-    from consumers.store import TagStore
     from consumers.store.tagsets import TAXONOMY_SCOPE
 
-    store = TagStore(options[StoreSettings].store_url())
+    store = _open_store("taxonomy clear", options)
+    if store is None:
+        return 2
     try:
         had = store.clear_mapping(TAXONOMY_SCOPE)
     finally:

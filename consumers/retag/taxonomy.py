@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -162,12 +163,29 @@ def parse_taxonomy(data: Any, source: str = "taxonomy", node: yaml.Node | None =
         return Taxonomy.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
-        loc = [p for p in error["loc"] if p != "[key]"]
-        line = _line_of(node, loc) if node is not None else None
+        loc: list[Any] = [p for p in error["loc"] if p != "[key]"]
+        message = error["msg"].removeprefix("Value error, ")
+        line = _line_of(node, _named(data, loc, message)) if node is not None else None
         where = f" line {line}" if line else ""
         entry = ".".join(str(p) for p in loc) or "(top level)"
-        message = error["msg"].removeprefix("Value error, ")
         raise MappingFileError(f"{source}:{where}: {entry}: {message}") from exc
+
+
+def _named(data: Mapping[str, Any], loc: list[Any], message: str) -> list[Any]:
+    """``loc`` made to point at the entry a section-wide check names (``'x'`` in the message:
+    a cycle, a label both mapped and dropped), so that its line is the one reported."""
+    if len(loc) > 1:
+        return loc
+    named = re.search(r"'([^']+)'", message)
+    if named is None:
+        return loc
+    for section in loc or ["parents", "terms", "drop"]:
+        entries = data.get(section)
+        if isinstance(entries, Mapping) and named.group(1) in entries:
+            return [section, named.group(1)]
+        if isinstance(entries, list) and named.group(1) in entries:
+            return [section, entries.index(named.group(1))]
+    return loc
 
 
 def load_taxonomy(path: Path) -> Taxonomy:

@@ -114,11 +114,11 @@ def test_effective_key_ignores_labels_people_decided() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("terms:\n  a: b\ndrop: [a]\n", "'a' is both mapped"),
+        ("terms:\n  a: b\ndrop: [a]\n", "line 2: (top level): label 'a' is both mapped"),
         ("parents:\n  a: b\n  b: c\n  c: a\n", "cycle: a -> b -> c -> a"),
         ("terms:\n  ok: fine\n  bad: []\n", "line 3: terms.bad: maps to no term"),
         ("terms:\n  a: b\nsynonym:\n  b: [c]\n", "line 3: synonym"),
-        ("parents:\n  x: x\n", "'x' is its own parent"),
+        ("parents:\n  y: z\n  x: x\n", "line 3: parents: 'x' is its own parent"),
         ("terms:\n  a: [b\n", "line 3: not YAML or JSON"),
         ("- a\n- b\n", "a taxonomy is a mapping"),
     ],

@@ -1,0 +1,310 @@
+"""tagfleet retag over the real store (PostgreSQL and SQLite) and a real Kafka topic (issue 19
+item 2): new thresholds change exactly the tags the stored scores imply, no model is loaded,
+result events go out for the assets whose effective tags changed and only those; a taxonomy
+shows in the API's effective tags and search; the write stage applies the active mapping."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from api_harness import ApiProcess, asset_path, json_of, make_key, tagfleet
+from harness import COLOURS, image_bytes, read_topic
+from kafka import KafkaConsumer, TopicPartition
+
+from consumers.cli import main
+from consumers.domain import AssetResult, SourcePosition
+from consumers.retag.taxonomy import load_taxonomy, mapping_version
+from consumers.store import TagStore
+from consumers.store.models import human_labels, tags
+from consumers.store.tagsets import ActiveMapping
+
+pytestmark = pytest.mark.integration
+
+LABELS = ("red", "blue", "green", "cat")
+OLD = 0.5  # the model's threshold of every label
+NEW = {"red": 0.7, "blue": 0.3, "*": 0.45}  # the threshold file
+
+
+def _tags_result(scores: dict[str, float]) -> dict[str, Any]:
+    return {
+        "type": "tags",
+        "version": "v1",
+        "tags": sorted(
+            ({"label": k, "score": v} for k, v in scores.items() if v >= OLD),
+            key=lambda t: -t["score"],
+        ),
+        "scores": scores,
+        "thresholds": dict.fromkeys(scores, OLD),
+    }
+
+
+def _detect_result() -> dict[str, Any]:
+    candidates = [
+        {"label": "logo", "score": 0.8, "box": [0.0, 0.0, 10.0, 10.0]},
+        {"label": "logo", "score": 0.2, "box": [20.0, 20.0, 30.0, 30.0]},
+        {"label": "text", "score": 0.08, "box": [1.0, 2.0, 3.0, 4.0]},
+    ]
+    return {
+        "type": "detect",
+        "version": "v1",
+        "objects": candidates[:1],
+        "candidates": candidates,
+        "thresholds": {"logo": 0.5, "text": 0.5},
+    }
+
+
+def _asset(i: int, scores: dict[str, float], tenant: str = "acme") -> AssetResult:
+    return AssetResult(
+        asset_id=f"s3://lib/{i:03d}.jpg",
+        uri=f"s3://lib/{i:03d}.jpg",
+        etag="e1",
+        width=64,
+        height=48,
+        functions={
+            "colours": _tags_result(scores),
+            "make": {"type": "classify", "version": "v1", "label": "honda", "score": 0.9},
+            "logos": _detect_result(),
+        },
+        source=SourcePosition("assets", 0, i),
+        processed_at=datetime(2026, 12, 1, tzinfo=UTC),
+        tenant=tenant,
+    )
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database on each backend in turn."""
+    return str(request.getfixturevalue("pg_url" if request.param == "postgresql" else "sqlite_url"))
+
+
+def _stored_tags(url: str, function: str) -> dict[str, list[tuple[Any, ...]]]:
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    t = tags.c
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    with engine.connect() as conn:
+        query = (
+            sa.select(t.asset_id, t.label, t.score, t.x1, t.tag_source, t.mapping_version)
+            .where(t.function == function)
+            .order_by(t.asset_id, t.label, t.ordinal)
+        )
+        for row in conn.execute(query):
+            out.setdefault(row[0], []).append(tuple(row[1:]))
+    engine.dispose()
+    return out
+
+
+def _end_offsets(bootstrap: str, topic: str) -> int:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+    total = sum(consumer.end_offsets(parts).values())
+    consumer.close()
+    return total
+
+
+def _no_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading a backbone (open_clip) or a fleet fails the test."""
+    import open_clip
+
+    import models.backbones
+    import models.fleet
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("retag loaded a model")
+
+    monkeypatch.setattr(models.backbones, "load_backbone", refuse)
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", refuse)
+    monkeypatch.setattr(open_clip, "create_model", refuse)
+    monkeypatch.setattr(models.fleet, "load_fleet", refuse, raising=False)
+
+
+def test_a_threshold_file_changes_exactly_what_the_scores_imply_and_announces_only_that(
+    store_url: str,
+    tmp_path: Path,
+    new_topic: Any,
+    kafka_bootstrap: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = random.Random(19)
+    scores = {i: {label: round(rng.random(), 4) for label in LABELS} for i in range(60)}
+    # a person rejected blue on asset 0 and confirmed cat on asset 1: blue and cat crossing
+    # their thresholds there changes nothing anybody sees
+    scores[0] |= {"red": 0.9, "blue": 0.4, "green": 0.1, "cat": 0.1}
+    scores[1] |= {"red": 0.9, "blue": 0.1, "green": 0.1, "cat": 0.48}
+    store = TagStore(store_url)
+    store.upgrade()
+    store.save([_asset(i, s) for i, s in scores.items()])
+    now = datetime(2026, 12, 2, tzinfo=UTC)
+    engine = sa.create_engine(store_url, poolclass=sa.NullPool)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(human_labels),
+            [
+                {"asset_id": "s3://lib/000.jpg", "function": "colours", "label": "blue"}
+                | {"decision": "absent", "actor": "ann", "decided_at": now},
+                {"asset_id": "s3://lib/001.jpg", "function": "colours", "label": "cat"}
+                | {"decision": "present", "actor": "ann", "decided_at": now},
+            ],
+        )
+    engine.dispose()
+    before = _stored_tags(store_url, "colours")
+    store.close()
+
+    topic = new_topic(partitions=2, prefix="retag")
+    (tmp_path / "thresholds.yaml").write_text("red: 0.7\nblue: 0.3\n'*': 0.45\n")
+    _no_model(monkeypatch)
+    monkeypatch.setenv("TAGFLEET_STORE", store_url)
+    monkeypatch.setenv("TAGFLEET_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    argv = ["retag", "colours", "--thresholds", str(tmp_path / "thresholds.yaml")]
+    argv += ["--results-topic", topic, "--batch-size", "7", "--no-progress"]
+    assert main(argv) == 0
+
+    # the direct computation from the scores
+    def limit(label: str) -> float:
+        return NEW.get(label, NEW["*"])
+
+    expected = {
+        f"s3://lib/{i:03d}.jpg": sorted(
+            (label, s) for label, s in scores[i].items() if s >= limit(label)
+        )
+        for i in scores
+    }
+    version = mapping_version(None, NEW)
+    after = _stored_tags(store_url, "colours")
+    assert {a: sorted((r[0], r[1]) for r in rows) for a, rows in after.items()} == {
+        a: tags_ for a, tags_ in expected.items() if tags_
+    }
+    assert {(r[3], r[4]) for rows in after.values() for r in rows} == {("retag", version)}
+    # the other functions are as they were
+    assert set(_stored_tags(store_url, "make")) == set(expected)
+
+    old = {a: sorted((r[0], r[1]) for r in rows) for a, rows in before.items()}
+    changed = {a for a in expected if expected[a] != old.get(a, [])}
+    blind = {"s3://lib/000.jpg": "blue", "s3://lib/001.jpg": "cat"}  # people decided these
+    for asset, label in blind.items():
+        if {t for t in expected[asset] if t[0] != label} == {
+            t for t in old.get(asset, []) if t[0] != label
+        }:
+            changed.discard(asset)
+    assert "s3://lib/000.jpg" not in changed and "s3://lib/001.jpg" not in changed
+    assert 10 < len(changed) < len(expected)  # the test is not vacuous
+    records = read_topic(kafka_bootstrap, topic, expected=len(changed), timeout_s=30)
+    assert _end_offsets(kafka_bootstrap, topic) == len(changed)  # nothing else was sent
+    events = {r.key.decode(): json.loads(r.value) for r in records}
+    assert set(events) == changed
+    for asset, event in events.items():
+        tag_set = event["functions"]["colours"]["tag_set"]
+        assert sorted((t["label"], t["score"]) for t in tag_set["tags"]) == expected[asset]
+        assert tag_set["source"] == "retag" and tag_set["mapping_version"] == version
+        assert event["tenant"] == "acme" and event["uri"] == asset
+
+    # the same mapping again: nothing to write, nothing to announce
+    assert main(argv) == 0
+    assert _stored_tags(store_url, "colours") == after
+    assert _end_offsets(kafka_bootstrap, topic) == len(changed)
+
+    # detect: a threshold below the old one finds the stored boxes above the floor
+    assert main(["retag", "logos", "--threshold", "logo=0.1", "--results-topic", ""]) == 0
+    logos = _stored_tags(store_url, "logos")["s3://lib/005.jpg"]
+    assert [(r[0], r[1], r[2]) for r in logos] == [("logo", 0.8, 0.0), ("logo", 0.2, 20.0)]
+
+
+TAXONOMY = """\
+terms:
+  red: crimson
+synonyms:
+  crimson: [scarlet]
+parents:
+  crimson: warm colour
+drop: [cat]
+"""
+
+
+def test_a_taxonomy_shows_in_effective_tags_and_search(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = TagStore(pg_url)
+    store.upgrade()
+    store.save([_asset(1, {"red": 0.9, "blue": 0.2, "green": 0.6, "cat": 0.8})])
+    store.close()
+    (tmp_path / "taxonomy.yaml").write_text(TAXONOMY)
+    monkeypatch.setenv("TAGFLEET_STORE", pg_url)
+    _no_model(monkeypatch)
+    assert main(["taxonomy", "set", str(tmp_path / "taxonomy.yaml")]) == 0
+    assert main(["retag", "colours", "--results-topic", "", "--no-progress"]) == 0
+    assert "1 assets' effective tags changed" in capsys.readouterr().out
+    assert main(["taxonomy", "show"]) == 0
+    assert json.loads(capsys.readouterr().out)["*"]["taxonomy"]["drop"] == ["cat"]
+
+    asset = "s3://lib/001.jpg"
+    server = ApiProcess(tmp_path / "api.log", pg_url)
+    try:
+        with server.client(make_key(pg_url, "acme", "read")) as http:
+            view = json_of(http.get(asset_path(asset)))
+            colours = {t["label"] for t in view["effective_tags"] if t["function"] == "colours"}
+            assert colours == {"crimson", "scarlet", "warm colour", "green"}
+            for term in ("scarlet", "warm colour", "crimson"):
+                found = json_of(http.get("/v1/search", params={"label": term}))
+                assert [i["asset_id"] for i in found["items"]] == [asset], term
+            for gone in ("cat", "red"):  # dropped; mapped to another term
+                found = json_of(http.get("/v1/search", params={"label": gone}))
+                assert found["items"] == [], gone
+    finally:
+        server.stop()
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("terms:\n  red: crimson\nparents:\n  crimson: crimson\n")
+    assert main(["taxonomy", "set", str(bad)]) == 2
+    assert "line 4: parents: 'crimson' is its own parent" in capsys.readouterr().err
+    monkeypatch.setenv("TAGFLEET_STORE", f"sqlite:///{tmp_path / 'not-migrated.db'}")
+    assert main(["retag", "colours", "--threshold", "red=0.2"]) == 2
+    assert "run `tagfleet db upgrade`" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # tagfleet tag in a fresh process on the tiny fleet: about 20 s
+def test_the_write_stage_applies_the_active_mapping(tmp_path: Path, fleet_path: Path) -> None:
+    """tagfleet tag runs the service's write stage: the tags it stores and the result it keeps
+    went through the active taxonomy."""
+    store_url = f"sqlite:///{tmp_path / 'tags.db'}"
+    taxonomy = tmp_path / "taxonomy.yaml"
+    taxonomy.write_text(
+        "parents:\n" + "".join(f"  {c}: colour\n" for c in COLOURS) + "synonyms:\n  red: [rouge]\n"
+    )
+    env = {"TAGFLEET_STORE": store_url}
+    store = TagStore(store_url)
+    store.upgrade()
+    # and a threshold for colours' labels, as retag sets (every score is a tag)
+    store.set_mapping(ActiveMapping("colours", None, {"*": 0.0}, "x", datetime.now(UTC)))
+    store.close()
+    assert tagfleet(env, "taxonomy", "set", str(taxonomy)).returncode == 0
+    folder = tmp_path / "library"
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"img-{i}.png").write_bytes(image_bytes(i))
+    done = tagfleet(env, "tag", str(folder), "--fleet", str(fleet_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    expand = load_taxonomy(taxonomy).expand
+    version = mapping_version(load_taxonomy(taxonomy), {"*": 0.0})
+    engine = sa.create_engine(store_url)
+    with engine.connect() as conn:
+        results = conn.execute(
+            sa.text("select asset_id, result from function_results where function = 'colours'")
+        ).all()
+    engine.dispose()
+    stored = _stored_tags(store_url, "colours")
+    assert len(results) == 4
+    for asset_id, raw in results:
+        result = json.loads(raw) if isinstance(raw, str) else raw
+        want: list[str] = []
+        for label, _ in sorted(result["scores"].items(), key=lambda kv: -kv[1]):
+            want += [t for t in expand(label) if t not in want]
+        assert [t["label"] for t in result["tag_set"]["tags"]] == want
+        assert sorted(r[0] for r in stored.get(asset_id, [])) == sorted(want)
+        assert {(r[3], r[4]) for r in stored.get(asset_id, [])} <= {("model", version)}
+        assert "colour" in want and ("rouge" in want) == ("red" in want)
