@@ -270,7 +270,8 @@ def native_event(request: AssetRequest, functions: list[str] | None = None) -> d
 
 def run_publish(prefix: str, options: PublishOptions, kafka: KafkaSettings) -> int:
     """``tagfleet publish``: one native asset event per object under ``prefix``, onto the
-    service's topic of asset events on the service's cluster (its security settings too)."""
+    backfill lane's topic (``--lane upload``: the topic of uploads) on the service's cluster
+    (its security settings too)."""
     from consumers.confluent_sinks import ConfluentProducer
     from consumers.fetch import FetchSettings, S3Fetcher
     from consumers.ports import RecordProducer
@@ -282,12 +283,13 @@ def run_publish(prefix: str, options: PublishOptions, kafka: KafkaSettings) -> i
     requests = list(S3Fetcher(FetchSettings(workers=4)).list_objects(prefix))
     client = ConfluentProducer if kafka.kafka_client == "confluent" else Producer
     producer: RecordProducer = client(kafka.kafka_common())
+    topic = kafka.topic if options.lane == "upload" else (kafka.backfill_lane() or kafka.topic)
     records = [
-        OutRecord(kafka.topic, r.asset_id.encode(), encode_event(native_event(r, functions)))
+        OutRecord(topic, r.asset_id.encode(), encode_event(native_event(r, functions)))
         for r in requests
     ]
     for start in tqdm(range(0, len(records), 500), unit="batch", disable=not sys.stderr.isatty()):
         producer.send_all(records[start : start + 500])
     producer.close()
-    print(json.dumps({"published": len(records), "topic": kafka.topic, "prefix": prefix}))
+    print(json.dumps({"published": len(records), "topic": topic, "prefix": prefix}))
     return 0

@@ -9,6 +9,7 @@ store, the fleet file, the runtime, the image limits) comes from the shared mode
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import AwareDatetime, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -50,6 +51,11 @@ class PublishOptions(BaseSettings):
 
     functions: CommaList = Field(
         (), description="comma-separated function names to request (empty: all)"
+    )
+    lane: Literal["backfill", "upload"] = Field(
+        "backfill",
+        description="backfill: onto the backfill lane's topic (backfill_topic), served with the"
+        " capacity uploads leave; upload: onto the topic of uploads (served first)",
     )
 
     @field_validator("functions", mode="after")

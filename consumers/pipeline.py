@@ -44,7 +44,7 @@ from consumers.results import aggregate_failures, public_error
 from consumers.settings import Settings
 from consumers.stages import DeadLetterer, Inferencer, Outlets, Preparer, RetryPolicy, Storer
 from consumers.watermark import Watermarks
-from consumers.work import KeyGate, Message, WorkItem
+from consumers.work import KeyGate, LaneQueue, Message, WorkItem
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ class Pipeline:
         self._lane_messages = {UPLOAD: 0, BACKFILL: 0}
         self._backfill_held = False  # the backfill partitions paused for the upload lane
         workers = settings.decode_parallelism()
-        ready: queue.Queue[WorkItem] = queue.Queue(maxsize=2 * settings.batch_size + workers)
+        ready: queue.Queue[WorkItem] = LaneQueue(maxsize=2 * settings.batch_size + workers)
         self._to_store: queue.Queue[tuple[WorkItem, AssetResult | None]] = queue.Queue()
         out = Outlets(fail=self._fail, finish=self._finish, metrics=metrics)
         self._dlq = DeadLetterer(
@@ -344,6 +344,7 @@ class Pipeline:
             return
         position = SourcePosition(record.topic, record.partition, record.offset)
         message = Message(position, record.key, record.value, record.timestamp)
+        message.backfill = record.topic == self._backfill_topic
         try:
             self._watermarks.track(tp, record.offset)
         except ValueError:

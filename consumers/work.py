@@ -5,6 +5,7 @@ Pure data and logic; owned by the pipeline's source thread except where noted.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections import deque
@@ -30,6 +31,7 @@ class Message:
     pending: int = 0
     items: int = 0  # work items the message became (records of a notification)
     failures: list[tuple[str | None, Any]] = field(default_factory=list)  # (asset id, error)
+    backfill: bool = False  # from the backfill lane: the stages serve the upload lane first
 
 
 @dataclass(eq=False, slots=True)
@@ -118,3 +120,21 @@ class KeyGate:
 
     def __len__(self) -> int:
         return len(self._waiting)
+
+
+class LaneQueue(queue.Queue[WorkItem]):
+    """A FIFO of work items per priority lane, uploads taken first (``Message.backfill``);
+    ``maxsize`` bounds both together. The queue between decode and inference."""
+
+    def _init(self, maxsize: int) -> None:
+        self._uploads: deque[WorkItem] = deque()
+        self._backfill: deque[WorkItem] = deque()
+
+    def _qsize(self) -> int:
+        return len(self._uploads) + len(self._backfill)
+
+    def _put(self, item: WorkItem) -> None:
+        (self._backfill if item.message.backfill else self._uploads).append(item)
+
+    def _get(self) -> WorkItem:
+        return self._uploads.popleft() if self._uploads else self._backfill.popleft()

@@ -7,6 +7,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -90,6 +91,9 @@ class Preparer(Stage):
         self._readable, self._removed, self._superseded = readable, removed, superseded
         self._fetch_pool = ThreadPoolExecutor(fetch_workers, thread_name_prefix="fetch")
         self._decode_pool = ThreadPoolExecutor(decode_workers, thread_name_prefix="decode")
+        self._decode_lock = threading.Lock()
+        self._decode_uploads: deque[WorkItem] = deque()  # fetched, waiting for a decoder
+        self._decode_backfill: deque[WorkItem] = deque()
         self._scheduler = RetryScheduler()
         self._last_success = 0.0
         self._refusals, self._refusal_lock = 0, threading.Lock()
@@ -190,7 +194,17 @@ class Preparer(Stage):
         with self._refusal_lock:
             self._refusals = 0
         self._metrics.stage_seconds.labels("fetch").observe(time.perf_counter() - started)
-        self._decode_pool.submit(self._in_pool, "decode", self._decode_one, item)
+        with self._decode_lock:
+            (self._decode_backfill if item.message.backfill else self._decode_uploads).append(item)
+        self._decode_pool.submit(self._in_pool, "decode", self._decode_next, item)
+
+    def _decode_next(self, submitted: WorkItem) -> None:
+        """Decode the next fetched item, the upload lane's first (one task per item submitted,
+        so each is decoded once, in lane order rather than in the pool's FIFO order)."""
+        with self._decode_lock:
+            uploads = self._decode_uploads
+            item = uploads.popleft() if uploads else self._decode_backfill.popleft()
+        self._decode_one(item)
 
     def _removed_since(self, item: WorkItem) -> bool:
         """Handle ``item``, a create whose object is missing, when it is ordered: ``stale``

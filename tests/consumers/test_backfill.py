@@ -34,15 +34,20 @@ def test_local_requests_name_a_missing_source(tmp_path: Path):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
+@pytest.mark.parametrize(
+    ("client", "lane"),
+    [("kafka-python", "backfill"), ("confluent", "backfill"), ("kafka-python", "upload")],
+)
 def test_publish_sends_one_native_event_per_object(
-    stack, kafka_bootstrap, new_topic, new_bucket, s3, client
+    stack, kafka_bootstrap, new_topic, new_bucket, s3, client, lane
 ):
+    """Onto the backfill lane by default, the upload topic with --lane upload; nothing on
+    the other lane."""
     bucket = new_bucket()
     keys = ["lib/a.png", "lib/sub dir/b.png", "lib/ü.png", "other/c.png"]
     for i, key in enumerate(keys):
         s3.put_object(Bucket=bucket, Key=key, Body=image_bytes(i))
-    topic = new_topic(partitions=2)
+    topic, backfill = new_topic(partitions=2), new_topic(partitions=2)
     done = subprocess.run(
         [
             sys.executable,
@@ -58,6 +63,9 @@ def test_publish_sends_one_native_event_per_object(
             "shape",
             "--kafka-client",
             client,
+            "--backfill-topic",
+            backfill,
+            *(["--lane", "upload"] if lane == "upload" else []),
         ],
         cwd=REPO,
         env={**os.environ, **stack},
@@ -66,8 +74,11 @@ def test_publish_sends_one_native_event_per_object(
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1])["published"] == 3
-    records = read_topic(kafka_bootstrap, topic, expected=3)
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    target, other = (backfill, topic) if lane == "backfill" else (topic, backfill)
+    assert summary["published"] == 3 and summary["topic"] == target
+    assert read_topic(kafka_bootstrap, other, expected=0, timeout_s=3) == []
+    records = read_topic(kafka_bootstrap, target, expected=3)
     events = [json.loads(r.value) for r in records]
     expected = {f"s3://{bucket}/{k}" for k in keys[:3]}
     assert Counter(r.key.decode() for r in records) == Counter(expected)

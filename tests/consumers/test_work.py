@@ -1,5 +1,5 @@
 from consumers.domain import AssetRemoval, AssetRequest, SourcePosition
-from consumers.work import KeyGate, Message, WorkItem
+from consumers.work import KeyGate, LaneQueue, Message, WorkItem
 
 
 def _item(asset: str, offset: int, removal: bool = False) -> WorkItem:
@@ -57,3 +57,16 @@ def test_gate_tells_a_create_whose_object_is_gone_that_its_removal_waits_behind_
     gate.admit(newer)
     assert gate.removal_waits("a", "10")
     assert not gate.removal_waits("a", None) and not gate.removal_waits("other", "10")
+
+
+def test_the_lane_queue_hands_out_uploads_before_backfill_in_order_within_a_lane():
+    ready = LaneQueue(maxsize=4)
+    items = [
+        WorkItem(Message(None, None, None, backfill=backfill), None)
+        for backfill in (True, True, False, True)
+    ]
+    for item in items:
+        ready.put_nowait(item)
+    assert ready.full()
+    assert [ready.get_nowait() for _ in range(4)] == [items[2], items[0], items[1], items[3]]
+    assert ready.empty()
