@@ -80,7 +80,17 @@ def run_tiled(
         for result, box in zip(per_tile, boxes, strict=True)
         for obj in result["objects"]
     ]
-    return {**per_tile[0], "objects": _merge_objects(found, function.manifest)}
+    merged = {**per_tile[0], "objects": _merge_objects(found, function.manifest)}
+    if all("candidates" in result for result in per_tile):  # the boxes above the floor, too
+        pool = [
+            (obj, (box[0], box[1]))
+            for result, box in zip(per_tile, boxes, strict=True)
+            for obj in result["candidates"]
+        ]
+        head = function.manifest.head
+        bound = int(head.get("max_detections", 100)) + int(head.get("max_candidates", 100))
+        merged["candidates"] = _merge_objects(pool, function.manifest, bound)
+    return merged
 
 
 def predict_tiled(
@@ -101,9 +111,12 @@ def predict_tiled(
 
 
 def _merge_objects(
-    found: list[tuple[dict[str, Any], tuple[int, int]]], manifest: Manifest
+    found: list[tuple[dict[str, Any], tuple[int, int]]],
+    manifest: Manifest,
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Objects of every tile in the image's pixels, one class-wise NMS over them, best first."""
+    """Objects of every tile in the image's pixels, one class-wise NMS over them, best first
+    (at most ``limit``, else the head's ``max_detections``)."""
     from torchvision.ops import batched_nms
 
     if not found:
@@ -115,7 +128,7 @@ def _merge_objects(
     labels = torch.tensor([manifest.labels.index(o["label"]) for o, _ in found])
     iou = float(manifest.head.get("nms_iou", 0.5))
     keep = batched_nms(torch.tensor(shifted, dtype=torch.float32), scores, labels, iou)
-    keep = keep[: int(manifest.head.get("max_detections", 100))]
+    keep = keep[: limit if limit is not None else int(manifest.head.get("max_detections", 100))]
     return [
         {"label": found[k][0]["label"], "score": found[k][0]["score"], "box": shifted[k]}
         for k in keep.tolist()

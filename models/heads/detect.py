@@ -27,6 +27,9 @@ from models.manifest import FunctionType, Manifest
 DEFAULT_THRESHOLD = 0.3
 DEFAULT_NMS_IOU = 0.5
 DEFAULT_MAX_DETECTIONS = 100
+# boxes kept below the threshold (``candidates``), so a lower threshold later needs no model
+DEFAULT_SCORE_FLOOR = 0.05
+DEFAULT_MAX_CANDIDATES = 100
 PRE_NMS_TOP_K = 1000
 PRIOR_PROB = 0.01  # focal-loss prior: initial class probability of every cell
 
@@ -110,17 +113,34 @@ def label_thresholds(manifest: Manifest) -> list[float]:
 
 def _detect_one(
     boxes: torch.Tensor, score: torch.Tensor, limits: torch.Tensor, manifest: Manifest
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(boxes (K, 4) normalised, scores (K,), label indices (K,)) of one image after NMS."""
-    cell, label = torch.nonzero(score >= limits[None, :], as_tuple=True)
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """(boxes (K, 4) normalised, scores (K,), label indices (K,), n) of one image after NMS:
+    the candidates at or above the floor (``head["score_floor"]``, or the label's threshold
+    when lower), of which the first ``n`` are the objects (each part highest first).
+
+    The objects are the candidates at or above their label's threshold, at most
+    ``head["max_detections"]``: the boxes NMS keeps among the floor's boxes are the ones it
+    keeps among the threshold's (a box is only suppressed by a higher-scoring box of its label,
+    which reaches the threshold too). At most ``head["max_candidates"]`` candidates are kept
+    beyond the objects.
+    """
+    floor = torch.clamp(limits, max=float(manifest.head.get("score_floor", DEFAULT_SCORE_FLOOR)))
+    cell, label = torch.nonzero(score >= floor[None, :], as_tuple=True)
     s = score[cell, label]
     if len(s) > PRE_NMS_TOP_K:
         s, top = s.topk(PRE_NMS_TOP_K)
         cell, label = cell[top], label[top]
     b = boxes[cell]
     keep = batched_nms(b, s, label, float(manifest.head.get("nms_iou", DEFAULT_NMS_IOU)))
-    keep = keep[: int(manifest.head.get("max_detections", DEFAULT_MAX_DETECTIONS))]
-    return b[keep], s[keep], label[keep]
+    passing = torch.nonzero(s[keep] >= limits[label[keep]], as_tuple=True)[0]
+    passing = passing[: int(manifest.head.get("max_detections", DEFAULT_MAX_DETECTIONS))]
+    # the objects first (in score order), then the other candidates up to the bound
+    objects = keep[passing]
+    rest = torch.ones(len(keep), dtype=torch.bool, device=keep.device)
+    rest[passing] = False
+    others = keep[rest][: int(manifest.head.get("max_candidates", DEFAULT_MAX_CANDIDATES))]
+    chosen = torch.cat([objects, others])
+    return b[chosen], s[chosen], label[chosen], len(objects)
 
 
 def results(
@@ -133,17 +153,22 @@ def results(
     ``(width, height)``), clipped to it; objects are sorted by score, highest first.
     ``thresholds`` maps every label to the score its boxes had to reach (as the tags head
     does: the store keeps it as each tag's provenance, the review queue flags boxes near it).
+    ``candidates`` holds the objects and the other boxes NMS kept scoring at least
+    ``score_floor`` (``head["score_floor"]``, default :data:`DEFAULT_SCORE_FLOOR`; at most
+    ``head["max_candidates"]`` more than the objects), highest first: ``tagfleet retag`` draws
+    a lower threshold's objects from them without running the model.
     """
     all_scores = scores(raw)
+    floor = float(manifest.head.get("score_floor", DEFAULT_SCORE_FLOOR))
     per_label = label_thresholds(manifest)
     thresholds = {label: float(t) for label, t in zip(manifest.labels, per_label, strict=True)}
     limits = torch.tensor(per_label, device=all_scores.device)
     out = []
     for i, (width, height) in enumerate(orig_sizes):
-        boxes, s, label = _detect_one(raw["boxes"][i].float(), all_scores[i], limits, manifest)
+        boxes, s, label, n = _detect_one(raw["boxes"][i].float(), all_scores[i], limits, manifest)
         scale = torch.tensor([width, height, width, height], device=boxes.device)
         boxes = clip_boxes_to_image(boxes * scale, (height, width))
-        objects = [
+        found: list[dict[str, Any]] = [
             {"label": manifest.labels[int(k)], "score": float(v), "box": [float(c) for c in box]}
             for box, v, k in zip(
                 boxes.cpu().tolist(), s.cpu().tolist(), label.cpu().tolist(), strict=True
@@ -153,8 +178,10 @@ def results(
             {
                 "type": "detect",
                 "version": manifest.version,
-                "objects": objects,
+                "objects": found[:n],
                 "thresholds": dict(thresholds),
+                "candidates": sorted(found, key=lambda o: -o["score"]),
+                "score_floor": floor,
             }
         )
     return out

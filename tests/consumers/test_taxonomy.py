@@ -171,3 +171,37 @@ def test_target_precision_on_peoples_labels() -> None:
     assert "1 present and 0 absent" in found.skipped["dog"]
     fooled = [*labelled, (tags(0.95), "cat", "absent")]  # the best score is a wrong one
     assert "no threshold reaches" in calibrate(fooled, 0.99, 5).skipped["cat"]
+
+
+def test_a_lower_detect_threshold_from_candidates_equals_running_the_head_with_it() -> None:
+    """What retag draws from the stored candidates is what the model would have said."""
+    import torch
+
+    from models.backbones import resolve_ref
+    from models.heads.detect import results
+    from models.manifest import Manifest
+
+    gen = torch.Generator().manual_seed(3)
+    raw = {
+        "logits": torch.randn(1, 64, 2, generator=gen) * 2 - 2,
+        "centerness": torch.randn(1, 64, generator=gen),
+        "boxes": torch.rand(1, 64, 4, generator=gen).sort(dim=-1).values[..., [0, 1, 2, 3]],
+    }
+
+    def manifest(limit: float) -> Manifest:
+        return Manifest(
+            name="logo",
+            type="detect",
+            labels=["logo", "text"],
+            backbone=resolve_ref("tiny-vit"),
+            thresholds={"*": limit},
+            head={"nms_iou": 0.5, "max_detections": 100, "max_candidates": 100},
+            version="v1",
+        )
+
+    [stored] = results(raw, manifest(0.5), [(64, 64)])
+    for limit in (0.1, 0.2, 0.3):
+        [rerun] = results(raw, manifest(limit), [(64, 64)])
+        redrawn = [(s[0], s[1], s[2]) for s in select(stored, {"*": limit})]
+        assert redrawn == [(o["label"], o["score"], o["box"]) for o in rerun["objects"]]
+        assert len(redrawn) > len(stored["objects"])

@@ -85,6 +85,33 @@ def test_thresholds_per_label_then_global() -> None:
     assert out["thresholds"] == {"logo": 0.7, "text": 0.5}
 
 
+def test_boxes_above_the_floor_are_kept_as_candidates_and_the_objects_stay() -> None:
+    raw = _raw(
+        [
+            (0, 0, 0.9, [0.1, 0.1, 0.4, 0.4]),
+            (1, 0, 0.3, [0.6, 0.6, 0.9, 0.9]),
+            (2, 1, 0.2, [0.1, 0.6, 0.3, 0.9]),
+            (3, 1, 0.04, [0.5, 0.1, 0.9, 0.3]),  # below the floor (0.05)
+        ]
+    )
+    [out] = results(raw, _manifest(), [(100, 100)])
+    assert [(o["label"], round(o["score"], 2)) for o in out["objects"]] == [("logo", 0.9)]
+    assert [(o["label"], round(o["score"], 2)) for o in out["candidates"]] == [
+        ("logo", 0.9),
+        ("logo", 0.3),
+        ("text", 0.2),
+    ]
+    assert out["score_floor"] == 0.05
+    # the floor and the bound are the manifest's; the objects do not depend on them
+    manifest = _manifest()
+    bounded = manifest.model_copy(update={"head": {**manifest.head, "max_candidates": 1}})
+    [few] = results(raw, bounded, [(100, 100)])
+    assert few["objects"] == out["objects"] and len(few["candidates"]) == 2
+    high = manifest.model_copy(update={"head": {**manifest.head, "score_floor": 0.25}})
+    [none_below] = results(raw, high, [(100, 100)])
+    assert [round(o["score"], 2) for o in none_below["candidates"]] == [0.9, 0.3]
+
+
 def _random_detect(tiny_config: str, seed: int = 0) -> Artifact:
     """An untrained detect artifact on the tiny backbone that reports every candidate."""
     manifest = Manifest(

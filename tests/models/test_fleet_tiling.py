@@ -89,6 +89,11 @@ def test_tiled_functions_read_the_tiles_and_the_others_the_whole_image(
         assert all(0 <= o["box"][0] <= o["box"][2] <= 160 + 1e-3 for o in objects)
         assert all(0 <= o["box"][1] <= o["box"][3] <= 96 + 1e-3 for o in objects)
         assert max(o["box"][2] for o in objects) > 48
+        # the boxes kept above the floor (retag) are the image's too, the objects among them
+        candidates = got["things"]["candidates"]
+        assert all(0 <= o["box"][0] <= o["box"][2] <= 160 + 1e-3 for o in candidates)
+        assert max(o["box"][2] for o in candidates) > 48
+        assert all(any(o["box"] == c["box"] for c in candidates) for o in objects)
 
 
 def test_a_selection_without_the_tiled_function_encodes_no_tile(
