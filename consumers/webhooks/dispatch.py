@@ -267,29 +267,31 @@ def redrive(
     except TopicMissing:
         letters = []  # nothing was ever dead-lettered
     out = Redriven()
-    producer: KafkaProducer | None = None
+    pending = []
+    for record in letters:
+        if dict(record.headers or []).get(ENDPOINT_HEADER, b"").decode() != endpoint.id:
+            continue
+        if ledger.position(record) in done:
+            out.already += 1
+        else:
+            pending.append(record)
+    if not pending:
+        return out
+    # the ledger is reachable and writable before anything is sent
+    ledger.ensure(kafka, ledger_name)
+    producer = KafkaProducer(**kafka, acks="all", retries=5)
     try:
-        for record in letters:
-            headers = dict(record.headers or [])
-            if headers.get(ENDPOINT_HEADER, b"").decode() != endpoint.id:
-                continue
-            where = ledger.position(record)
-            if where in done:
-                out.already += 1
-                continue
+        for record in pending:
             if post_once(endpoint, record.value, policy.timeout_s) is not None:
                 out.failed += 1
                 continue
             out.delivered += 1
-            if producer is None:
-                ledger.ensure(kafka, ledger_name)
-                producer = KafkaProducer(**kafka, acks="all", retries=5)
+            where = ledger.position(record)
             key, value = ledger.entry(where, endpoint.id)
             try:
                 producer.send(ledger_name, key=key, value=value).get(timeout=30)
             except KafkaError as exc:
                 out.unrecorded.append(f"{where} ({exc})")
     finally:
-        if producer is not None:
-            producer.close(10)
+        producer.close(10)
     return out

@@ -80,19 +80,27 @@ class LagProbe(threading.Thread):
         self.stop, self.every_s = stop, every_s
 
     def run(self) -> None:
-        admin = KafkaAdminClient(**self.kafka)
-        consumer = KafkaConsumer(**self.kafka, group_id=None, enable_auto_commit=False)
+        admin: KafkaAdminClient | None = None
+        consumer: KafkaConsumer | None = None
         try:
             while True:
-                try:
+                try:  # clients made here too: a broker down at the start is tried again
+                    if admin is None:
+                        admin = KafkaAdminClient(**self.kafka)
+                    if consumer is None:
+                        consumer = KafkaConsumer(
+                            **self.kafka, group_id=None, enable_auto_commit=False
+                        )
                     self.measure(admin, consumer)
                 except KafkaError as exc:  # the next round tries again
                     log.warning("webhook lag not measured", extra={"error": str(exc)})
                 if self.stop.wait(self.every_s):
                     return
         finally:
-            consumer.close()
-            admin.close()
+            if consumer is not None:
+                consumer.close()
+            if admin is not None:
+                admin.close()
 
     def measure(self, admin: KafkaAdminClient, consumer: KafkaConsumer) -> None:
         partitions = consumer.partitions_for_topic(self.topic) or set()
