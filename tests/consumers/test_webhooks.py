@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -181,7 +182,7 @@ def test_signed_retried_and_isolated(
 
 
 def test_a_receiver_gone_past_the_budget_is_dead_lettered_and_redriven_once(
-    tmp_path: Path, kafka_bootstrap: str, new_topic: Any, serve: Any
+    tmp_path: Path, kafka_bootstrap: str, kafka_admin: Any, new_topic: Any, serve: Any
 ) -> None:
     topic, dlq = new_topic(partitions=1), new_topic(partitions=1)
     metrics = free_port()
@@ -250,6 +251,56 @@ def test_a_receiver_gone_past_the_budget_is_dead_lettered_and_redriven_once(
         assert len(back.bodies) == 6
     finally:
         back.close()
+        kafka_admin.delete_topics([f"{dlq}.redrives"])
+
+
+def test_a_redrive_sends_only_what_no_earlier_redrive_delivered(
+    tmp_path: Path, kafka_bootstrap: str, kafka_admin: Any, new_topic: Any
+) -> None:
+    """The ledger in-process: a POST that fails is sent again by the next redrive, and only it;
+    another endpoint's dead letters are never sent."""
+    from kafka import KafkaProducer
+
+    from consumers.webhooks.dispatch import ENDPOINT_HEADER, Delivery, redrive
+    from consumers.webhooks.registry import add
+
+    dlq = new_topic(partitions=2)
+    mine = add(tmp_path / "w.json", "http://127.0.0.1:9/hook", ["tags"], None)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    for i, owner in enumerate(["mine", "other", "mine", "mine", "other", "mine"]):
+        endpoint = mine.id if owner == "mine" else "0ther000"
+        producer.send(
+            dlq,
+            key=f"k{i}".encode(),
+            value=json.dumps({"asset_id": f"a{i}"}).encode(),
+            headers=[(ENDPOINT_HEADER, endpoint.encode())],
+        )
+    producer.flush(30)
+    producer.close()
+    sent: list[str] = []
+    tries: Counter[str] = Counter()
+
+    def post_once(_: Any, body: bytes, __: float) -> str | None:
+        asset = json.loads(body)["asset_id"]
+        sent.append(asset)
+        tries[asset] += 1
+        return "HTTP 500" if asset == "a2" and tries[asset] == 1 else None  # a2 fails once
+
+    common = {"bootstrap_servers": kafka_bootstrap}
+    try:
+        first = redrive(mine, kafka=common, dlq_topic=dlq, policy=Delivery(), post_once=post_once)
+        assert (first.delivered, first.failed, first.already) == (3, 1, 0)
+        assert sorted(sent) == ["a0", "a2", "a3", "a5"]
+        sent.clear()
+        second = redrive(mine, kafka=common, dlq_topic=dlq, policy=Delivery(), post_once=post_once)
+        assert (second.delivered, second.failed, second.already) == (1, 0, 3)
+        assert sent == ["a2"]
+        sent.clear()
+        third = redrive(mine, kafka=common, dlq_topic=dlq, policy=Delivery(), post_once=post_once)
+        assert (third.delivered, third.failed, third.already, sent) == (0, 0, 4, [])
+        assert first.unrecorded == second.unrecorded == []
+    finally:
+        kafka_admin.delete_topics([f"{dlq}.redrives"])
 
 
 def test_rotation_signs_with_both_secrets(tmp_path: Path) -> None:
