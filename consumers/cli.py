@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     from consumers.api.cli import register as register_api
 
     register_api(commands)
+    from consumers.apply_embeddings import register as register_apply
+    from consumers.library_search import register as register_search
+
+    register_apply(commands)
+    register_search(commands)
     from models.cli import register
 
     register(commands)

@@ -24,8 +24,10 @@ from consumers.api.fleet_info import fleet_functions
 from consumers.api.keys import ApiKey, authenticate
 from consumers.api.metrics import ApiMetrics
 from consumers.api.page import REVIEW_PAGE
+from consumers.api.search_routes import add_search_routes
 from consumers.api.thumbnails import thumbnail
 from consumers.domain import TransientError
+from consumers.library_search import Searcher
 from consumers.options import FUNCTION_NAME
 from consumers.safe_text import MAX_ID_BYTES, MAX_SHORT_BYTES, text_problem
 from consumers.store import TagStore
@@ -43,6 +45,7 @@ class ApiContext:
     fleet_path: str
     max_page_size: int = 200
     registry: CollectorRegistry | None = None
+    search: Searcher | None = None  # similar and text search (None: off, 503)
 
 
 class LabelBody(BaseModel):
@@ -142,6 +145,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     Reader = Annotated[ApiKey, Depends(scoped("read"))]
     Labeller = Annotated[ApiKey, Depends(scoped("label"))]
     AssetId = Annotated[str, Path(description="the asset id, e.g. s3://bucket/key")]
+    add_search_routes(app, scoped("read"), ctx.search)  # before /v1/assets/{asset_id:path}
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from consumers.api.settings import ApiKeyCreateOptions, ApiOptions, DatasetExportOptions
+from consumers.library_search import SearchBackbone
 from consumers.settings import StoreSettings
+from models.library_settings import EmbeddingStoreSettings
 from models.options import Options, add_options
-from models.settings import FleetFile
+from models.settings import FleetFile, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,9 @@ def register(commands: Any) -> None:
         " /review, the fleet's functions; OpenAPI at /openapi.json, docs at /docs. Every /v1"
         " request needs an API key (tagfleet api-key create).",
     )
-    add_options(p, [ApiOptions, StoreSettings, FleetFile])
+    add_options(
+        p, [ApiOptions, StoreSettings, FleetFile, EmbeddingStoreSettings, SearchBackbone, Runtime]
+    )
     p.set_defaults(handler=_run_api)
 
     keys = commands.add_parser("api-key", help="create and revoke API keys")
@@ -72,9 +76,20 @@ def _run_api(args: argparse.Namespace, options: Options) -> int:
     configure_logging()
     api = options[ApiOptions]
     store = TagStore(options[StoreSettings].store_url())
+    location = options[EmbeddingStoreSettings].embeddings
+    search = None
+    if location.startswith("s3://") or Path(location).is_dir():
+        from consumers.library_search import searcher_for
+
+        search = searcher_for(location, store.engine, options[SearchBackbone], options[Runtime])
+    else:
+        log.warning("search is off: no embedding store", extra={"embeddings": location})
     app = create_app(
         ApiContext(
-            store=store, fleet_path=options[FleetFile].fleet, max_page_size=api.max_page_size
+            store=store,
+            fleet_path=options[FleetFile].fleet,
+            max_page_size=api.max_page_size,
+            search=search,
         )
     )
     log.info("tags API listening", extra={"host": api.host, "port": api.port})

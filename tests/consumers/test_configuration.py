@@ -53,6 +53,9 @@ POSITIONALS = {
     "webhook remove": ["0123abcd"],
     "webhook rotate": ["0123abcd"],
     "webhook redrive": ["0123abcd"],
+    "apply": ["some/artifact"],
+    "similar": ["s3://bucket/key.jpg"],
+    "search": ["a red car on a street"],
 }
 # train's required options, given by their variables so that each can be replaced in turn
 REQUIRED = {
