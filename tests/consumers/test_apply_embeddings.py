@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -184,25 +185,29 @@ def lib_time() -> Any:
     return datetime(2026, 12, 2, tzinfo=UTC)
 
 
-@pytest.fixture
-def small(tmp_path: Path, sqlite_url: str) -> dict[str, Any]:
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The library (200 assets, two tenants), its tag store's template and two versions of a
+    function trained on 40 of its ids: built once for the tests below."""
+    tmp = tmp_path_factory.mktemp("apply")
     backbone = tiny_backbone()
-    lib = build_library(tmp_path, sqlite_url, backbone, 200, seed=5, tenants=("default", "acme"))
-    manifest = labelled_manifest(tmp_path / "labelled.jsonl", lib.ids, lib.truth, 40)
+    url = f"sqlite:///{tmp / 'template.db'}"
+    lib = build_library(tmp, url, backbone, 200, seed=5, tenants=("default", "acme"))
+    manifest = labelled_manifest(tmp / "labelled.jsonl", lib.ids, lib.truth, 40)
     embeddings = open_embedding_store(lib.embeddings)
     spec = TrainSpec(type="classify", name="colour", backbone=TINY, epochs=60, progress=False)
-    v1 = save_artifact(train_from_embeddings(manifest, spec, embeddings), str(tmp_path / "v1"))
+    v1 = save_artifact(train_from_embeddings(manifest, spec, embeddings), str(tmp / "v1"))
     spec2 = spec.model_copy(update={"seed": 1})
-    v2 = save_artifact(train_from_embeddings(manifest, spec2, embeddings), str(tmp_path / "v2"))
+    v2 = save_artifact(train_from_embeddings(manifest, spec2, embeddings), str(tmp / "v2"))
     assert v1.manifest.version != v2.manifest.version
-    return {
-        "lib": lib,
-        "url": sqlite_url,
-        "backbone": backbone,
-        "v1": v1,
-        "v2": v2,
-        "tmp": tmp_path,
-    }
+    return {"lib": lib, "backbone": backbone, "v1": v1, "v2": v2, "tmp": tmp}
+
+
+@pytest.fixture
+def small(built: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    """``built`` with a tag store of its own (a copy of the template) and a work folder."""
+    shutil.copy(built["tmp"] / "template.db", tmp_path / "tags.db")
+    return {**built, "url": f"sqlite:///{tmp_path / 'tags.db'}", "work": tmp_path}
 
 
 def applied(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
@@ -225,7 +230,7 @@ def test_a_new_version_replaces_the_current_results_and_every_version_is_kept(
         conn.execute(
             sa.text("UPDATE assets SET removed = true WHERE asset_id = :a"), {"a": lib.ids[0]}
         )
-    registry = str(tmp / "registry")
+    registry = str(small["work"] / "registry")
     second = applied(capsys, str(tmp / "v2"), *common, "--registry", registry)
     assert second["written"] == 199 and second["skipped_removed"] == 1
     assert [r.version for r in reg.read_index(registry, "colour").versions] == [
@@ -286,10 +291,10 @@ def test_apply_refuses_what_it_cannot_do_with_one_line(
     state["patch.weight"] = state["linear.weight"][:, :64].clone() + 1
     from models.artifacts import Artifact
 
-    save_artifact(Artifact(zs.manifest, state), str(tmp / "patchy"))
-    assert tagfleet(["apply", str(tmp / "patchy"), "--from-embeddings", *common]) == 2
+    save_artifact(Artifact(zs.manifest, state), str(small["work"] / "patchy"))
+    assert tagfleet(["apply", str(small["work"] / "patchy"), "--from-embeddings", *common]) == 2
     assert "patch tokens" in capsys.readouterr().err
-    assert tagfleet(["apply", str(tmp / "nothing"), "--from-embeddings", *common]) == 2
+    assert tagfleet(["apply", str(small["work"] / "nothing"), "--from-embeddings", *common]) == 2
     assert "no artifact" in capsys.readouterr().err
 
 
