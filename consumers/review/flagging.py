@@ -4,10 +4,11 @@
   (``low_margin``);
 - tags: a label scored within ``band`` of its threshold, above or below (``near_threshold``;
   the label closest to its threshold is the one proposed);
-- detect: a box scored within ``band`` of its label's threshold (``near_threshold``; the box
-  closest to its threshold is proposed). Boxes below a threshold are not in the result, so
-  only the band's upper half can be seen; a result without ``thresholds`` (written before
-  detect results carried them) is not flagged by this rule;
+- detect: a box scored within ``band`` of its label's threshold, above or below
+  (``near_threshold``; the box closest to its threshold is proposed), among the result's
+  ``candidates`` (the boxes down to the head's score floor); a result without candidates
+  shows its objects only, so only the band's upper half is seen, and one without
+  ``thresholds`` (written before detect results carried them) is not flagged by this rule;
 - the serving and the shadow version disagree (``shadow_disagreement``: another classify
   label, or another set of tags or of box labels; the serving version's proposal is kept);
 - a sample of confident predictions for spot checks (``spot_check``): a ``spot_rate`` share
@@ -78,26 +79,30 @@ def _tags(obj: dict[str, Any], policy: ReviewPolicy) -> tuple[str, str | None, f
     return "", None if best is None else best["label"], None if best is None else best["score"]
 
 
+def _boxes(obj: dict[str, Any], key: str) -> list[tuple[str, float]]:
+    return [(str(o["label"]), float(o["score"])) for o in obj.get(key) or []]
+
+
 def _detect(obj: dict[str, Any], policy: ReviewPolicy) -> tuple[str, str | None, float | None]:
     thresholds: dict[str, float] = obj.get("thresholds") or {}
-    boxes = [(str(o["label"]), float(o["score"])) for o in obj.get("objects") or []]
     near = [
         (abs(score - float(thresholds[label])), label, score)
-        for label, score in boxes
+        for label, score in _boxes(obj, "candidates") or _boxes(obj, "objects")
         if label in thresholds and abs(score - float(thresholds[label])) <= policy.band
     ]
     if near:
         _, label, score = min(near)
         return "near_threshold", label, score
-    best = max(boxes, key=lambda b: b[1], default=None)
+    best = max(_boxes(obj, "objects"), key=lambda b: b[1], default=None)
     return "", None if best is None else best[0], None if best is None else best[1]
 
 
 def _best_boxes(obj: dict[str, Any]) -> dict[str, float]:
-    """A detect result's scores as a review item shows them: each label's best box."""
+    """A detect result's scores as a review item shows them: each label's best box (among
+    the candidates, below the threshold too, when the result has them)."""
     best: dict[str, float] = {}
-    for o in obj.get("objects") or []:
-        best[str(o["label"])] = max(best.get(str(o["label"]), 0.0), float(o["score"]))
+    for label, score in _boxes(obj, "candidates") or _boxes(obj, "objects"):
+        best[label] = max(best.get(label, 0.0), score)
     return best
 
 

@@ -195,6 +195,27 @@ def test_detect_boxes_near_their_threshold_are_flagged_with_the_spot_checks() ->
     shadow = {**sure.functions["logos"], "version": "v2", "objects": []}
     [disagree] = flag(replace(sure, shadows={"logos": shadow}), policy)
     assert (disagree.reason, disagree.label) == ("shadow_disagreement", "logo")
+    # the candidates (boxes down to the head's floor) show the band's lower half too
+    below = _detect(
+        "s3://b/below",
+        [("logo", 0.9)],
+        candidates=[
+            {"label": "logo", "score": 0.9, "box": [1.0, 1.0, 5.0, 5.0]},
+            {"label": "logo", "score": 0.47, "box": [6.0, 6.0, 9.0, 9.0]},
+            {"label": "text", "score": 0.2, "box": [1.0, 6.0, 4.0, 9.0]},
+        ],
+        **limits,
+    )
+    [lower] = flag(below, policy)
+    assert (lower.reason, lower.label, lower.score) == ("near_threshold", "logo", 0.47)
+    assert lower.scores == {"logo": 0.9, "text": 0.2}
+    far_below = replace(
+        below,
+        functions={
+            "logos": {**below.functions["logos"], "candidates": [{"label": "text", "score": 0.2}]}
+        },
+    )
+    assert flag(far_below, policy) == []
 
 
 def test_queue_caps_and_dedup_on_postgres(pg_url: str) -> None:
