@@ -37,6 +37,9 @@ def ai_tag(row: Any) -> dict[str, Any]:
     }
     if row["x1"] is not None:
         tag["box"] = [row["x1"], row["y1"], row["x2"], row["y2"]]
+    version = row.get("mapping_version")
+    if version is not None:  # drawn through a taxonomy and thresholds (docs/library.md)
+        tag["mapping"] = {"source": row.get("tag_source"), "version": version}
     return tag
 
 

@@ -242,12 +242,18 @@ def test_a_taxonomy_shows_in_effective_tags_and_search(
     assert json.loads(capsys.readouterr().out)["*"]["taxonomy"]["drop"] == ["cat"]
 
     asset = "s3://lib/001.jpg"
+    version = mapping_version(load_taxonomy(tmp_path / "taxonomy.yaml"), {})
     server = ApiProcess(tmp_path / "api.log", pg_url)
     try:
         with server.client(make_key(pg_url, "acme", "read")) as http:
             view = json_of(http.get(asset_path(asset)))
             colours = {t["label"] for t in view["effective_tags"] if t["function"] == "colours"}
             assert colours == {"crimson", "scarlet", "warm colour", "green"}
+            assert {
+                (t["mapping"]["source"], t["mapping"]["version"])
+                for t in view["effective_tags"]
+                if t["function"] == "colours"
+            } == {("retag", version)}
             for term in ("scarlet", "warm colour", "crimson"):
                 found = json_of(http.get("/v1/search", params={"label": term}))
                 assert [i["asset_id"] for i in found["items"]] == [asset], term
