@@ -225,7 +225,8 @@ def run_tag(sources: Sequence[str], options: Options) -> int:
 
     started = time.monotonic()
     try:
-        with open_decoder(settings, fleet.input_size, decode_limits(settings)) as decode:
+        limits = decode_limits(settings)
+        with open_decoder(settings, fleet.input_size, limits, tilings=fleet.tilings) as decode:
             summary = tag_requests(
                 requests,
                 fleet,

@@ -1,13 +1,22 @@
 """Image decoding with Pillow: accepted formats only, pixel and byte limits, JPEG draft, EXIF
 orientation.
 
+Tiles: when some function of the fleet has a tiling (:class:`models.tile_grid.Tiling`), the
+image is decoded at full size (no JPEG draft: the tiles need the original's pixels), and
+besides the whole-image array the decoder cuts, for each tiling, the tiles the function reads
+(:class:`models.tile_grid.TileSet`), each resized to the model input. At most
+``max_tiles`` tiles per tiling: a larger image is cut into fewer, larger tiles
+(:meth:`models.tile_grid.Tiling.fit`), so an image's tiles hold at most
+``max_tiles x target x target x 3`` bytes per tiling.
+
 Thread-safe: no Pillow global is changed. Pillow's own bomb check (``Image.MAX_IMAGE_PIXELS``,
 an error above twice its value) stays in force, so the effective limit is the lower of
 ``max_pixels`` and ``2 * Image.MAX_IMAGE_PIXELS``; ``ImageFile.LOAD_TRUNCATED_IMAGES`` stays off.
 
 Memory is budgeted from the header, before any pixel is decoded: the buffer Pillow will fill
 (width x height x its bytes per pixel for the decoded mode, after JPEG draft scaling) plus the
-8-bit RGB copy made from it must fit ``max_decode_bytes``. A 100 MP 32-bit TIFF of 690 KB
+8-bit RGB copy made from it (and the tiles, when the fleet reads some function in tiles) must
+fit ``max_decode_bytes``. A 100 MP 32-bit TIFF of 690 KB
 asks for 800 MB and is refused; wide modes are narrowed to 8 bits in row blocks, never through
 a 64-bit copy of the whole image.
 """
@@ -15,7 +24,7 @@ a 64-bit copy of the whole image.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -24,6 +33,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from consumers.domain import PermanentError, Reason
 from models.preprocess import preprocess_image
+from models.tile_grid import TileSet, Tiling, cut_tile_set
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP")
 _SIGNATURES = {
@@ -52,29 +62,38 @@ _ROW_BLOCK_BYTES = 8 << 20  # wide modes are narrowed to 8 bits this many source
 
 @dataclass(frozen=True, slots=True)
 class DecodeLimits:
-    """What the decoder accepts: Pillow format names and the largest ``width * height``."""
+    """What the decoder accepts: Pillow format names and the largest ``width * height``;
+    ``max_tiles``: the most tiles cut from one image for one tiling."""
 
     max_pixels: int = 100_000_000
     formats: tuple[str, ...] = ACCEPTED_FORMATS
     max_decode_bytes: int = 512_000_000
+    max_tiles: int = 64
 
 
 @dataclass(frozen=True, slots=True)
 class DecodedImage:
-    """The model input (``target x target x 3`` uint8 RGB) and the original's oriented size."""
+    """The model input (``target x target x 3`` uint8 RGB) and the original's oriented size;
+    ``tiles``: one :class:`TileSet` per tiling asked for (none when none was)."""
 
     array: np.ndarray
     width: int
     height: int
     format: str
+    tiles: tuple[TileSet, ...] = ()
 
 
-def decode_image(data: bytes, target: int, limits: DecodeLimits) -> DecodedImage:
+def decode_image(
+    data: bytes, target: int, limits: DecodeLimits, tilings: Sequence[Tiling] = ()
+) -> DecodedImage:
     """Decode ``data`` for a model whose input side is ``target``.
 
     JPEGs are decoded with ``draft()`` at the smallest DCT scale still covering ``target`` on
-    both sides. The first frame of animated images is used; alpha is composited on white;
-    CMYK, palette, grey and 16-bit modes become 8-bit RGB; EXIF orientation is applied, and
+    both sides, unless ``tilings`` are given: then the image is decoded at full size and its
+    tiles for each tiling are cut from the oriented original (at most ``limits.max_tiles``
+    per tiling, :meth:`Tiling.fit`), each resized to ``target``. The first frame of animated
+    images is used; alpha is composited on white; CMYK, palette, grey and 16-bit modes become
+    8-bit RGB; EXIF orientation is applied, and
     ``width``/``height`` are those of the full-size image once oriented. Decoding happens here
     (``load()``), so its cost and its errors belong to this call.
 
@@ -83,15 +102,24 @@ def decode_image(data: bytes, target: int, limits: DecodeLimits) -> DecodedImage
     ``limits.max_decode_bytes``, checked from the header before any pixel is decoded, or out
     of memory while decoding), ``image_decode_failed`` (truncated, corrupt).
     """
-    return _decode(data, target, limits, draft=True)
+    return _decode(data, target, limits, draft=not tilings, tilings=tilings)
 
 
-def decode_image_full(data: bytes, target: int, limits: DecodeLimits) -> DecodedImage:
+def decode_image_full(
+    data: bytes, target: int, limits: DecodeLimits, tilings: Sequence[Tiling] = ()
+) -> DecodedImage:
     """:func:`decode_image` without ``draft()``: full-size decode, then resize (benchmarks)."""
-    return _decode(data, target, limits, draft=False)
+    return _decode(data, target, limits, draft=False, tilings=tilings)
 
 
-def _decode(data: bytes, target: int, limits: DecodeLimits, *, draft: bool) -> DecodedImage:
+def tiles_bytes(tilings: Sequence[Tiling], target: int, max_tiles: int) -> int:
+    """The most bytes the tiles of one image take: ``max_tiles`` per tiling."""
+    return len(tilings) * max_tiles * target * target * 3
+
+
+def _decode(
+    data: bytes, target: int, limits: DecodeLimits, *, draft: bool, tilings: Sequence[Tiling]
+) -> DecodedImage:
     if not data:
         raise PermanentError(Reason.EMPTY_OBJECT, "the object has no bytes")
     with _pillow_errors():
@@ -105,6 +133,7 @@ def _decode(data: bytes, target: int, limits: DecodeLimits, *, draft: bool) -> D
         if draft and image.format == "JPEG":
             image.draft("RGB", (target, target))
         needed = decode_bytes(image.mode, *image.size)
+        needed += tiles_bytes(tilings, target, limits.max_tiles)
         if needed > limits.max_decode_bytes:
             raise PermanentError(
                 Reason.IMAGE_TOO_LARGE,
@@ -119,7 +148,10 @@ def _decode(data: bytes, target: int, limits: DecodeLimits, *, draft: bool) -> D
             if orientation >= 5:
                 width, height = height, width
         array = preprocess_image(rgb, target)
-    return DecodedImage(array=array, width=width, height=height, format=str(image.format))
+        tiles = tuple(cut_tile_set(rgb, t, target, limits.max_tiles) for t in tilings)
+    return DecodedImage(
+        array=array, width=width, height=height, format=str(image.format), tiles=tiles
+    )
 
 
 def decode_bytes(mode: str, width: int, height: int) -> int:

@@ -11,8 +11,10 @@ its stdin and answers on its stdout. The parent keeps a pool of idle children; a
 one, sends the bytes, waits for the answer and gives the child back.
 
 Frames: an 8-byte big-endian length, then the payload. Request payload: the image bytes.
-Answer payload: ``K`` + a fixed header (width, height, rows, columns, channels, format) + the
-array's bytes, or ``E`` + the reason code + a newline + the message. No pickle: a child that
+Answer payload: ``K`` + a fixed header (width, height, rows, columns, channels, format, number
+of tile sets) + the array's bytes + each tile set (a fixed header: the tiling asked for, the
+tiling cut, the number of tiles and their side; then each tile's box, then the tiles' bytes),
+or ``E`` + the reason code + a newline + the message. No pickle: a child that
 a hostile image took over cannot make the parent run code by what it answers; the parent
 checks the header against the payload's size.
 
@@ -45,10 +47,14 @@ from consumers import failpoints
 from consumers.decode import DecodedImage, DecodeLimits, decode_image, decode_image_full
 from consumers.domain import PermanentError, Reason, TransientError
 from consumers.logs import configure_logging
+from models.tile_grid import TileSet, Tiling
 
 _LENGTH = struct.Struct("!Q")
 _READY = b"ready"
-_IMAGE = struct.Struct("!IIHHB16s")  # width, height, rows, columns, channels, format
+# width, height, rows, columns, channels, format, tile sets
+_IMAGE = struct.Struct("!IIHHB16sB")
+_TILES = struct.Struct("!IdIdHH")  # tiling (tile, overlap), tiling cut, tiles, their side
+_BOX = struct.Struct("!IIII")
 _MAX_ERROR_FRAME = 64 * 1024
 # What a child inherits: where to find Python and our code, the locale, the OpenBLAS settings
 # some processors need, and the test-only failpoints. Nothing else of the parent's.
@@ -73,26 +79,71 @@ def encode_answer(answer: DecodedImage | PermanentError) -> bytes:
     array = np.ascontiguousarray(answer.array, dtype=np.uint8)
     rows, columns, channels = array.shape
     header = _IMAGE.pack(
-        answer.width, answer.height, rows, columns, channels, answer.format.encode()[:16]
+        answer.width,
+        answer.height,
+        rows,
+        columns,
+        channels,
+        answer.format.encode()[:16],
+        len(answer.tiles),
     )
-    return b"K" + header + array.tobytes()
+    parts = [b"K", header, array.tobytes()]
+    for tile_set in answer.tiles:
+        tiles = np.ascontiguousarray(tile_set.array, dtype=np.uint8)
+        asked, used = tile_set.tiling, tile_set.used
+        parts.append(
+            _TILES.pack(asked.tile, asked.overlap, used.tile, used.overlap, *tiles.shape[:2])
+        )
+        parts += [_BOX.pack(*box) for box in tile_set.boxes]
+        parts.append(tiles.tobytes())
+    return b"".join(parts)
 
 
-def decode_answer(payload: bytes) -> DecodedImage:
+def decode_answer(payload: bytes | bytearray) -> DecodedImage:
     """The image of an answer payload; raises the :class:`PermanentError` it carries, or
-    ``ValueError`` for a payload that is not an answer."""
-    kind, body = payload[:1], payload[1:]
+    ``ValueError`` for a payload that is not an answer. The arrays are views of ``payload``
+    (writable when it is a ``bytearray``), not copies."""
+    kind, body = bytes(payload[:1]), memoryview(payload)[1:]
     if kind == b"E":
-        reason, _, message = body.partition(b"\n")
+        reason, _, message = bytes(body).partition(b"\n")
         raise PermanentError(Reason(reason.decode()), message.decode("utf-8", "replace"))
     if kind != b"K" or len(body) < _IMAGE.size:
         raise ValueError("not a decode answer")
-    width, height, rows, columns, channels, fmt = _IMAGE.unpack_from(body)
-    pixels = body[_IMAGE.size :]
-    if len(pixels) != rows * columns * channels:
+    width, height, rows, columns, channels, fmt, sets = _IMAGE.unpack_from(body)
+    at = _IMAGE.size + rows * columns * channels
+    if len(body) < at:
         raise ValueError("the answer's pixels do not match its header")
-    array = np.frombuffer(pixels, dtype=np.uint8).reshape(rows, columns, channels)
-    return DecodedImage(array=array, width=width, height=height, format=fmt.rstrip(b"\0").decode())
+    array = np.frombuffer(body, dtype=np.uint8, count=at - _IMAGE.size, offset=_IMAGE.size)
+    tiles = []
+    for _ in range(sets):
+        if len(body) < at + _TILES.size:
+            raise ValueError("the answer's tiles do not match its header")
+        tile, overlap, used_tile, used_overlap, count, side = _TILES.unpack_from(body, at)
+        at += _TILES.size
+        size = count * (_BOX.size + side * side * 3)
+        if len(body) < at + size:
+            raise ValueError("the answer's tiles do not match their header")
+        boxes = tuple(_BOX.unpack_from(body, at + i * _BOX.size) for i in range(count))
+        at += count * _BOX.size
+        pixels = np.frombuffer(body, dtype=np.uint8, count=count * side * side * 3, offset=at)
+        at += count * side * side * 3
+        tiles.append(
+            TileSet(
+                Tiling(tile, overlap),
+                Tiling(used_tile, used_overlap),
+                pixels.reshape(count, side, side, 3),
+                boxes,
+            )
+        )
+    if at != len(body):
+        raise ValueError("the answer is longer than its header says")
+    return DecodedImage(
+        array=array.reshape(rows, columns, channels),
+        width=width,
+        height=height,
+        format=fmt.rstrip(b"\0").decode(),
+        tiles=tuple(tiles),
+    )
 
 
 class ChildDied(Exception):
@@ -113,6 +164,7 @@ class _Child:
         draft: bool,
         log: tuple[str, str],
         memory_bytes: int | None,
+        tilings: tuple[Tiling, ...] = (),
     ) -> None:
         argv = [
             sys.executable,
@@ -126,6 +178,8 @@ class _Child:
             ",".join(limits.formats),
             "--max-decode-bytes",
             str(limits.max_decode_bytes),
+            "--max-tiles",
+            str(limits.max_tiles),
             "--log-level",
             log[0],
             "--log-format",
@@ -135,6 +189,8 @@ class _Child:
             argv.append("--full")
         if memory_bytes:
             argv += ["--memory-bytes", str(memory_bytes)]
+        for tiling in tilings:
+            argv += ["--tiling", f"{tiling.tile}:{tiling.overlap!r}"]
         self.proc = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
             argv,
             stdin=subprocess.PIPE,
@@ -145,9 +201,11 @@ class _Child:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self._stdin = cast(BinaryIO, self.proc.stdin)  # Popen types its pipes IO[bytes]
         self._stdout_fd = self.proc.stdout.fileno()
-        # The largest answer an honest child sends: an image of target x target x 3, or an
-        # error; a child that announces more was taken over and must not fill our memory.
-        self._max_frame = 1 + _IMAGE.size + target * target * 3 + _MAX_ERROR_FRAME
+        # The largest answer an honest child sends: an image of target x target x 3 and its
+        # tiles, or an error; a child that announces more was taken over and must not fill
+        # our memory.
+        tiles = len(tilings) * (_TILES.size + limits.max_tiles * (_BOX.size + target * target * 3))
+        self._max_frame = 1 + _IMAGE.size + target * target * 3 + tiles + _MAX_ERROR_FRAME
 
     def wait_ready(self, timeout_s: float) -> None:
         if self._read_frame(timeout_s) != _READY:
@@ -164,7 +222,7 @@ class _Child:
         except ValueError as exc:
             raise ChildDied(f"an answer the parent cannot read ({exc})") from None
 
-    def _read_frame(self, timeout_s: float) -> bytes:
+    def _read_frame(self, timeout_s: float) -> bytearray:
         deadline = time.monotonic() + timeout_s
         header = self._read_exact(_LENGTH.size, deadline)
         size = _LENGTH.unpack(header)[0]
@@ -174,19 +232,20 @@ class _Child:
             )
         return self._read_exact(size, deadline)
 
-    def _read_exact(self, size: int, deadline: float) -> bytes:
-        chunks: list[bytes] = []
-        left = size
-        while left:
+    def _read_exact(self, size: int, deadline: float) -> bytearray:
+        """``size`` bytes read straight into one buffer (the arrays of the answer are views
+        of it: no copy, and writable)."""
+        buffer = bytearray(size)
+        view, done = memoryview(buffer), 0
+        while done < size:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not select.select([self._stdout_fd], [], [], remaining)[0]:
                 raise ChildTimedOut()
-            chunk = os.read(self._stdout_fd, min(left, 1 << 20))
-            if not chunk:
+            got = os.readv(self._stdout_fd, [view[done : done + min(size - done, 1 << 20)]])
+            if not got:
                 raise ChildDied(f"exit code {self.proc.wait()}")
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
+            done += got
+        return buffer
 
     def alive(self) -> bool:
         return self.proc.poll() is None and not self._stdin.closed
@@ -204,6 +263,8 @@ class DecodeProcesses:
     """A pool of ``size`` decode processes, callable as ``decode(data) -> DecodedImage``.
 
     ``memory_bytes`` is each child's address-space limit (``RLIMIT_AS``; None: none).
+    ``tilings``: the tiles each image's answer carries besides the whole image
+    (:func:`consumers.decode.decode_image`).
 
     The children log (failpoints, Pillow's warnings) to the service's stderr at ``log`` =
     (level, format).
@@ -225,8 +286,9 @@ class DecodeProcesses:
         start_timeout_s: float = 60.0,
         log: tuple[str, str] = ("WARNING", "json"),
         memory_bytes: int | None = None,
+        tilings: tuple[Tiling, ...] = (),
     ) -> None:
-        self._args = (target, limits, draft, log, memory_bytes)
+        self._args = (target, limits, draft, log, memory_bytes, tilings)
         self._timeout_s = timeout_s
         self._idle: queue.Queue[_Child] = queue.Queue()
         self._lock = threading.Lock()
@@ -319,7 +381,12 @@ class DecodeProcesses:
 
 
 def _serve(
-    stdin: BinaryIO, stdout: BinaryIO, target: int, limits: DecodeLimits, draft: bool
+    stdin: BinaryIO,
+    stdout: BinaryIO,
+    target: int,
+    limits: DecodeLimits,
+    draft: bool,
+    tilings: tuple[Tiling, ...] = (),
 ) -> None:
     decode = decode_image if draft else decode_image_full
     _write_frame(stdout, _READY)
@@ -334,7 +401,7 @@ def _serve(
         failpoints.hit("decode_process")
         answer: DecodedImage | PermanentError
         try:
-            answer = decode(data, target, limits)
+            answer = decode(data, target, limits, tilings)
         except PermanentError as exc:
             answer = exc
         except MemoryError:
@@ -369,6 +436,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-decode-bytes", type=int, default=DecodeLimits().max_decode_bytes)
     parser.add_argument("--memory-bytes", type=int, default=0, help="RLIMIT_AS of this process")
     parser.add_argument("--full", action="store_true", help="no JPEG draft (benchmarks)")
+    parser.add_argument(
+        "--max-tiles", type=int, default=DecodeLimits().max_tiles, help="tiles per tiling"
+    )
+    parser.add_argument(
+        "--tiling",
+        action="append",
+        default=[],
+        metavar="TILE:OVERLAP",
+        help="also cut each image's tiles for this tiling (repeatable)",
+    )
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument("--log-format", choices=("json", "text"), default="json")
     args = parser.parse_args(argv)
@@ -383,9 +460,14 @@ def main(argv: list[str] | None = None) -> None:
         max_pixels=args.max_pixels,
         formats=tuple(args.formats.split(",")),
         max_decode_bytes=args.max_decode_bytes,
+        max_tiles=args.max_tiles,
+    )
+    tilings = tuple(
+        Tiling(int(tile), float(overlap))
+        for tile, overlap in (spec.split(":") for spec in args.tiling)
     )
     with contextlib.suppress(BrokenPipeError):  # the parent is gone: nobody awaits the answer
-        _serve(sys.stdin.buffer, sys.stdout.buffer, args.target, limits, draft=not args.full)
+        _serve(sys.stdin.buffer, sys.stdout.buffer, args.target, limits, not args.full, tilings)
 
 
 if __name__ == "__main__":

@@ -3,12 +3,14 @@
 The watcher thread looks at the fleet file every ``fleet_poll_s`` (a local file's mtime and
 size, an ``s3://`` object's ETag). A changed file is read, loaded and run on a canary image
 here, off the inference thread; a fleet that fails to load, fails the canary or needs another
-input size (the decoder makes images of the size it started with) is refused: the old one
-keeps serving, ``tagfleet_fleet_reloads_total{outcome}`` and an error log line say why. A
-fleet that passes first makes the store follow it (``TagStore.follow_fleet``: a rollback's
-kept results current again, removed functions unserved or purged), then is offered; the
-inference stage takes it between two batches (:meth:`FleetReloader.take`), so every item runs
-through exactly one fleet and nothing in flight is dropped or repeated.
+input size or other tilings (the decoder makes images of the size, and cuts the tiles, it
+started with; outcome ``input_size_changed``: restart the service to change them) is
+refused: the old one keeps serving, ``tagfleet_fleet_reloads_total{outcome}`` and an error
+log line say why. A fleet that passes first makes the store follow it
+(``TagStore.follow_fleet``: a rollback's kept results current again, removed functions
+unserved or purged), then is offered; the inference stage takes it between two batches
+(:meth:`FleetReloader.take`), so every item runs through exactly one fleet and nothing in
+flight is dropped or repeated.
 """
 
 from __future__ import annotations
@@ -60,11 +62,14 @@ class FleetReloader:
         store: Any,
         metrics: Metrics,
         interval_s: float,
+        tilings: tuple[Any, ...] = (),
     ) -> None:
-        """``load(config)`` builds a fleet from a :class:`models.fleet.FleetConfig`."""
+        """``load(config)`` builds a fleet from a :class:`models.fleet.FleetConfig`;
+        ``input_size`` and ``tilings``: what the service's decoder makes."""
         from models.storage import change_token
 
         self._path, self._load, self._input_size = path, load, input_size
+        self._tilings = tuple(tilings)
         self._store, self._metrics, self._interval_s = store, metrics, interval_s
         self._token = change_token(path)
         self._pending: Any = None
@@ -115,6 +120,13 @@ class FleetReloader:
         if fleet.input_size != self._input_size:
             problem = f"input size {fleet.input_size}, the service decodes {self._input_size}"
             return self._refuse("input_size_changed", ValueError(problem))
+        tilings = tuple(getattr(fleet, "tilings", ()))
+        if tilings != self._tilings:
+            problem = (
+                f"tilings {_tilings(tilings)}, the service's decoder cuts {_tilings(self._tilings)}"
+                " (restart the service to change them)"
+            )
+            return self._refuse("input_size_changed", ValueError(problem))
         size = fleet.input_size
         canary = np.full((size, size, 3), 127, dtype=np.uint8)
         try:
@@ -138,3 +150,7 @@ class FleetReloader:
             extra={"outcome": outcome, "error": f"{type(exc).__name__}: {exc}"[:2000]},
         )
         return False
+
+
+def _tilings(tilings: tuple[Any, ...]) -> str:
+    return ", ".join(f"{t.tile} px/{t.overlap:g}" for t in tilings) or "none"

@@ -117,7 +117,8 @@ class Metrics:
         self.fleet_reloads = Counter(
             "tagfleet_fleet_reloads",
             "Changed fleet files picked up by the live reload, by outcome: applied, or refused"
-            " (load_failed, canary_failed, input_size_changed) with the old fleet serving on.",
+            " (load_failed, canary_failed, input_size_changed: another input size or other"
+            " tilings than the decoder's) with the old fleet serving on.",
             ["outcome"],
             registry=r,
         )

@@ -94,7 +94,11 @@ class Source(Protocol):
 
 
 class Fleet(Protocol):
-    """The models: one call predicts every requested function for a batch of images."""
+    """The models: one call predicts every requested function for a batch of images.
+
+    ``tiles``: per image the tile sets the decoder cut (``DecodedImage.tiles``, one
+    ``models.tile_grid.TileSet`` per tiling of the fleet's tiled functions); given only when
+    some image has any, so a fleet without tiled functions is called as before."""
 
     @property
     def functions(self) -> Mapping[str, Any]: ...
@@ -105,6 +109,7 @@ class Fleet(Protocol):
         images: Sequence[Any],
         sizes: Sequence[tuple[int, int]],
         functions: Sequence[Sequence[str] | None] | None,
+        tiles: Sequence[Sequence[Any]] | None = None,
     ) -> list[dict[str, dict[str, Any]]]: ...
 
 

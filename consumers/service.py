@@ -105,7 +105,12 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
     export_fleet(metrics, fleet)
     readiness.fleet_loaded = True
     log.info(
-        "fleet loaded", extra={"functions": sorted(fleet.functions), "input_size": fleet.input_size}
+        "fleet loaded",
+        extra={
+            "functions": sorted(fleet.functions),
+            "input_size": fleet.input_size,
+            "tilings": [f"{t.tile}:{t.overlap:g}" for t in fleet.tilings],
+        },
     )
     fetcher = S3Fetcher(
         FetchSettings(max_object_bytes=settings.max_object_bytes, workers=settings.fetch_workers)
@@ -116,7 +121,11 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
         try:
             decode = resources.enter_context(
                 open_decoder(
-                    settings, fleet.input_size, limits, (settings.log_level, settings.log_format)
+                    settings,
+                    fleet.input_size,
+                    limits,
+                    (settings.log_level, settings.log_format),
+                    tilings=fleet.tilings,
                 )
             )
         except RuntimeError as exc:  # the decode processes did not start
@@ -134,6 +143,7 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
                 path=settings.fleet,
                 load=load,
                 input_size=fleet.input_size,
+                tilings=fleet.tilings,
                 store=store,
                 metrics=metrics,
                 interval_s=settings.fleet_poll_s,

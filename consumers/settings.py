@@ -243,7 +243,16 @@ class TaggingSettings(TagfleetSettings):
         512_000_000,
         ge=1,
         description="Largest decoded pixel buffer (width x height x bytes per pixel of the"
-        " decoded mode, after JPEG draft scaling), checked from the header before decoding.",
+        " decoded mode, after JPEG draft scaling; plus the tiles when a function is read in"
+        " tiles), checked from the header before decoding.",
+    )
+    max_tiles: int = Field(
+        64,
+        ge=1,
+        le=1024,
+        description="Most tiles cut from one image for a function read in tiles (its manifest's"
+        " tiling); a larger image is cut into fewer, larger tiles. Each tile is the model input"
+        " (224 x 224 x 3 bytes for ViT-B-32: 64 tiles hold 9.6 MB).",
     )
     image_formats: CommaList = Field(
         DEFAULT_FORMATS,

@@ -115,18 +115,23 @@ class Inferencer(Stage):
         images = [item.decoded.array for item in batch]
         sizes = [(item.decoded.width, item.decoded.height) for item in batch]
         functions = [item.request.functions for item in batch]  # type: ignore[union-attr]
-        return self._call_fleet(images, sizes, functions)
+        # the tiles the decoder cut for the fleet's tiled functions (none when it has none)
+        tiles = [getattr(item.decoded, "tiles", ()) for item in batch]
+        return self._call_fleet(images, sizes, functions, tiles if any(tiles) else None)
 
-    def _call_fleet(self, images: Any, sizes: Any, functions: Any) -> Predictions:
+    def _call_fleet(
+        self, images: Any, sizes: Any, functions: Any, tiles: Any = None
+    ) -> Predictions:
         """(per image: function -> result, per image: shadow candidate -> result)."""
         failpoints.hit("predict")
+        extra = {} if tiles is None else {"tiles": tiles}
         # the models' Fleet runs its shadows in the same backbone pass; a fleet without
         # shadows (and the tests' fakes, which know predict only) runs predict
         with_shadows = getattr(self._fleet, "predict_with_shadows", None)
         if with_shadows is not None and getattr(self._fleet, "shadows", None):
-            serving, shadows = with_shadows(images, sizes, functions)
+            serving, shadows = with_shadows(images, sizes, functions, **extra)
             return serving, shadows
-        serving = self._fleet.predict(images, sizes, functions)
+        serving = self._fleet.predict(images, sizes, functions, **extra)
         return serving, [{} for _ in serving]
 
     def _infer_one_by_one(self, batch: list[WorkItem]) -> None:

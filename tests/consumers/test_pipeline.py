@@ -141,7 +141,9 @@ class FakeFleet(Fleet):
     def __init__(self) -> None:
         self.gate: dict[str, threading.Event] = {}
 
-    def predict(self, images: Any, sizes: Any, functions: Any = None) -> list[dict]:
+    def predict(
+        self, images: Any, sizes: Any, functions: Any = None, tiles: Any = None
+    ) -> list[dict]:
         return [
             {
                 "f": {
