@@ -21,7 +21,7 @@ from consumers.decode import DecodedImage
 from consumers.domain import AssetRequest, AssetResult, PermanentError, Reason
 from consumers.metrics import Metrics
 from consumers.options import PublishOptions
-from consumers.ports import Fleet, Store
+from consumers.ports import EmbeddingSink, Fleet, Store, StoredReuse
 from consumers.results import encode_event, rfc3339
 from consumers.settings import KafkaSettings
 from consumers.stages import Inferencer, Outlets, Preparer, RetryPolicy, Storer
@@ -83,6 +83,8 @@ def tag_requests(
     retry: RetryPolicy | None = None,
     max_failures: int = 8,
     raw_bytes_limit: int = 256_000_000,
+    embeddings: EmbeddingSink | None = None,
+    reuse: StoredReuse | None = None,
 ) -> TagSummary:
     """Read, decode, infer and store ``requests`` through the consumer's own stages.
 
@@ -92,6 +94,7 @@ def tag_requests(
     the canary tells a bad image from a bad model; transient faults are retried within
     ``retry``; a bad batch costs its images, not the run. A fleet that fails on the canary
     too (a bad deploy) stops the run: ``RuntimeError`` names why, and what was stored stays.
+    ``embeddings`` and ``reuse``: the service's embedding sink and content-hash dedup.
     """
     failed: list[tuple[str, str, str]] = []
     tagged = 0
@@ -146,9 +149,16 @@ def tag_requests(
         batch_wait_s=0.02,
         max_failures=max_failures,
         abandon=abandon,
+        stored=reuse,
     )
     writer = Storer(
-        store=store, producer=None, results_topic="", inbox=to_store, out=out, abandon=abandon
+        store=store,
+        producer=None,
+        results_topic="",
+        inbox=to_store,
+        out=out,
+        abandon=abandon,
+        embeddings=embeddings,
     )
     stages = (preparer, inferencer, writer)
     for stage in stages:
@@ -187,9 +197,10 @@ def run_tag(sources: Sequence[str], options: Options) -> int:
     (:class:`TaggingSettings`, the same ``TAGFLEET_*`` variables), the store and the fleet the
     service uses, its own batch and worker options (``TAGFLEET_TAG_*``)."""
     from consumers.decoding import decode_limits, open_decoder
+    from consumers.embeddings import open_embedding_sink
     from consumers.fetch import FetchSettings, S3Fetcher
     from consumers.options import TagOptions
-    from consumers.settings import StoreSettings, TaggingSettings
+    from consumers.settings import EmbeddingSettings, StoreSettings, TaggingSettings
     from consumers.store import TagStore
     from models import load_fleet
     from models.settings import FleetFile, Runtime, Serving
@@ -214,6 +225,8 @@ def run_tag(sources: Sequence[str], options: Options) -> int:
     store = TagStore(options[StoreSettings].store_url())
     if settings.migrate_on_start:
         store.upgrade()
+    kept = options[EmbeddingSettings]
+    embeddings = open_embedding_sink(kept.embedding_location())
     total = len(requests)
     if tag.missing_only:
         requests = missing_only(requests, fleet, store)
@@ -239,6 +252,8 @@ def run_tag(sources: Sequence[str], options: Options) -> int:
                 retry=RetryPolicy(settings.retry_max_attempts, settings.retry_budget_s),
                 max_failures=settings.max_inference_failures,
                 raw_bytes_limit=settings.max_raw_bytes_in_flight,
+                embeddings=embeddings,
+                reuse=store.reusable_results if kept.reuse_results else None,
             )
     except RuntimeError as exc:
         print(f"tagfleet tag: stopped: {exc}", file=sys.stderr)

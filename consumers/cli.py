@@ -23,6 +23,7 @@ from consumers.options import (
 )
 from consumers.settings import (
     DlqSettings,
+    EmbeddingSettings,
     KafkaSettings,
     Settings,
     StoreSettings,
@@ -101,7 +102,18 @@ def _add_tag(commands: Any) -> None:
         metavar="SOURCE",
         help="a file, a folder (recursive) or s3://bucket/prefix",
     )
-    add_options(p, [TagOptions, StoreSettings, FleetFile, Runtime, Serving, TaggingSettings])
+    add_options(
+        p,
+        [
+            TagOptions,
+            StoreSettings,
+            FleetFile,
+            Runtime,
+            Serving,
+            TaggingSettings,
+            EmbeddingSettings,
+        ],
+    )
     p.set_defaults(handler=_run_tag)
 
 

@@ -72,6 +72,7 @@ def _tag_uploads(
         dlq_topic=f"tagfleet-demo-{run}.dlq",
         group_id=f"tagfleet-demo-{run}",
         store=f"sqlite:///{workdir / 'tags.db'}",
+        embeddings=str(workdir / "embeddings"),
         fleet=str(fleet_path),
         metrics_port=0,
         log_level="WARNING",

@@ -132,11 +132,21 @@ class Metrics:
         self.inference_failures = Counter(
             "tagfleet_inference_failures", "Images the fleet failed on.", registry=r
         )
+        self.inference_reused = Counter(
+            "tagfleet_inference_reused",
+            "Images not inferred because results for the same bytes (content hash) and function"
+            " versions were reused, by where they came from: the same batch, a recent batch, the"
+            " store.",
+            ["source"],
+            registry=r,
+        )
+        for source in ("batch", "recent", "store"):
+            self.inference_reused.labels(source)
         for outcome in ("stored", "removed", "dead_lettered", "removal_ignored", "stale"):
             self.events.labels(outcome)
         for outcome in ("applied", "load_failed", "canary_failed", "input_size_changed"):
             self.fleet_reloads.labels(outcome)
-        for stage in ("fetch", "decode", "infer", "store", "publish"):
+        for stage in ("fetch", "decode", "infer", "store", "embeddings", "publish"):
             self.stage_seconds.labels(stage)
 
     def observe_prediction(self, function: str, result: dict) -> None:

@@ -32,6 +32,7 @@ from consumers.events import EventPolicy, parse_event
 from consumers.lanes import BACKFILL, UPLOAD, LaneLimits, LanePolicy
 from consumers.metrics import Metrics
 from consumers.ports import (
+    EmbeddingSink,
     Fleet,
     Partition,
     PolledRecord,
@@ -39,6 +40,7 @@ from consumers.ports import (
     RecordProducer,
     Source,
     Store,
+    StoredReuse,
 )
 from consumers.results import aggregate_failures, public_error
 from consumers.settings import Settings
@@ -66,6 +68,8 @@ class Parts:
     object_readable: Callable[[str, str], bool] | None = None  # None: removals unconfirmed
     review: Callable[[Sequence[AssetResult]], None] | None = None  # the review queue's hook
     reload: Callable[[], Fleet | None] | None = None  # a new fleet to swap in between batches
+    embeddings: EmbeddingSink | None = None  # each image's pooled embeddings (None: not kept)
+    reuse: StoredReuse | None = None  # stored results by content hash (None: batch and recent)
 
 
 _REBUILD_BACKOFF_S = 5.0  # between attempts to build a consumer after the last one was closed
@@ -197,6 +201,7 @@ class Pipeline:
             max_failures=settings.max_inference_failures,
             abandon=self._abandon,
             reload=parts.reload,
+            stored=parts.reuse,
         )
         self._storer = Storer(
             store=parts.store,
@@ -207,6 +212,7 @@ class Pipeline:
             abandon=self._abandon,
             max_rejections=settings.max_inference_failures,
             review=parts.review,
+            embeddings=parts.embeddings,
         )
 
     # -- worker callbacks (any thread) --------------------------------------------------

@@ -141,6 +141,30 @@ class Store(Protocol):
     def verify_schema(self) -> None: ...
 
 
+class EmbeddingSink(Protocol):
+    """Where each tagged image's pooled embeddings go (``models.embedding_store`` behind
+    ``consumers.embeddings``): idempotent like the store, ``TransientError`` for faults that
+    may pass."""
+
+    def write(self, results: Sequence[AssetResult]) -> int:
+        """Store the embeddings of ``results`` (those of a reused result: copied from the
+        asset it was reused from); returns rows written (0 on a replay)."""
+        ...
+
+    def remove(self, asset_ids: Sequence[str]) -> int:
+        """Drop the embeddings of removed assets; returns rows removed."""
+        ...
+
+
+class StoredReuse(Protocol):
+    """Content-hash dedup: results already stored for the same bytes."""
+
+    def __call__(self, content_hashes: Sequence[str]) -> Mapping[str, Any]:
+        """Per content hash found: an object with ``asset_id`` and ``functions`` (function
+        name -> result object, ``version`` included); the caller checks the versions."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class OutRecord:
     """One record to produce."""

@@ -70,6 +70,7 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
     except UnsupportedKafkaClient as exc:
         log.critical(str(exc))
         return EXIT_FATAL
+    from consumers.embeddings import open_embedding_sink
     from consumers.fetch import FetchSettings, S3Fetcher
     from consumers.store import TagStore
     from models import load_fleet
@@ -112,6 +113,11 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
             "tilings": [f"{t.tile}:{t.overlap:g}" for t in fleet.tilings],
         },
     )
+    try:
+        embeddings = open_embedding_sink(settings.embedding_location())
+    except Exception as exc:  # noqa: BLE001 - one line, not a traceback
+        log.critical(f"cannot open the embedding store {settings.embeddings}: {exc}")
+        return EXIT_FATAL
     fetcher = S3Fetcher(
         FetchSettings(max_object_bytes=settings.max_object_bytes, workers=settings.fetch_workers)
     )
@@ -162,6 +168,8 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
             review=_review_queue(settings, store, producer),
             decode=decode,
             reload=None if reloader is None else reloader.take,
+            embeddings=embeddings,
+            reuse=store.reusable_results if settings.reuse_results else None,
         )
         pipeline = Pipeline(settings, parts, metrics)
         readiness.pipeline = pipeline

@@ -31,6 +31,7 @@ from consumers.cpus import (
     decode_process_count,
 )
 from models import s3uri
+from models.library_settings import EmbeddingStoreSettings
 from models.options import NO_FLAG, CommaList
 from models.settings import FleetFile, Runtime, Serving
 
@@ -302,6 +303,29 @@ class TaggingSettings(TagfleetSettings):
         return min(self.decode_memory_bytes, max(256_000_000, share))
 
 
+class EmbeddingSettings(TagfleetSettings, EmbeddingStoreSettings):
+    """What the service and `tag` keep beyond tags, and reuse instead of inferring again.
+
+    Each image's pooled embeddings go to the embedding store at ``embeddings``
+    (:class:`EmbeddingStoreSettings`); results are reused for the same bytes (content-hash
+    dedup)."""
+
+    store_embeddings: bool = Field(
+        True,
+        description="Keep each tagged image's pooled embedding per backbone in the embedding"
+        " store (--embeddings), for training, applying and searching without the images.",
+    )
+    reuse_results: bool = Field(
+        True,
+        description="Reuse the results of an image with the same bytes (SHA-256) and the same"
+        " function versions instead of running the model again (tagfleet_inference_reused).",
+    )
+
+    def embedding_location(self) -> str | None:
+        """Where to keep embeddings; ``None`` when they are not kept."""
+        return self.embeddings if self.store_embeddings and self.embeddings else None
+
+
 class ReviewSettings(TagfleetSettings):
     """The review queue the service fills (docs/review.md): which predictions it flags, how
     many it queues, where it streams them."""
@@ -341,6 +365,7 @@ class Settings(
     Runtime,
     Serving,
     TaggingSettings,
+    EmbeddingSettings,
     ReviewSettings,
 ):
     """The service (``tagfleet consume``): the shared models above and its own settings."""

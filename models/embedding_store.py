@@ -411,7 +411,7 @@ class LanceEmbeddingStore:
         query = (
             table.search(query_vector, vector_column_name="vector")
             .distance_type("cosine")
-            .select(["asset_id"])
+            .select(["asset_id", "_distance"])
             .limit(k)
         )
         if self._has_vector_index(table):
@@ -434,13 +434,16 @@ class LanceEmbeddingStore:
         for table in list(self._tables.values()):
             table.optimize(cleanup_older_than=timedelta(hours=1))
 
-    def maintain(self, *, build_index: bool = True) -> dict[str, int]:
+    def maintain(
+        self, *, build_index: bool = True, keep_versions: timedelta = timedelta(hours=1)
+    ) -> dict[str, int]:
         """Compact small files, refresh indexes, and index large tables; returns rows per table.
 
         A table of at least ``index_min_rows`` rows without a vector index gets one (IVF with
         HNSW over scalar-quantized vectors, cosine); its ``asset_id`` gets a B-tree so that
         ``put`` and ``get`` find rows without reading the whole column. Minutes on a million
-        rows: run it from a command or a job, not inside a request.
+        rows: run it from a command or a job, not inside a request. Files only older versions
+        use are deleted once older than ``keep_versions`` (a reader may still be on one).
         """
         from lancedb.index import BTree, IvfHnswSq
 
@@ -461,7 +464,7 @@ class LanceEmbeddingStore:
                             "vector",
                             config=IvfHnswSq(distance_type="cosine", num_partitions=partitions),
                         )
-                table.optimize(cleanup_older_than=timedelta(hours=1))
+                table.optimize(cleanup_older_than=keep_versions)
         return counts
 
 

@@ -15,20 +15,22 @@ import numpy as np
 
 from consumers import failpoints
 from consumers.batching import collect_batch
+from consumers.dedup import Hit, RecentResults, covers, reused, wanted_versions
 from consumers.domain import (
     AssetRequest,
     AssetResult,
     PermanentError,
     Reason,
 )
-from consumers.ports import Fleet
+from consumers.ports import Fleet, StoredReuse
 from consumers.results import build_result
 from consumers.retry import backoff_s
 from consumers.stages.base import Outlets, Stage
 from consumers.work import WorkItem
 
 log = logging.getLogger(__name__)
-Predictions = tuple[list[dict[str, dict]], list[dict[str, dict]]]
+# per image: function -> result, shadow -> result, backbone key -> pooled embedding
+Predictions = tuple[list[dict[str, dict]], list[dict[str, dict]], list[dict[str, Any]]]
 
 
 def top_labels(result: dict[str, Any]) -> frozenset[str]:
@@ -64,10 +66,13 @@ class Inferencer(Stage):
         max_failures: int,
         abandon: threading.Event,
         reload: Callable[[], Fleet | None] | None = None,
+        stored: StoredReuse | None = None,
     ) -> None:
         """``abandon``: set at the end of shutdown; the stage stops once ``ready`` is empty.
         ``reload``: asked between two batches for a new fleet (already loaded and checked);
-        each item runs through exactly one fleet, so a swap drops or repeats nothing."""
+        each item runs through exactly one fleet, so a swap drops or repeats nothing.
+        ``stored``: the store's results by content hash (content-hash dedup, beside the
+        batch's own and the recent ones: :mod:`consumers.dedup`); ``None``: not asked."""
         self._fleet, self._ready, self._to_store = fleet, ready, to_store
         self._reload = reload
         self._fail, self._fatal, self._metrics = out.fail, fatal, out.metrics
@@ -75,6 +80,8 @@ class Inferencer(Stage):
         self._max_failures, self._abandon = max_failures, abandon
         self._broken = 0
         self._held: list[WorkItem] = []  # retried after a broken batch, before new ones
+        self._stored, self._recent = stored, RecentResults()
+        self._followers: dict[int, list[WorkItem]] = {}  # same bytes as a running item
         self.busy_since: float | None = None
         self._spawn("infer")
 
@@ -99,6 +106,9 @@ class Inferencer(Stage):
             log.info("fleet swapped between batches", extra={"functions": sorted(fleet.functions)})
 
     def _infer(self, batch: list[WorkItem]) -> None:
+        batch = self._dedup(batch)
+        if not batch:
+            return
         started = time.perf_counter()
         try:
             predictions = self._predict(batch)
@@ -127,12 +137,16 @@ class Inferencer(Stage):
         extra = {} if tiles is None else {"tiles": tiles}
         # the models' Fleet runs its shadows in the same backbone pass; a fleet without
         # shadows (and the tests' fakes, which know predict only) runs predict
+        full = getattr(self._fleet, "predict_full", None)
+        if full is not None:  # the models' Fleet: shadows and embeddings in the same pass
+            found = full(images, sizes, functions, **extra)
+            return found.results, found.shadows, found.embeddings
         with_shadows = getattr(self._fleet, "predict_with_shadows", None)
         if with_shadows is not None and getattr(self._fleet, "shadows", None):
             serving, shadows = with_shadows(images, sizes, functions, **extra)
-            return serving, shadows
+            return serving, shadows, [{} for _ in serving]
         serving = self._fleet.predict(images, sizes, functions, **extra)
-        return serving, [{} for _ in serving]
+        return serving, [{} for _ in serving], [{} for _ in serving]
 
     def _infer_one_by_one(self, batch: list[WorkItem]) -> None:
         for item in batch:
@@ -145,6 +159,7 @@ class Inferencer(Stage):
                         item,
                         PermanentError(Reason.INFERENCE_FAILED, f"{type(exc).__name__}: {exc}"),
                     )
+                    self._held.extend(self._followers.pop(id(item), []))  # run on their own
                     continue
                 self._broken += 1
                 if self._broken >= self._max_failures:
@@ -173,10 +188,13 @@ class Inferencer(Stage):
         batch: Sequence[WorkItem],
         predictions: Sequence[dict[str, dict]],
         shadows: Sequence[dict[str, dict]],
+        embeddings: Sequence[dict[str, Any]],
     ) -> None:
         failpoints.hit("after_infer")
         now = datetime.now(UTC)
-        for item, functions, shadow in zip(batch, predictions, shadows, strict=True):
+        for item, functions, shadow, embedding in zip(
+            batch, predictions, shadows, embeddings, strict=True
+        ):
             request = item.request
             assert isinstance(request, AssetRequest)
             for name, prediction in functions.items():
@@ -186,12 +204,99 @@ class Inferencer(Stage):
                 request, item.decoded, functions, item.message.position, now, latency_ms
             )
             # the etag of the bytes fetched, not the one the event claimed; shadows kept apart
-            result = replace(result, etag=item.etag or result.etag, shadows=shadow)
+            result = replace(
+                result,
+                etag=item.etag or result.etag,
+                shadows=shadow,
+                content_hash=item.content_hash,
+                embeddings=embedding,
+            )
             for name, candidate in shadow.items():
                 if name in functions:
                     agree = top_labels(functions[name]) == top_labels(candidate)
                     self._metrics.shadow_agreement.labels(
                         name, "agree" if agree else "differ"
                     ).inc()
+            followers = self._followers.pop(id(item), [])
+            if item.content_hash is not None:
+                hit = Hit(item.asset_id or "", functions, embedding)
+                self._recent.put(item.content_hash, hit)
+                for follower in followers:
+                    if covers(hit, self._wanted(follower) or {}):
+                        self._emit_reused(follower, hit, "batch")
+                    else:  # a fleet swapped in since: its own run
+                        self._held.append(follower)
             item.decoded = None
             self._to_store.put((item, result))
+
+    # -- content-hash dedup (consumers.dedup) -------------------------------------------
+
+    def _wanted(self, item: WorkItem) -> dict[str, str] | None:
+        request = item.request
+        if item.content_hash is None or not isinstance(request, AssetRequest):
+            return None
+        return wanted_versions(self._fleet.functions, request.functions)
+
+    def _dedup(self, batch: list[WorkItem]) -> list[WorkItem]:
+        """The items to run: those whose results cannot be reused, one per content hash
+        (the others follow it); the rest are emitted with reused results."""
+        waiting: list[tuple[WorkItem, dict[str, str]]] = []
+        run: list[WorkItem] = []
+        for item in batch:
+            wanted = self._wanted(item)
+            if not wanted:
+                run.append(item)
+                continue
+            hit = self._recent.get(item.content_hash or "")
+            if hit is not None and covers(hit, wanted):
+                self._emit_reused(item, hit, "recent")
+            else:
+                waiting.append((item, wanted))
+        found = self._ask_store([item.content_hash or "" for item, _ in waiting])
+        leaders: dict[tuple[str, tuple[tuple[str, str], ...]], WorkItem] = {}
+        for item, wanted in waiting:
+            hit = found.get(item.content_hash or "")
+            if hit is not None and covers(hit, wanted):
+                self._emit_reused(item, hit, "store")
+                continue
+            key = (item.content_hash or "", tuple(sorted(wanted.items())))
+            leader = leaders.get(key)
+            if leader is None:
+                leaders[key] = item
+                run.append(item)
+            else:
+                self._followers.setdefault(id(leader), []).append(item)
+        return run
+
+    def _ask_store(self, content_hashes: list[str]) -> Any:
+        if self._stored is None or not content_hashes:
+            return {}
+        try:
+            return self._stored(content_hashes)
+        except Exception as exc:  # noqa: BLE001 - no reuse this time; the model runs
+            log.warning("stored results could not be looked up", extra={"error": repr(exc)})
+            return {}
+
+    def _emit_reused(self, item: WorkItem, hit: Any, source: str) -> None:
+        """``item`` with the results of the same bytes that ``hit`` holds: no model call."""
+        request = item.request
+        assert isinstance(request, AssetRequest)
+        wanted = self._wanted(item) or {}
+        functions = reused(hit, wanted)
+        for name, prediction in functions.items():
+            self._metrics.observe_prediction(name, prediction)
+        latency_ms = (time.monotonic() - item.message.polled_at) * 1000
+        now = datetime.now(UTC)
+        result = build_result(
+            request, item.decoded, functions, item.message.position, now, latency_ms
+        )
+        result = replace(
+            result,
+            etag=item.etag or result.etag,
+            content_hash=item.content_hash,
+            embeddings=dict(getattr(hit, "embeddings", None) or {}),
+            reused_from=hit.asset_id,
+        )
+        self._metrics.inference_reused.labels(source).inc()
+        item.decoded = None
+        self._to_store.put((item, result))

@@ -20,7 +20,14 @@ from consumers.domain import (
     PermanentError,
     Reason,
 )
-from consumers.ports import OutRecord, RecordProducer, StaleEvent, Store, StoreUnusable
+from consumers.ports import (
+    EmbeddingSink,
+    OutRecord,
+    RecordProducer,
+    StaleEvent,
+    Store,
+    StoreUnusable,
+)
 from consumers.results import encode_event, removal_event, result_event
 from consumers.retag.active import ActiveMappings
 from consumers.retry import GaveUp, retry_transient
@@ -65,10 +72,14 @@ class Storer(Stage):
         max_rejections: int = 8,
         max_group: int = 512,
         review: Callable[[Sequence[AssetResult]], None] | None = None,
+        embeddings: EmbeddingSink | None = None,
     ) -> None:
         """``abandon``: set at the end of shutdown; retries stop and the group is abandoned.
         ``review``: called with the results of a group once stored and published, before its
-        items finish; it must not raise (``consumers.review.queue.ReviewQueue``)."""
+        items finish; it must not raise (``consumers.review.queue.ReviewQueue``).
+        ``embeddings``: where the images' pooled embeddings go, after the store and before
+        the result events (a removal drops them); ``None``: not kept."""
+        self._embeddings = embeddings
         self._store, self._producer, self._topic = store, producer, results_topic
         self._inbox, self._fail, self._finish = inbox, out.fail, out.finish
         self._metrics, self._give_up, self._max_group = out.metrics, abandon.is_set, max_group
@@ -120,7 +131,7 @@ class Storer(Stage):
                 f"the sinks refused {self._rejected_in_a_row} items in a row with nothing"
                 f" stored in between; last: {exc}"
             ) from exc.error
-        reason = Reason.STORE_REJECTED if exc.sink == "store" else Reason.PUBLISH_REJECTED
+        reason = Reason.PUBLISH_REJECTED if exc.sink == "publish" else Reason.STORE_REJECTED
         log.error("a sink refused one item", extra={"asset_id": item.asset_id, "error": str(exc)})
         self._fail(item, PermanentError(reason, str(exc)[:2000]))
 
@@ -143,6 +154,8 @@ class Storer(Stage):
             for item in removals:
                 if self._remove(item):
                     stale.add(id(item))
+        if self._embeddings is not None:
+            self._write_embeddings(group, stale)
         self._metrics.stage_seconds.labels("store").observe(time.perf_counter() - started)
         if self._producer is not None and self._topic:
             records = [
@@ -166,6 +179,27 @@ class Storer(Stage):
                 age = (now - event_time).total_seconds()
                 self._metrics.end_to_end.observe(max(0.0, age))
             self._finish(item, "stored" if result is not None else "removed")
+
+    def _write_embeddings(
+        self, group: list[tuple[WorkItem, AssetResult | None]], stale: set[int]
+    ) -> None:
+        """The embeddings of what was stored (not of stale items), and the removals'."""
+        sink = self._embeddings
+        assert sink is not None
+        fresh = [r for i, r in group if r is not None and id(i) not in stale]
+        gone: list[str] = []
+        for item, result in group:
+            if result is None and id(item) not in stale and isinstance(item.request, AssetRemoval):
+                gone.append(item.request.asset_id)
+                if item.request.alternative_key is not None:
+                    gone.append(item.request.with_key(item.request.alternative_key).asset_id)
+        started = time.perf_counter()
+        with _sink("embeddings"):
+            if fresh:
+                self._retry(lambda: sink.write(fresh), "embeddings")
+            if gone:
+                self._retry(lambda: sink.remove(gone), "embeddings")
+        self._metrics.stage_seconds.labels("embeddings").observe(time.perf_counter() - started)
 
     def _remove(self, item: WorkItem) -> bool:
         """Apply one removal (each reading of its key whose object is gone); True when every

@@ -82,6 +82,9 @@ class Asset(SourceColumns, Base):
     tenant: Mapped[str] = mapped_column(
         sa.Text, default=DEFAULT_TENANT, server_default=DEFAULT_TENANT
     )
+    # SHA-256 (hex) of the bytes last tagged: a result for the same bytes and function version
+    # is reused instead of inferred again (content-hash dedup, consumers.stages.infer)
+    content_hash: Mapped[str | None] = mapped_column(sa.Text, index=True)
 
 
 class FunctionResult(SourceColumns, Base):

@@ -25,6 +25,7 @@ from consumers.store.engine import create_store_engine, writer
 from consumers.store.errors import SchemaMissing, translate_errors
 from consumers.store.models import assets, function_results, tags, version_results
 from consumers.store.queries import assets_with_label_query, tags_for_asset_query
+from consumers.store.reuse import ReusableResult, reusable_results
 from consumers.store.rows import (
     FunctionKey,
     SaveStats,
@@ -163,7 +164,12 @@ class TagStore:
             asset_rows = [
                 row
                 for a in sorted(latest_assets)
-                if (row := _ordered(asset_row(latest_assets[a], now), order.get(a)))["asset_id"]
+                if (
+                    row := _ordered(
+                        _hashed(asset_row(latest_assets[a], now), stored_assets.get(a)),
+                        order.get(a),
+                    )
+                )["asset_id"]
                 in touched
                 or stored_assets.get(a) != _asset_key(row)
             ]
@@ -351,6 +357,12 @@ class TagStore:
         with translate_errors("labelled_results"), self.engine.connect() as conn:
             return list(tagsets.labelled_results(conn, function, tenant))
 
+    def reusable_results(self, content_hashes: Sequence[str]) -> dict[str, ReusableResult]:
+        """Per content hash: an asset stored with those bytes (not removed) and its current
+        result objects by function (content-hash dedup: the caller checks their versions)."""
+        with translate_errors("reusable_results"), self.engine.connect() as conn:
+            return reusable_results(conn, content_hashes)
+
     def current_versions(self, asset_ids: Sequence[str]) -> dict[str, dict[str, str]]:
         """asset id -> function -> stored model version; assets without results are absent."""
         versions: dict[str, dict[str, str]] = {}
@@ -463,7 +475,27 @@ def _ordered(row: dict[str, Any], stored: str | None) -> dict[str, Any]:
     return row
 
 
-_ASSET_COMPARED = ("uri", "etag", "width", "height", "removed", "sequencer", "tenant")
+_ASSET_COMPARED = (
+    "uri",
+    "etag",
+    "width",
+    "height",
+    "removed",
+    "sequencer",
+    "tenant",
+    "content_hash",
+)
+_HASH = _ASSET_COMPARED.index("content_hash")
+
+
+def _hashed(row: dict[str, Any], stored: tuple[Any, ...] | None) -> dict[str, Any]:
+    """A result that knows no content hash (one not fetched by the pipeline) keeps the
+    stored one."""
+    if row["content_hash"] is None and stored is not None:
+        row["content_hash"] = stored[_HASH]
+    return row
+
+
 _RESULT_COMPARED = ("model_version", "etag")
 
 

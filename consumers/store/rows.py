@@ -138,6 +138,7 @@ def asset_row(r: AssetResult, now: datetime) -> dict[str, Any]:
         "updated_at": now,
         "sequencer": r.sequencer,
         "tenant": r.tenant or DEFAULT_TENANT,
+        "content_hash": r.content_hash,
         **source_values(r.source),
     }
 

@@ -1,0 +1,87 @@
+"""Content-hash dedup (issue 19 item 5): when may one image's results stand for another's.
+
+Two assets with the same bytes (the same SHA-256) get the same results from the same function
+versions, so the inference stage runs the model once and reuses what it gave: within a batch
+(the first of the same bytes runs, the others follow it), from recent batches (an in-memory
+LRU, which also covers results not yet stored), or from the store (``assets.content_hash``).
+A result is reused only when every function the asset asks for has a result of exactly the
+version the fleet serves now; each reused result names the asset it came from
+(``reused_from``). Asset ids, URIs, tenants and provenance stay the asset's own.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+RECENT = 4096  # content hashes remembered by the inference stage
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """Results that may stand for another asset's: where they came from and what they are."""
+
+    asset_id: str
+    functions: Mapping[str, dict[str, Any]]
+    embeddings: Mapping[str, Any] = field(default_factory=dict)
+
+
+def wanted_versions(
+    fleet_functions: Mapping[str, Any], requested: Collection[str] | None
+) -> dict[str, str] | None:
+    """Function -> the version the fleet serves, for the functions an asset asks for (``None``:
+    all; names not in the fleet are left out, as the fleet does). ``None`` when one of them
+    has no version (nothing to compare a stored result with)."""
+    names = (
+        list(fleet_functions)
+        if requested is None
+        else [n for n in requested if n in fleet_functions]
+    )
+    wanted = {}
+    for name in names:
+        version = getattr(fleet_functions[name], "version", None)
+        if not version:
+            return None
+        wanted[name] = str(version)
+    return wanted
+
+
+def covers(hit: Hit | Any, wanted: Mapping[str, str]) -> bool:
+    """Whether ``hit`` holds a result of the served version for every wanted function."""
+    functions = getattr(hit, "functions", None)
+    if not wanted or not isinstance(functions, Mapping):
+        return False
+    return all(
+        isinstance(functions.get(name), Mapping) and functions[name].get("version") == version
+        for name, version in wanted.items()
+    )
+
+
+def reused(hit: Hit | Any, wanted: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Copies of the wanted results of ``hit``, each naming the asset it came from."""
+    return {name: {**hit.functions[name], "reused_from": hit.asset_id} for name in wanted}
+
+
+class RecentResults:
+    """The results the inference stage gave for the last ``size`` distinct content hashes."""
+
+    def __init__(self, size: int = RECENT) -> None:
+        self._size = size
+        self._hits: OrderedDict[str, Hit] = OrderedDict()
+
+    def get(self, content_hash: str) -> Hit | None:
+        hit = self._hits.get(content_hash)
+        if hit is not None:
+            self._hits.move_to_end(content_hash)
+        return hit
+
+    def put(self, content_hash: str, hit: Hit) -> None:
+        self._hits[content_hash] = hit
+        self._hits.move_to_end(content_hash)
+        while len(self._hits) > self._size:
+            self._hits.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._hits)

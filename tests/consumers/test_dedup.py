@@ -1,0 +1,178 @@
+"""Content-hash dedup (issue 19 item 5): when results stand for another asset's, the store's
+answer, and `tagfleet tag`'s stages reusing them (the model counted)."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from harness import image_bytes
+
+from consumers.dedup import Hit, RecentResults, covers, reused, wanted_versions
+from consumers.domain import AssetResult
+
+FLEET = {
+    "shape": SimpleNamespace(version="aaaa"),
+    "colours": SimpleNamespace(version="bbbb"),
+}
+
+
+def test_wanted_versions_are_the_served_ones_of_the_functions_asked_for() -> None:
+    assert wanted_versions(FLEET, None) == {"shape": "aaaa", "colours": "bbbb"}
+    assert wanted_versions(FLEET, ("colours", "not-in-fleet")) == {"colours": "bbbb"}
+    assert wanted_versions(FLEET, ()) == {}
+    assert wanted_versions({"x": SimpleNamespace(version=None)}, None) is None
+
+
+def test_results_are_reused_only_when_every_wanted_version_matches() -> None:
+    hit = Hit("s3://b/first.png", {"shape": {"version": "aaaa", "label": "circle"}})
+    assert covers(hit, {"shape": "aaaa"})
+    assert not covers(hit, {"shape": "cccc"})  # another version serves now
+    assert not covers(hit, {"shape": "aaaa", "colours": "bbbb"})  # one function missing
+    assert not covers(hit, {})  # nothing asked: nothing to reuse
+    assert reused(hit, {"shape": "aaaa"}) == {
+        "shape": {"version": "aaaa", "label": "circle", "reused_from": "s3://b/first.png"}
+    }
+    assert "reused_from" not in hit.functions["shape"]  # a copy
+
+
+def test_recent_results_forget_the_least_recently_used() -> None:
+    recent = RecentResults(size=2)
+    for name in ("a", "b"):
+        recent.put(name, Hit(name, {}))
+    assert recent.get("a") is not None  # a is now the most recent
+    recent.put("c", Hit("c", {}))
+    assert recent.get("b") is None and recent.get("a") is not None and len(recent) == 2
+
+
+def _result(asset_id: str, content_hash: str | None, version: str = "aaaa") -> AssetResult:
+    return AssetResult(
+        asset_id=asset_id,
+        uri=asset_id,
+        etag=None,
+        width=10,
+        height=10,
+        functions={"shape": {"type": "classify", "version": version, "label": "x", "score": 0.9}},
+        source=None,
+        processed_at=datetime.now(UTC),
+        content_hash=content_hash,
+    )
+
+
+def test_the_store_answers_by_content_hash_with_assets_not_removed(sqlite_url: str) -> None:
+    from consumers.store import TagStore
+
+    store = TagStore(sqlite_url)
+    store.upgrade()
+    try:
+        store.save([_result("s3://b/2.png", "h1"), _result("s3://b/1.png", "h1")])
+        store.save([_result("s3://b/3.png", "h2")])
+        store.remove(["s3://b/3.png"], None)
+        store.save([_result("s3://b/1.png", None, version="dddd")])  # no hash: the stored one stays
+        found = store.reusable_results(["h1", "h2", "h3"])
+        assert set(found) == {"h1"}
+        assert found["h1"].asset_id == "s3://b/1.png"  # the smallest id holding the bytes
+        assert found["h1"].functions["shape"]["version"] == "dddd"
+        assert store.reusable_results([]) == {}
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def counted_fleet(fleet_path: Path) -> tuple[Any, list[int]]:
+    """The test fleet on the CPU, with the images its backbone encodes counted."""
+    from models import load_fleet
+
+    fleet = load_fleet(fleet_path, device="cpu")
+    encoded: list[int] = []
+    for backbone in fleet.backbones.values():
+        encode = backbone.encode
+
+        def counting(images: Any, encode: Any = encode) -> Any:
+            encoded.append(len(images))
+            return encode(images)
+
+        backbone.encode = counting  # type: ignore[method-assign]
+    return fleet, encoded
+
+
+def test_tag_infers_the_same_bytes_once_and_a_later_run_reuses_the_stored_results(
+    tmp_path: Path, sqlite_url: str, counted_fleet: tuple[Any, list[int]]
+) -> None:
+    from consumers.backfill import local_requests, read_local, tag_requests
+    from consumers.decode import DecodeLimits, decode_image
+    from consumers.embeddings import open_embedding_sink
+    from consumers.store import TagStore
+    from models.embedding_store import open_embedding_store
+
+    fleet, encoded = counted_fleet
+    same = image_bytes(2)
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    for i in range(5):
+        (first / f"copy-{i}.png").write_bytes(same)
+    (first / "other.png").write_bytes(image_bytes(9))
+    (second / "late-copy.png").write_bytes(same)
+    store = TagStore(sqlite_url)
+    store.upgrade()
+    location = str(tmp_path / "embeddings")
+
+    def run(folder: Path, *, reuse: bool = True) -> int:
+        summary = tag_requests(
+            list(local_requests(str(folder))),
+            fleet,
+            store,
+            lambda request, reserve: read_local(request, 10**8, reserve),
+            lambda data: decode_image(data, fleet.input_size, DecodeLimits()),
+            batch_size=4,
+            workers=2,
+            progress=False,
+            embeddings=open_embedding_sink(location),
+            reuse=store.reusable_results if reuse else None,
+        )
+        assert not summary.failed
+        return summary.tagged
+
+    try:
+        assert run(first) == 6
+        assert sum(encoded) == 2  # the five copies once, and the other picture
+        assert run(second) == 1  # a new run: nothing in memory, the store's results reused
+        assert sum(encoded) == 2
+        assert run(second, reuse=False) == 1  # without the store's answer the model runs
+        assert sum(encoded) == 3
+
+        copies = [f"file://{first}/copy-{i}.png" for i in range(5)]
+        late = f"file://{second}/late-copy.png"
+        versions = store.current_versions([*copies, late])
+        assert set(versions) == {*copies, late}  # every copy has its results
+        hashes = {a: r for a, r in _hashes(store, [*copies, late]).items()}
+        assert set(hashes.values()) == {hashlib.sha256(same).hexdigest()}
+
+        embeddings = open_embedding_store(location)
+        (key,) = embeddings.backbones()
+        vectors = embeddings.get(key, [*copies, late])
+        assert set(vectors) == {*copies, late}  # reused ones copied, not missing
+        reference = next(iter(vectors.values()))
+        assert all(np.allclose(v, reference, atol=1e-2) for v in vectors.values())
+    finally:
+        store.close()
+
+
+def _hashes(store: Any, asset_ids: list[str]) -> dict[str, str]:
+    import sqlalchemy as sa
+
+    from consumers.store.models import assets
+
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(assets.c.asset_id, assets.c.content_hash).where(
+                assets.c.asset_id.in_(asset_ids)
+            )
+        )
+        return {a: h for a, h in rows}
