@@ -149,9 +149,7 @@ def _run_retag(args: argparse.Namespace, options: Options) -> int:
             if opts.taxonomy and taxonomy is not None:
                 store.set_mapping(_taxonomy_row(taxonomy, now))
             if opts.results_topic:
-                from consumers.sinks import Producer
-
-                producer = Producer(options[KafkaSettings].kafka_common())
+                producer = _producer(options[KafkaSettings])
         report = retag(
             store,
             args.function,
@@ -172,6 +170,17 @@ def _run_retag(args: argparse.Namespace, options: Options) -> int:
     if report.scanned == 0:
         return _error("retag", f"no stored results of {args.function!r} to redraw")
     return 0
+
+
+def _producer(kafka: KafkaSettings) -> Any:
+    """The result producer of the service's Kafka client (``kafka_client``)."""
+    if kafka.kafka_client == "confluent":
+        from consumers.confluent_sinks import ConfluentProducer
+
+        return ConfluentProducer(kafka.kafka_common())
+    from consumers.sinks import Producer
+
+    return Producer(kafka.kafka_common())
 
 
 def _taxonomy_row(taxonomy: Any, now: datetime) -> Any:

@@ -208,10 +208,13 @@ def test_a_threshold_file_changes_exactly_what_the_scores_imply_and_announces_on
     assert _stored_tags(store_url, "colours") == after
     assert _end_offsets(kafka_bootstrap, topic) == len(changed)
 
-    # detect: a threshold below the old one finds the stored boxes above the floor
-    assert main(["retag", "logos", "--threshold", "logo=0.1", "--results-topic", ""]) == 0
+    # detect: a threshold below the old one finds the stored boxes above the floor; every
+    # asset gains a box (its event sent by the other Kafka client this time)
+    argv = ["retag", "logos", "--threshold", "logo=0.1", "--results-topic", topic]
+    assert main([*argv, "--kafka-client", "confluent", "--no-progress"]) == 0
     logos = _stored_tags(store_url, "logos")["s3://lib/005.jpg"]
     assert [(r[0], r[1], r[2]) for r in logos] == [("logo", 0.8, 0.0), ("logo", 0.2, 20.0)]
+    assert _end_offsets(kafka_bootstrap, topic) == len(changed) + len(expected)
 
 
 TAXONOMY = """\
