@@ -317,3 +317,43 @@ def test_the_write_stage_applies_the_active_mapping(tmp_path: Path, fleet_path: 
         assert sorted(r[0] for r in stored.get(asset_id, [])) == sorted(want)
         assert {(r[3], r[4]) for r in stored.get(asset_id, [])} <= {("model", version)}
         assert "colour" in want and ("rouge" in want) == ("red" in want)
+
+
+def test_target_precision_calibrates_on_peoples_labels_in_the_store(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # red: people confirmed the assets scored 0.62.. and rejected those scored ..0.58; blue:
+    # two decisions only (fewer than --min-labels 5 of each)
+    reds = [0.9, 0.8, 0.7, 0.66, 0.62, 0.58, 0.45, 0.4, 0.3, 0.2]
+    store = TagStore(sqlite_url)
+    store.upgrade()
+    store.save([_asset(i, {"red": s, "blue": 0.9}) for i, s in enumerate(reds)])
+    store.close()
+    now = datetime(2026, 12, 2, tzinfo=UTC)
+    decisions = [
+        {"asset_id": f"s3://lib/{i:03d}.jpg", "function": "colours", "label": "red"}
+        | {"decision": "present" if s > 0.6 else "absent", "actor": "ann", "decided_at": now}
+        for i, s in enumerate(reds)
+    ]
+    decisions += [
+        {"asset_id": f"s3://lib/{i:03d}.jpg", "function": "colours", "label": "blue"}
+        | {"decision": "present", "actor": "ann", "decided_at": now}
+        for i in (0, 1)
+    ]
+    engine = sa.create_engine(sqlite_url, poolclass=sa.NullPool)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(human_labels), decisions)
+    engine.dispose()
+    monkeypatch.setenv("TAGFLEET_STORE", sqlite_url)
+    argv = ["retag", "colours", "--target-precision", "0.95", "--results-topic", ""]
+    assert main([*argv, "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "red: threshold 0.6200 (precision 1.000 on its labels)" in err
+    assert "blue: threshold kept: 2 present and 0 absent labels; 5 of each needed" in err
+    store = TagStore(sqlite_url)
+    assert store.active_mappings()["colours"].thresholds == {"red": 0.62}
+    store.close()
+    red = {
+        a for a, rows in _stored_tags(sqlite_url, "colours").items() for r in rows if r[0] == "red"
+    }
+    assert red == {f"s3://lib/{i:03d}.jpg" for i, s in enumerate(reds) if s >= 0.62}
