@@ -330,7 +330,7 @@ def test_target_precision_calibrates_on_peoples_labels_in_the_store(
     store.save([_asset(i, {"red": s, "blue": 0.9}) for i, s in enumerate(reds)])
     store.close()
     now = datetime(2026, 12, 2, tzinfo=UTC)
-    decisions = [
+    decisions: list[dict[str, Any]] = [
         {"asset_id": f"s3://lib/{i:03d}.jpg", "function": "colours", "label": "red"}
         | {"decision": "present" if s > 0.6 else "absent", "actor": "ann", "decided_at": now}
         for i, s in enumerate(reds)
