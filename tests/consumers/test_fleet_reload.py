@@ -13,11 +13,14 @@ import pytest
 from consumers.fleet_reload import FleetReloader
 from consumers.metrics import Metrics
 from consumers.store.versions import FollowStats
+from models.tile_grid import Tiling
 
 
 class _Fleet:
-    def __init__(self, input_size: int = 64, broken: bool = False) -> None:
-        self.input_size, self.broken = input_size, broken
+    def __init__(
+        self, input_size: int = 64, broken: bool = False, tilings: tuple[Any, ...] = ()
+    ) -> None:
+        self.input_size, self.broken, self.tilings = input_size, broken, tilings
         self.functions: dict[str, Any] = {}
         self.shadows: dict[str, Any] = {}
 
@@ -55,6 +58,8 @@ def _count(metrics: Metrics, outcome: str) -> float:
         (None, "load_failed"),
         (_Fleet(broken=True), "canary_failed"),
         (_Fleet(input_size=224), "input_size_changed"),
+        # a function read in tiles: the decoder started without them cuts none
+        (_Fleet(tilings=(Tiling(250),)), "input_size_changed"),
     ],
 )
 def test_a_bad_fleet_is_refused_and_the_old_one_keeps_serving(
