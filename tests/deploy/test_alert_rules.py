@@ -35,6 +35,10 @@ REQUIRED_ALERTS = {
     "TagfleetBrokerLagHigh",  # lag from the broker, with no consumer running
     "TagfleetLatencyBudgetBurnFast",  # burn-rate pair, page
     "TagfleetLatencyBudgetBurnSlow",  # burn-rate pair, ticket
+    # issue 18: the tags API and webhook serve
+    "TagfleetWebhookDeadLetters",  # webhook dead letters increasing
+    "TagfleetWebhookLagGrowing",  # an endpoint's lag growing for 15 minutes
+    "TagfleetApiErrors",  # the API's 5xx ratio
 }
 
 

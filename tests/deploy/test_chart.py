@@ -41,18 +41,35 @@ CRD_KINDS = {
 MINIMAL = ("-f", str(CHART / "ci" / "defaults.yaml"))
 
 
-def by_kind(docs: list[dict], kind: str) -> list[dict]:
-    return [d for d in docs if d["kind"] == kind]
+# Kinds the chart renders once per component (consumer, api, webhooks).
+COMPONENT_KINDS = {
+    "Deployment",
+    "Service",
+    "PodDisruptionBudget",
+    "NetworkPolicy",
+    "ServiceMonitor",
+}
 
 
-def one(docs: list[dict], kind: str) -> dict:
-    found = by_kind(docs, kind)
-    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+def component_of(doc: dict) -> str | None:
+    return (doc["metadata"].get("labels") or {}).get("app.kubernetes.io/component")
+
+
+def by_kind(docs: list[dict], kind: str, component: str | None = None) -> list[dict]:
+    return [
+        d for d in docs if d["kind"] == kind and (component is None or component_of(d) == component)
+    ]
+
+
+def one(docs: list[dict], kind: str, component: str = "consumer") -> dict:
+    """The one ``kind`` of the release; for the per-component kinds, the ``component``'s."""
+    found = by_kind(docs, kind, component if kind in COMPONENT_KINDS else None)
+    assert len(found) == 1, f"expected one {kind} ({component}), got {len(found)}"
     return found[0]
 
 
-def container(docs: list[dict], kind: str = "Deployment") -> dict:
-    return one(docs, kind)["spec"]["template"]["spec"]["containers"][0]
+def container(docs: list[dict], kind: str = "Deployment", component: str = "consumer") -> dict:
+    return one(docs, kind, component)["spec"]["template"]["spec"]["containers"][0]
 
 
 def env_of(c: dict) -> dict[str, dict]:
@@ -443,6 +460,11 @@ def test_values_schema_config_names_are_settings_with_matching_types() -> None:
         "config.kafka_client=librdkafka",
         "fleet.uri=http://example.com/fleet.yaml",
         "gpu.count=2",
+        "api.unknownKey=1",
+        "api.port=0",
+        "api.embeddings=/local/dir",
+        "webhooks.delivery.no_such_setting=1",
+        "webhooks.delivery.budget_s=0",
     ],
 )
 def test_values_schema_is_strict(helm: Path, override: str) -> None:
@@ -491,3 +513,230 @@ def test_notes_render(helm: Path, tmp_path: Path, values: str) -> None:
     assert "t-tagfleet" in notes and "/readyz" in notes
     assert ("WARNING: no fleet configured" in notes) == (values == "defaults")
     assert ("KEDA scales it" in notes) == (values == "gpu-keda")
+    # The API's address and how to make a key; webhooks' restart after an endpoint change.
+    assert "svc/t-tagfleet-api" in notes
+    assert "exec deploy/t-tagfleet-api -- tagfleet api-key create" in notes
+    assert ("rollout restart deploy/t-tagfleet-webhooks" in notes) == (values == "gpu-keda")
+
+
+# ---- the tags API and webhook serve (issue 18) ----
+
+WEBHOOKS_ON = ("--set", "webhooks.enabled=true", "--set", "webhooks.existingSecret=hooks")
+
+
+def _pod(doc: dict) -> dict:
+    return doc["spec"]["template"]["spec"]
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    return selector.items() <= labels.items()
+
+
+def test_the_api_is_deployed_by_default_with_its_service_probes_and_budget(
+    rendered: dict[str, list[dict]],
+) -> None:
+    docs = rendered["defaults"]
+    deployment = one(docs, "Deployment", "api")
+    c = container(docs, component="api")
+    assert c["args"] == ["api"]
+    assert c["image"] == "registry.example.com/tagfleet:0.1.0-cpu"  # no CUDA image for HTTP
+    assert "nvidia.com/gpu" not in str(c["resources"]) and c["resources"]["limits"]["memory"]
+    (port,) = c["ports"]
+    env = env_of(c)
+    assert port["name"] == "http"
+    assert env["TAGFLEET_API_PORT"]["value"] == str(port["containerPort"])
+    assert env["TAGFLEET_API_HOST"]["value"] == "0.0.0.0"  # its default is loopback
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert deployment["spec"]["replicas"] == 2
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert labels["app.kubernetes.io/component"] == "api"
+    assert _selects(deployment["spec"]["selector"]["matchLabels"], labels)
+
+    service = one(docs, "Service", "api")
+    (svc_port,) = service["spec"]["ports"]
+    assert (svc_port["name"], svc_port["targetPort"]) == ("http", "http")
+    assert _selects(service["spec"]["selector"], labels)
+    consumer_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert not _selects(service["spec"]["selector"], consumer_labels)
+    assert not _selects(one(docs, "Service")["spec"]["selector"], labels)
+    pdb = one(docs, "PodDisruptionBudget", "api")
+    assert _selects(pdb["spec"]["selector"]["matchLabels"], labels)
+    assert pdb["spec"]["maxUnavailable"] == 1
+    # One DNS label, the release's name with the component's suffix.
+    assert deployment["metadata"]["name"] == service["metadata"]["name"] == "t-tagfleet-api"
+
+
+@pytest.mark.parametrize("values", VALUES_FILES)
+def test_the_api_reads_the_consumers_store_s3_and_fleet(
+    rendered: dict[str, list[dict]], values: str
+) -> None:
+    """The same TAGFLEET_STORE (the Secret's key, never inlined), S3 settings, fleet and
+    ServiceAccount as the consumers: the helpers they share, not copies."""
+    docs = rendered[values]
+    api, consumer = env_of(container(docs, component="api")), env_of(container(docs))
+    for name in ("TAGFLEET_STORE", "TAGFLEET_FLEET", "AWS_ENDPOINT_URL_S3", "AWS_REGION"):
+        assert api.get(name) == consumer.get(name), name
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert api.get(name) == consumer.get(name), name
+    api_pod, consumer_pod = _pod(one(docs, "Deployment", "api")), _pod(one(docs, "Deployment"))
+    for key in ("serviceAccountName", "securityContext", "automountServiceAccountToken"):
+        assert api_pod[key] == consumer_pod[key], key
+    assert api_pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    assert "TAGFLEET_SASL_PLAIN_PASSWORD" not in api  # the API reads no Kafka
+    if values == "cpu-minimal":  # inline fleet: the same ConfigMap, mounted the same way
+        mounts = {m["name"]: m["mountPath"] for m in api_pod["containers"][0]["volumeMounts"]}
+        assert mounts["fleet"] == "/etc/tagfleet"
+        (volume,) = [v for v in api_pod["volumes"] if v["name"] == "fleet"]
+        assert volume["configMap"]["name"] == one(docs, "ConfigMap")["metadata"]["name"]
+
+
+def test_the_api_can_be_turned_off_and_is_refused_with_a_sqlite_trial(helm: Path) -> None:
+    docs = render(helm, *MINIMAL, "--set", "api.enabled=false")
+    assert {component_of(d) for d in docs} == {"consumer", "migrations", "test", None}
+    trial = ("--set", "image.repository=r/t", "--set", "security.allowAllBuckets=true")
+    refused = helm_template(helm, *trial, "--set", "store.sqlite.enabled=true")
+    assert refused.returncode != 0
+    assert "api.enabled=false" in refused.stderr and "store.sqlite" in refused.stderr
+    docs = render(helm, *trial, "--set", "store.sqlite.enabled=true", "--set", "api.enabled=false")
+    assert not by_kind(docs, "Deployment", "api")
+
+
+def test_webhooks_are_off_by_default_and_need_the_endpoints_secret(
+    helm: Path, rendered: dict[str, list[dict]]
+) -> None:
+    for values in ("defaults", "cpu-minimal"):
+        assert not [d for d in rendered[values] if component_of(d) == "webhooks"], values
+    refused = helm_template(helm, *MINIMAL, "--set", "webhooks.enabled=true")
+    assert refused.returncode != 0 and "webhooks.existingSecret" in refused.stderr
+    docs = render(helm, *MINIMAL, *WEBHOOKS_ON)
+    assert {d["kind"] for d in docs if component_of(d) == "webhooks"} == {
+        "Deployment",
+        "Service",
+        "NetworkPolicy",
+    }
+
+
+def test_webhook_serve_delivers_the_consumers_result_topic_with_its_kafka_credentials(
+    rendered: dict[str, list[dict]],
+) -> None:
+    docs = rendered["gpu-keda"]  # webhooks on, SASL_SSL Kafka
+    deployment = one(docs, "Deployment", "webhooks")
+    c = container(docs, component="webhooks")
+    assert c["args"] == ["webhook", "serve"]
+    assert c["image"].split("@")[0].endswith("-cpu")
+    env, consumer = env_of(c), env_of(container(docs))
+    assert (
+        env["TAGFLEET_WEBHOOK_RESULTS_TOPIC"]["value"]
+        == consumer["TAGFLEET_RESULTS_TOPIC"]["value"]
+    )
+    for name in (
+        "TAGFLEET_BOOTSTRAP_SERVERS",
+        "TAGFLEET_SECURITY_PROTOCOL",
+        "TAGFLEET_SASL_MECHANISM",
+        "TAGFLEET_SASL_PLAIN_USERNAME",
+        "TAGFLEET_SASL_PLAIN_PASSWORD",
+    ):
+        assert env[name] == consumer[name], name
+    assert "TAGFLEET_STORE" not in env  # webhook serve reads Kafka only
+    # The endpoints' file: the Secret's key, mounted read-only where TAGFLEET_WEBHOOK_WEBHOOKS
+    # points, readable by the pod's group only (it holds the signing secrets).
+    path = env["TAGFLEET_WEBHOOK_WEBHOOKS"]["value"]
+    pod = _pod(deployment)
+    (mount,) = [m for m in c["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == "tagfleet-webhooks"
+    assert volume["secret"]["items"] == [{"key": "webhooks.json", "path": path.rsplit("/", 1)[1]}]
+    assert volume["secret"]["defaultMode"] == 0o440
+    # Metrics, /healthz and /readyz on the named port the Service and ServiceMonitor use.
+    (port,) = c["ports"]
+    assert port["name"] == "metrics"
+    assert env["TAGFLEET_WEBHOOK_METRICS_PORT"]["value"] == str(port["containerPort"])
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    (svc_port,) = one(docs, "Service", "webhooks")["spec"]["ports"]
+    assert svc_port["targetPort"] == "metrics"
+    # Not on the consumers' GPU nodes.
+    assert "nodeSelector" not in pod and "tolerations" not in pod
+
+
+def test_the_service_monitors_scrape_the_consumers_the_api_and_webhooks_as_their_own_jobs(
+    rendered: dict[str, list[dict]],
+) -> None:
+    docs = rendered["gpu-keda"]
+    jobs = {}
+    for component in ("consumer", "api", "webhooks"):
+        monitor = one(docs, "ServiceMonitor", component)
+        service = one(docs, "Service", component)
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        selected = [
+            s for s in by_kind(docs, "Service") if _selects(selector, s["metadata"]["labels"])
+        ]
+        assert selected == [service], component
+        (endpoint,) = monitor["spec"]["endpoints"]
+        assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+        assert endpoint["path"] == "/metrics"
+        assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        relabel = {r["targetLabel"]: r["replacement"] for r in endpoint.get("relabelings", [])}
+        jobs[component] = (
+            relabel.get("job") or service["metadata"]["labels"][monitor["spec"]["jobLabel"]]
+        )
+    # The jobs of tests/deploy/test_prometheus_scrape.py and infra/prometheus/prometheus.yml:
+    # the consumers' alone are job="tagfleet" (TagfleetAbsent, TagfleetTargetDown).
+    assert jobs == {"consumer": "tagfleet", "api": "tagfleet-api", "webhooks": "tagfleet-webhooks"}
+    prom = yaml.safe_load((REPO / "infra/prometheus/prometheus.yml").read_text())
+    assert set(jobs.values()) <= {j["job_name"] for j in prom["scrape_configs"]}
+    # Without webhooks, no monitor for them; without the API, none for it.
+    assert len(by_kind(rendered["defaults"], "ServiceMonitor")) == 0  # serviceMonitor off
+
+
+def test_service_monitors_follow_the_components_enabled(helm: Path) -> None:
+    on = ("--set", "serviceMonitor.enabled=true")
+    docs = render(helm, *MINIMAL, *on)
+    assert sorted(str(component_of(d)) for d in by_kind(docs, "ServiceMonitor")) == [
+        "api",
+        "consumer",
+    ]
+    docs = render(helm, *MINIMAL, *on, "--set", "api.enabled=false", *WEBHOOKS_ON)
+    assert sorted(str(component_of(d)) for d in by_kind(docs, "ServiceMonitor")) == [
+        "consumer",
+        "webhooks",
+    ]
+
+
+def test_network_policies_admit_clients_to_the_api_and_only_prometheus_to_webhooks(
+    rendered: dict[str, list[dict]],
+) -> None:
+    # Default: every client may reach the API's port (each /v1 request needs a key).
+    (rule,) = one(rendered["defaults"], "NetworkPolicy", "api")["spec"]["ingress"]
+    assert rule == {"ports": [{"port": "http", "protocol": "TCP"}]}
+    docs = rendered["gpu-keda"]  # api.allowedClients: the DAM's namespace
+    policy = one(docs, "NetworkPolicy", "api")["spec"]
+    api_labels = one(docs, "Deployment", "api")["spec"]["template"]["metadata"]["labels"]
+    assert _selects(policy["podSelector"]["matchLabels"], api_labels)
+    (rule,) = policy["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    peers = rule["from"]
+    assert peers[0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+    assert {"ipBlock": {"cidr": "10.0.0.0/16"}} in peers  # the kubelet's probes
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "dam"}}} in peers
+    test_pod = one(docs, "Pod")["metadata"]["labels"]
+    assert any(
+        _selects(p.get("podSelector", {}).get("matchLabels", {"x": "y"}), test_pod) for p in peers
+    )
+    (rule,) = one(docs, "NetworkPolicy", "webhooks")["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert [p for p in rule["from"] if "ipBlock" not in p] == [peers[0]]  # Prometheus only
+
+
+def test_helm_test_checks_the_apis_readyz_too(rendered: dict[str, list[dict]]) -> None:
+    docs = rendered["defaults"]
+    urls = one(docs, "Pod")["spec"]["containers"][0]["command"][3:]
+    api, consumer = one(docs, "Service", "api"), one(docs, "Service")
+    assert urls == [
+        f"http://{api['metadata']['name']}.tagfleet.svc:{api['spec']['ports'][0]['port']}/readyz",
+        f"http://{consumer['metadata']['name']}.tagfleet.svc:"
+        f"{consumer['spec']['ports'][0]['port']}/readyz",
+    ]

@@ -17,12 +17,30 @@ MINIMAL = ("-f", str(CHART / "ci" / "defaults.yaml"))
 DASHBOARD = REPO / "infra" / "grafana" / "dashboards" / "tagfleet.json"
 
 
-def by_kind(docs: list[dict], kind: str) -> list[dict]:
-    return [d for d in docs if d["kind"] == kind]
+# Kinds the chart renders once per component (consumer, api, webhooks).
+COMPONENT_KINDS = {
+    "Deployment",
+    "Service",
+    "PodDisruptionBudget",
+    "NetworkPolicy",
+    "ServiceMonitor",
+}
+COMPONENTS = ("consumer", "api", "webhooks")
 
 
-def one(docs: list[dict], kind: str) -> dict:
-    (doc,) = by_kind(docs, kind)
+def component_of(doc: dict) -> str | None:
+    return (doc["metadata"].get("labels") or {}).get("app.kubernetes.io/component")
+
+
+def by_kind(docs: list[dict], kind: str, component: str | None = None) -> list[dict]:
+    return [
+        d for d in docs if d["kind"] == kind and (component is None or component_of(d) == component)
+    ]
+
+
+def one(docs: list[dict], kind: str, component: str = "consumer") -> dict:
+    """The one ``kind`` of the release; for the per-component kinds, the ``component``'s."""
+    (doc,) = by_kind(docs, kind, component if kind in COMPONENT_KINDS else None)
     return doc
 
 
@@ -121,7 +139,9 @@ def test_migration_job_has_its_own_scheduling_fields(rendered: dict[str, list[di
 def test_a_sqlite_trial_keeps_its_file_on_a_writable_volume_and_migrates_at_start(
     helm: Path,
 ) -> None:
-    values = ("--set", "image.repository=r/t", "--set", "security.allowAllBuckets=true")
+    # api.enabled=false: the SQLite file is on the consumer's volume only.
+    values: tuple[str, ...] = ("--set", "image.repository=r/t", "--set", "api.enabled=false")
+    values = (*values, "--set", "security.allowAllBuckets=true")
     docs = render(helm, *values, "--set", "store.sqlite.enabled=true")
     assert not by_kind(docs, "Job")
     deployment = one(docs, "Deployment")
@@ -158,11 +178,16 @@ def test_selectors_match_the_consumer_pods_and_not_the_jobs_or_the_tests(
         "Service": one(docs, "Service")["spec"]["selector"],
         "NetworkPolicy": one(docs, "NetworkPolicy")["spec"]["podSelector"]["matchLabels"],
     }
-    for monitor in by_kind(docs, "ServiceMonitor"):  # selects the Service, which selects pods
+    for monitor in by_kind(docs, "ServiceMonitor", "consumer"):  # selects the Service
         assert selects(
             monitor["spec"]["selector"]["matchLabels"], one(docs, "Service")["metadata"]["labels"]
         )
         selectors["ServiceMonitor->Service"] = one(docs, "Service")["spec"]["selector"]
+    # The API's and webhook serve's pods are not consumers either.
+    others += [
+        pod_labels(d) for d in by_kind(docs, "Deployment") if d is not one(docs, "Deployment")
+    ]
+    assert len(others) > 2
     for kind, selector in selectors.items():
         assert selects(selector, consumer), kind
         assert selector["app.kubernetes.io/component"] == "consumer", kind
@@ -171,12 +196,55 @@ def test_selectors_match_the_consumer_pods_and_not_the_jobs_or_the_tests(
 
 
 @pytest.mark.parametrize("values", ["defaults", "gpu-keda", "cpu-minimal"])
+def test_each_components_objects_select_its_own_pods_only(
+    rendered: dict[str, list[dict]], values: str
+) -> None:
+    """The API's and webhook serve's Deployment, Service, PDB, NetworkPolicy and
+    ServiceMonitor (through its Service) select their own pods, and nobody else's: no
+    consumer, no Job, no test pod, not each other's."""
+    docs = rendered[values]
+    pods = {component_of(d) or "?": pod_labels(d) for d in by_kind(docs, "Deployment")}
+    pods |= {f"{d['kind']}/{d['metadata']['name']}": pod_labels(d) for d in by_kind(docs, "Job")}
+    pods |= {f"Pod/{d['metadata']['name']}": pod_labels(d) for d in by_kind(docs, "Pod")}
+    checked = 0
+    for component in ("api", "webhooks"):
+        if component not in pods:
+            continue
+        selectors = {
+            "Deployment": one(docs, "Deployment", component)["spec"]["selector"]["matchLabels"],
+            "Service": one(docs, "Service", component)["spec"]["selector"],
+        }
+        for pdb in by_kind(docs, "PodDisruptionBudget", component):
+            selectors["PodDisruptionBudget"] = pdb["spec"]["selector"]["matchLabels"]
+        for policy in by_kind(docs, "NetworkPolicy", component):
+            selectors["NetworkPolicy"] = policy["spec"]["podSelector"]["matchLabels"]
+        for monitor in by_kind(docs, "ServiceMonitor", component):
+            service = one(docs, "Service", component)
+            assert selects(
+                monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"]
+            )
+            selectors["ServiceMonitor->Service"] = service["spec"]["selector"]
+        for kind, selector in selectors.items():
+            for name, labels in pods.items():
+                assert selects(selector, labels) == (name == component), (component, kind, name)
+                checked += 1
+    assert checked >= {"defaults": 12, "gpu-keda": 40, "cpu-minimal": 6}[values]
+
+
+@pytest.mark.parametrize("values", ["defaults", "gpu-keda", "cpu-minimal"])
 def test_every_workload_names_its_component(rendered: dict[str, list[dict]], values: str) -> None:
-    components = {}
-    for doc in rendered[values]:
-        if doc["kind"] in ("Deployment", "Job", "Pod"):
-            components[doc["kind"]] = pod_labels(doc)["app.kubernetes.io/component"]
-    assert components["Deployment"] == "consumer" and components["Pod"] == "test"
+    components = {
+        (doc["kind"], pod_labels(doc)["app.kubernetes.io/component"])
+        for doc in rendered[values]
+        if doc["kind"] in ("Deployment", "Job", "Pod")
+    }
+    expected = {("Deployment", "consumer"), ("Deployment", "api"), ("Pod", "test")}
+    expected |= {
+        "defaults": {("Job", "migrations")},
+        "gpu-keda": {("Job", "migrations"), ("Deployment", "webhooks")},
+        "cpu-minimal": set(),
+    }[values]
+    assert components == expected
 
 
 # DNS labels (RFC 1123/1035) and label values: 63 characters. Pod and ConfigMap names may be

@@ -1,8 +1,9 @@
 """infra/compose.yaml parses and refers only to what exists: the Dockerfile and its variant,
 files it mounts, TAGFLEET_* settings the service reads, subcommands and flags of the CLI, and
-hosts, ports and topics that other services of the same file actually serve; every port is
-bound to loopback; Grafana and Prometheus run without default credentials or admin APIs; Kafka
-keeps its data on its volume."""
+hosts, ports and topics that other services of the same file actually serve; the tags API and
+webhook serve (under a profile) run on the consumer's store and result topic and are scraped
+as their own jobs; every port is bound to loopback; Grafana and Prometheus run without
+default credentials or admin APIs; Kafka keeps its data on its volume."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from deploy_helpers import REPO, cli_parses, known_env, settings_fields
 
 INFRA = REPO / "infra"
 COMPOSE = INFRA / "compose.yaml"
-TAGFLEET_SERVICES = ("db-upgrade", "demo-fleet", "tagfleet")
+TAGFLEET_SERVICES = ("db-upgrade", "demo-fleet", "tagfleet", "api", "webhooks")
 
 
 @cache
@@ -220,3 +221,45 @@ def test_kafka_writes_its_log_dirs_on_its_volume() -> None:
     assert kafka["KAFKA_LOG_DIRS"] == mount.split(":")[1]
     # A fixed cluster id: the recreated broker accepts the data it formatted before.
     assert re.fullmatch(r"[A-Za-z0-9_-]{22}", kafka["CLUSTER_ID"])
+
+
+def _scrape_job(name: str) -> dict:
+    prom = yaml.safe_load((INFRA / "prometheus" / "prometheus.yml").read_text())
+    return next(j for j in prom["scrape_configs"] if j["job_name"] == name)
+
+
+def test_the_api_serves_the_consumers_store_on_a_published_port_prometheus_scrapes() -> None:
+    args = cli_parses(services()["api"]["command"])
+    assert args.handler.__name__ == "_run_api"
+    api = env("api")
+    assert api["TAGFLEET_STORE"] == env("tagfleet")["TAGFLEET_STORE"]
+    assert api["TAGFLEET_FLEET"] == env("tagfleet")["TAGFLEET_FLEET"]  # GET /v1/functions
+    assert api["TAGFLEET_API_HOST"] == "0.0.0.0"  # the default, 127.0.0.1, is the container's own
+    port = int(api["TAGFLEET_API_PORT"])
+    assert f"127.0.0.1:{port}:{port}" in services()["api"]["ports"]
+    depends = services()["api"]["depends_on"]
+    assert depends["db-upgrade"]["condition"] == "service_completed_successfully"
+    assert f"127.0.0.1:{port}/readyz" in " ".join(services()["api"]["healthcheck"]["test"])
+    job = _scrape_job("tagfleet-api")
+    assert job["static_configs"][0]["targets"] == [f"api:{port}"]
+    assert job["static_configs"][0]["labels"]["namespace"] == "compose"
+    assert "profiles" not in services()["api"]  # up by default, like the consumer
+
+
+def test_webhooks_run_only_under_their_profile_on_the_result_topic() -> None:
+    svc = services()["webhooks"]
+    assert svc["profiles"] == ["webhooks"]
+    args = cli_parses(svc["command"])
+    assert (args.command, args.webhook_command) == ("webhook", "serve")
+    wh = env("webhooks")
+    assert wh["TAGFLEET_WEBHOOK_RESULTS_TOPIC"] == env("tagfleet")["TAGFLEET_RESULTS_TOPIC"]
+    topics = re.search(r"for topic in ([^;]+);", script("kafka-init"))
+    assert topics is not None and wh["TAGFLEET_WEBHOOK_RESULTS_TOPIC"] in topics.group(1).split()
+    assert wh["TAGFLEET_BOOTSTRAP_SERVERS"] == env("tagfleet")["TAGFLEET_BOOTSTRAP_SERVERS"]
+    # The endpoints' file is on a volume the service mounts (`run --rm webhooks webhook add`
+    # writes it there), not in the image's read-only layers.
+    mounts = [m.split(":")[1] for m in svc["volumes"]]
+    assert any(wh["TAGFLEET_WEBHOOK_WEBHOOKS"].startswith(m + "/") for m in mounts)
+    port = int(wh["TAGFLEET_WEBHOOK_METRICS_PORT"])
+    assert f"127.0.0.1:{port}:{port}" in svc["ports"]
+    assert _scrape_job("tagfleet-webhooks")["static_configs"][0]["targets"] == [f"webhooks:{port}"]

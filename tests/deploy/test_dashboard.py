@@ -210,7 +210,12 @@ def test_replicas_follow_the_scraped_pods_not_a_guessed_deployment_name(helm: Pa
         ((), ["t-tagfleet-5f6d8c7b9-q8z2m", "t-tagfleet-66b9d7c8f4-abcde"]),
     ):
         docs = render(helm, "-f", str(CHART / "ci" / "defaults.yaml"), *args)
-        (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+        (deployment,) = [  # the consumers' (job="tagfleet"), not the API's
+            d
+            for d in docs
+            if d["kind"] == "Deployment"
+            and d["metadata"]["labels"]["app.kubernetes.io/component"] == "consumer"
+        ]
         for pod in pods:
             match = pattern.match(pod)
             assert match and match.group(1) == deployment["metadata"]["name"], pod

@@ -34,13 +34,33 @@ app.kubernetes.io/component or name no longer matches its own selector, Service,
 NetworkPolicy.
 */}}
 {{- define "tagfleet.podLabels" -}}
-{{- $own := printf "%s\napp.kubernetes.io/component: consumer" (include "tagfleet.labels" .) | fromYaml }}
-{{- range $key, $_ := .Values.podLabels }}
+{{- include "tagfleet.componentPodLabels" (dict "root" . "component" "consumer") }}
+{{- end }}
+
+{{/*
+A component's pod labels (consumer, api, webhooks): podLabels, then the chart's own, which
+podLabels may not override. Called with a dict: root, component.
+*/}}
+{{- define "tagfleet.componentPodLabels" -}}
+{{- $own := printf "%s\napp.kubernetes.io/component: %s" (include "tagfleet.labels" .root) .component | fromYaml }}
+{{- range $key, $_ := .root.Values.podLabels }}
 {{- if hasKey $own $key }}
 {{- fail (printf "podLabels: %s is set by the chart (its selectors and labels); remove it from podLabels" $key) }}
 {{- end }}
 {{- end }}
-{{- merge $own .Values.podLabels | toYaml }}
+{{- merge $own .root.Values.podLabels | toYaml }}
+{{- end }}
+
+{{/* A component's selector labels. Called with a dict: root, component. */}}
+{{- define "tagfleet.componentSelectorLabels" -}}
+{{ include "tagfleet.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* A component's object labels. Called with a dict: root, component. */}}
+{{- define "tagfleet.componentLabels" -}}
+{{ include "tagfleet.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{- define "tagfleet.chart" -}}
@@ -58,8 +78,7 @@ the Service) ServiceMonitor select. The component keeps the migration Job's and 
 pods out of them.
 */}}
 {{- define "tagfleet.consumerSelectorLabels" -}}
-{{ include "tagfleet.selectorLabels" . }}
-app.kubernetes.io/component: consumer
+{{ include "tagfleet.componentSelectorLabels" (dict "root" . "component" "consumer") }}
 {{- end }}
 
 {{- define "tagfleet.labels" -}}
@@ -94,12 +113,19 @@ that the tag stays readable and the digest decides what is pulled. Called with a
 {{- include "tagfleet.imageRef" (dict "root" . "variant" .Values.image.variant "digest" .Values.image.digest) }}
 {{- end }}
 
+{{/*
+An image of the chart's repository in another variant (image: {variant, digest}): its own
+digest, else image.digest when the variants match, else by tag. Called with a dict: root, image.
+*/}}
+{{- define "tagfleet.variantImage" -}}
+{{- $digest := .image.digest }}
+{{- if and (not $digest) (eq .image.variant .root.Values.image.variant) }}{{ $digest = .root.Values.image.digest }}{{ end }}
+{{- include "tagfleet.imageRef" (dict "root" .root "variant" .image.variant "digest" $digest) }}
+{{- end }}
+
 {{/* The migration Job's and the helm test's image: the CPU variant unless told otherwise. */}}
 {{- define "tagfleet.jobImage" -}}
-{{- $m := .Values.migrations.image }}
-{{- $digest := $m.digest }}
-{{- if and (not $digest) (eq $m.variant .Values.image.variant) }}{{ $digest = .Values.image.digest }}{{ end }}
-{{- include "tagfleet.imageRef" (dict "root" . "variant" $m.variant "digest" $digest) }}
+{{- include "tagfleet.variantImage" (dict "root" . "image" .Values.migrations.image) }}
 {{- end }}
 
 {{/*
@@ -217,5 +243,102 @@ the pod's data volume.
 {{- if kindIs "slice" . }}{{ join "," . }}
 {{- else if kindIs "float64" . }}{{ if eq (float64 (int64 .)) . }}{{ int64 . }}{{ else }}{{ . }}{{ end }}
 {{- else }}{{ . }}
+{{- end }}
+{{- end }}
+
+{{/*
+What every pod of the release shares (consumer, API, webhooks): the ServiceAccount, pull
+secrets and the pod security context. Indented by the caller.
+*/}}
+{{- define "tagfleet.podCommon" -}}
+serviceAccountName: {{ include "tagfleet.serviceAccountName" . }}
+automountServiceAccountToken: {{ .Values.serviceAccount.automountServiceAccountToken }}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- end }}
+
+{{/*
+A pod's own scheduling fields, from a values section with nodeSelector, tolerations, affinity
+and priorityClassName (the API's and the webhooks' pods: not the consumer's GPU nodes).
+*/}}
+{{- define "tagfleet.scheduling" -}}
+{{- with .priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* Kafka SASL credentials from kafkaSasl.existingSecret (the consumers and webhook serve). */}}
+{{- define "tagfleet.saslEnv" -}}
+{{- if .Values.kafkaSasl.enabled }}
+- name: TAGFLEET_SASL_MECHANISM
+  value: {{ .Values.kafkaSasl.mechanism | quote }}
+- name: TAGFLEET_SASL_PLAIN_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "kafkaSasl.existingSecret is required when kafkaSasl.enabled" .Values.kafkaSasl.existingSecret }}
+      key: {{ .Values.kafkaSasl.usernameKey }}
+- name: TAGFLEET_SASL_PLAIN_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.kafkaSasl.existingSecret }}
+      key: {{ .Values.kafkaSasl.passwordKey }}
+{{- end }}
+{{- end }}
+
+{{/*
+The broker connection of `config` for a process that is not the consumer (webhook serve):
+the servers, the protocol, SSL files and logging, the same values as the consumers', then
+SASL.
+*/}}
+{{- define "tagfleet.kafkaEnv" -}}
+{{- range $name := list "bootstrap_servers" "security_protocol" "ssl_cafile" "ssl_certfile" "ssl_keyfile" "log_format" "log_level" }}
+{{- if hasKey $.Values.config $name }}
+- name: TAGFLEET_{{ upper $name }}
+  value: {{ include "tagfleet.envValue" (index $.Values.config $name) | quote }}
+{{- end }}
+{{- end }}
+{{- include "tagfleet.saslEnv" . }}
+{{- end }}
+
+{{/* The fleet's ConfigMap volume and mount (fleet.inline), for the consumers and the API. */}}
+{{- define "tagfleet.fleetVolume" -}}
+{{- if .Values.fleet.inline }}
+- name: fleet
+  configMap:
+    name: {{ include "tagfleet.fullname" . }}-fleet
+{{- end }}
+{{- end }}
+
+{{- define "tagfleet.fleetMount" -}}
+{{- if .Values.fleet.inline }}
+- name: fleet
+  mountPath: /etc/tagfleet
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* Where the tags API and webhook serve need values the consumer does not. */}}
+{{- define "tagfleet.validateComponents" -}}
+{{- if and .Values.api.enabled .Values.store.sqlite.enabled }}
+{{- fail "tagfleet: store.sqlite keeps the tags in the consumer pod's volume, which the API's pods cannot read: set api.enabled=false for the trial, or use PostgreSQL (store.existingSecret)" }}
+{{- end }}
+{{- if and .Values.webhooks.enabled (not .Values.webhooks.existingSecret) }}
+{{- fail "tagfleet: webhooks.enabled needs webhooks.existingSecret, a Secret holding the endpoints' file (tagfleet webhook add --webhooks webhooks.json, then kubectl create secret generic NAME --from-file=webhooks.json; docs/deploy.md, \"Webhooks\")" }}
 {{- end }}
 {{- end }}
