@@ -118,7 +118,8 @@ def test_a_child_that_cannot_be_restarted_is_a_transient_fault_and_is_retried_la
     with DecodeProcesses(1, 32, LIMITS) as pool:
         (first,) = pids(pool)
         good_args = pool._args
-        pool._args = (*good_args[:3], ("NO-SUCH-LEVEL", "json"), *good_args[4:])  # children die at start
+        broken = ("NO-SUCH-LEVEL", "json")  # children die at start
+        pool._args = (*good_args[:3], broken, *good_args[4:])
         os.kill(first, signal.SIGKILL)
         with pytest.raises(TransientError, match="could not restart a decode process"):
             pool(blob)
