@@ -85,6 +85,8 @@ def _open_store(command: str, options: Options) -> Any:
 
 
 def _run_retag(args: argparse.Namespace, options: Options) -> int:
+    from consumers.domain import TransientError
+    from consumers.ports import RecordRejected
     from consumers.retag.precision import calibrate
     from consumers.retag.run import retag
     from consumers.retag.taxonomy import (
@@ -140,6 +142,11 @@ def _run_retag(args: argparse.Namespace, options: Options) -> int:
             stored = active[TAXONOMY_SCOPE].taxonomy
             taxonomy = None if stored is None else parse_taxonomy(stored, "the active taxonomy")
         if not opts.dry_run:
+            if opts.results_topic:  # before anything is activated
+                try:
+                    producer = _producer(options[KafkaSettings])
+                except Exception as exc:  # noqa: BLE001 - each client has its own errors
+                    return _error("retag", f"cannot reach Kafka to publish result events: {exc}")
             now = datetime.now(UTC)
             store.set_mapping(
                 ActiveMapping(
@@ -148,20 +155,27 @@ def _run_retag(args: argparse.Namespace, options: Options) -> int:
             )
             if opts.taxonomy and taxonomy is not None:
                 store.set_mapping(_taxonomy_row(taxonomy, now))
-            if opts.results_topic:
-                producer = _producer(options[KafkaSettings])
-        report = retag(
-            store,
-            args.function,
-            thresholds=thresholds,
-            taxonomy=taxonomy,
-            tenant=opts.tenant,
-            producer=producer,
-            results_topic=opts.results_topic,
-            batch_size=opts.batch_size,
-            dry_run=opts.dry_run,
-            progress=opts.progress and sys.stderr.isatty(),
-        )
+        try:
+            report = retag(
+                store,
+                args.function,
+                thresholds=thresholds,
+                taxonomy=taxonomy,
+                tenant=opts.tenant,
+                producer=producer,
+                results_topic=opts.results_topic,
+                batch_size=opts.batch_size,
+                dry_run=opts.dry_run,
+                progress=opts.progress and sys.stderr.isatty(),
+            )
+        except (TransientError, RecordRejected) as exc:
+            print(
+                f"tagfleet retag: error: {exc}; the page it was on was not written (its events"
+                " may have gone out; the pages before it are done): run the same command again"
+                " to finish",
+                file=sys.stderr,
+            )
+            return 1
     finally:
         if producer is not None:
             producer.close()

@@ -345,6 +345,19 @@ def test_target_precision_calibrates_on_peoples_labels_in_the_store(
         conn.execute(sa.insert(human_labels), decisions)
     engine.dispose()
     monkeypatch.setenv("TAGFLEET_STORE", sqlite_url)
+    # no Kafka to announce to: refused before anything is activated or written
+    import consumers.retag.cli
+
+    def no_broker(kafka: Any) -> Any:
+        raise RuntimeError("NoBrokersAvailable")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(consumers.retag.cli, "_producer", no_broker)
+        assert main(["retag", "colours", "--threshold", "red=0.1"]) == 2
+    assert "cannot reach Kafka to publish result events" in capsys.readouterr().err
+    store = TagStore(sqlite_url)
+    assert store.active_mappings() == {}
+    store.close()
     argv = ["retag", "colours", "--target-precision", "0.95", "--results-topic", ""]
     assert main([*argv, "--no-progress"]) == 0
     err = capsys.readouterr().err
