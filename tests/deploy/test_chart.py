@@ -395,6 +395,8 @@ def test_pdb_selects_the_consumer_pods(rendered: dict[str, list[dict]]) -> None:
     pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     assert pdb["spec"]["maxUnavailable"] == 1
+    # Readiness follows the store: a store outage must not block node drains.
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
 
 
 def test_db_upgrade_runs_as_a_pre_install_and_pre_upgrade_hook(
@@ -564,6 +566,8 @@ def test_the_api_is_deployed_by_default_with_its_service_probes_and_budget(
     pdb = one(docs, "PodDisruptionBudget", "api")
     assert _selects(pdb["spec"]["selector"]["matchLabels"], labels)
     assert pdb["spec"]["maxUnavailable"] == 1
+    # Readiness follows the store: a store outage must not block node drains.
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
     # One DNS label, the release's name with the component's suffix.
     assert deployment["metadata"]["name"] == service["metadata"]["name"] == "t-tagfleet-api"
 
