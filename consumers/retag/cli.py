@@ -97,6 +97,7 @@ def _run_retag(args: argparse.Namespace, options: Options) -> int:
         parse_taxonomy,
         parse_threshold_flags,
     )
+    from consumers.retry import GaveUp
     from consumers.store.tagsets import TAXONOMY_SCOPE, ActiveMapping
 
     opts = options[RetagOptions]
@@ -168,7 +169,7 @@ def _run_retag(args: argparse.Namespace, options: Options) -> int:
                 dry_run=opts.dry_run,
                 progress=opts.progress and sys.stderr.isatty(),
             )
-        except (TransientError, RecordRejected) as exc:
+        except (TransientError, GaveUp, RecordRejected) as exc:
             print(
                 f"tagfleet retag: error: {exc}; the page it was on was not written (its events"
                 " may have gone out; the pages before it are done): run the same command again"

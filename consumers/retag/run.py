@@ -11,11 +11,13 @@ announced again).
 
 from __future__ import annotations
 
+import functools
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from tqdm import tqdm
 
@@ -24,12 +26,15 @@ from consumers.ports import OutRecord, RecordProducer
 from consumers.results import encode_event, result_event
 from consumers.retag.tagset import effective_key, tag_key, with_tag_set
 from consumers.retag.taxonomy import Taxonomy, mapping_version
+from consumers.retry import retry_transient
 from consumers.store.rows import derive_tags
 from consumers.store.tagsets import StoredResult
 
 log = logging.getLogger(__name__)
 
 SOURCE = "retag"
+RETRY_S = 300.0  # how long one transient fault is retried before the run stops
+_T = TypeVar("_T")
 
 
 class RetagStore(Protocol):
@@ -102,16 +107,25 @@ def retag(
     dry_run: bool = False,
     progress: bool = True,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    retry_s: float = RETRY_S,
 ) -> RetagReport:
     """Draw ``function``'s tags again from its stored results at ``thresholds`` through
     ``taxonomy`` (one tenant or all), write them with their provenance and publish a result
-    event per asset whose effective tags changed (module doc). No model is loaded."""
+    event per asset whose effective tags changed (module doc). No model is loaded.
+
+    A transient fault (the database restarting, the broker away) is retried, the page again
+    from its read, for up to ``retry_s`` seconds per fault; then the ``TransientError`` (as
+    :class:`~consumers.retry.GaveUp`) propagates, the page it was on not written."""
     version = mapping_version(taxonomy, thresholds)
     report = RetagReport(version)
     after = ""
     bar = tqdm(unit="result", desc=f"retag {function}", disable=not progress)
+
+    def read() -> list[StoredResult]:
+        return store.stored_results(function, tenant, after, batch_size)
+
     try:
-        while page := store.stored_results(function, tenant, after, batch_size):
+        while page := _patiently(read, "read", retry_s):
             after = page[-1].asset_id
             writes: list[tuple[StoredResult, list[dict[str, Any]]]] = []
             events: dict[str, bytes] = {}
@@ -143,7 +157,11 @@ def retag(
                     if producer is not None and results_topic and records:
                         producer.send_all(records)
 
-                written = store.write_tag_sets(function, writes, publish)
+                written = _patiently(
+                    functools.partial(store.write_tag_sets, function, writes, publish),
+                    "write",
+                    retry_s,
+                )
                 report.moved_on += len(writes) - len(written)
             else:
                 written = {s.asset_id for s, _ in writes}
@@ -155,6 +173,12 @@ def retag(
     finally:
         bar.close()
     return report
+
+
+def _patiently(call: Callable[[], _T], what: str, budget_s: float) -> _T:
+    """``call()``, retrying transient faults for up to ``budget_s`` seconds."""
+    started = time.monotonic()
+    return retry_transient(call, f"retag {what}", lambda: time.monotonic() - started > budget_s)
 
 
 def _box(entry: Mapping[str, Any]) -> tuple[float, ...] | None:

@@ -18,11 +18,11 @@ from harness import COLOURS, image_bytes, read_topic
 from kafka import KafkaConsumer, TopicPartition
 
 from consumers.cli import main
-from consumers.domain import AssetResult, SourcePosition
+from consumers.domain import AssetResult, SourcePosition, TransientError
 from consumers.retag.taxonomy import load_taxonomy, mapping_version
 from consumers.store import TagStore
 from consumers.store.models import human_labels, tags
-from consumers.store.tagsets import ActiveMapping
+from consumers.store.tagsets import ActiveMapping, StoredResult
 
 pytestmark = pytest.mark.integration
 
@@ -370,3 +370,74 @@ def test_target_precision_calibrates_on_peoples_labels_in_the_store(
         a for a, rows in _stored_tags(sqlite_url, "colours").items() for r in rows if r[0] == "red"
     }
     assert red == {f"s3://lib/{i:03d}.jpg" for i, s in enumerate(reds) if s >= 0.62}
+
+
+class _FlakyStore:
+    """Two stored results; the first read and the first write fail as a restart would."""
+
+    def __init__(self) -> None:
+        self.reads = self.writes = 0
+        self.written: list[str] = []
+
+    def stored_results(
+        self, function: str, tenant: str | None, after: str, limit: int
+    ) -> list[StoredResult]:
+        self.reads += 1
+        if self.reads == 1:
+            raise TransientError("store stored_results: the database system is shutting down")
+        scores = {"red": 0.9, "blue": 0.4}
+        return [
+            StoredResult(
+                asset_id=a,
+                tenant="acme",
+                uri=a,
+                etag="e",
+                width=1,
+                height=1,
+                model_version="v1",
+                result=_tags_result(scores),
+                stored_at=datetime(2026, 12, 1, tzinfo=UTC),
+                source=(None, None, None),
+                tags=(("red", 0.9, None),),
+                mapping_versions=frozenset([None]),
+                decisions={},
+            )
+            for a in ("a1", "a2")
+            if a > after
+        ]
+
+    def write_tag_sets(self, function: str, new_tags: Any, before_commit: Any = None) -> set[str]:
+        self.writes += 1
+        if self.writes == 1:
+            raise TransientError("store write_tag_sets: terminating connection")
+        ids = {s.asset_id for s, _ in new_tags}
+        if before_commit is not None:
+            before_commit(ids)
+        self.written += sorted(ids)
+        return ids
+
+
+def test_a_restart_of_the_store_during_a_run_is_waited_out() -> None:
+    from consumers.retag.run import retag
+
+    class Sent:
+        records: list[Any] = []
+
+        def send_all(self, records: Any) -> None:
+            self.records.extend(records)
+
+        def close(self, timeout_s: float = 10.0) -> None:
+            pass
+
+    store, producer = _FlakyStore(), Sent()
+    report = retag(
+        store,
+        "colours",
+        thresholds={"blue": 0.3},
+        taxonomy=None,
+        producer=producer,
+        results_topic="t",
+        progress=False,
+    )
+    assert store.written == ["a1", "a2"] and report.changed == 2
+    assert [r.key for r in producer.records] == [b"a1", b"a2"]  # the failed write sent none
