@@ -90,7 +90,7 @@ def timed(store: Any, **kwargs: Any) -> dict[str, Any]:
     started = time.perf_counter()
     report = retag(store, "colours", progress=sys.stderr.isatty(), **kwargs)
     seconds = time.perf_counter() - started
-    return {
+    out = {
         "seconds": round(seconds, 1),
         "rows_per_s": round(report.scanned / seconds),
         "results_read": report.scanned,
@@ -99,7 +99,10 @@ def timed(store: Any, **kwargs: Any) -> dict[str, Any]:
         "tags_before": report.tags_before,
         "tags_after": report.tags_after,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
+    print(json.dumps(out), file=sys.stderr, flush=True)  # each pass as it ends
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     producer = None
     try:
         seconds = generate(url, args.assets)
+        print(f"generated in {seconds:.1f} s", file=sys.stderr, flush=True)
         from consumers.retag.taxonomy import parse_taxonomy
         from consumers.sinks import Producer
         from consumers.store import TagStore
