@@ -13,8 +13,19 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from api_harness import ApiProcess, asset_path, json_of, make_key, tagfleet
-from harness import COLOURS, image_bytes, read_topic
+from api_harness import ApiProcess, asset_path, json_of, make_key
+from harness import (
+    COLOURS,
+    ConsumerProcess,
+    env_for,
+    free_port,
+    group_lag,
+    native_event,
+    produce,
+    read_topic,
+    upload_images,
+    wait_until,
+)
 from kafka import KafkaConsumer, TopicPartition
 
 from consumers.cli import main
@@ -275,48 +286,73 @@ def test_a_taxonomy_shows_in_effective_tags_and_search(
     assert "run `tagfleet db upgrade`" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # tagfleet tag in a fresh process on the tiny fleet: about 20 s
-def test_the_write_stage_applies_the_active_mapping(tmp_path: Path, fleet_path: Path) -> None:
-    """tagfleet tag runs the service's write stage: the tags it stores and the result it keeps
-    went through the active taxonomy."""
+@pytest.mark.slow  # the service in a fresh process on the tiny fleet: about 30 s
+def test_the_consumer_applies_the_active_mapping_when_it_writes(
+    stack: dict[str, str],
+    kafka_bootstrap: str,
+    kafka_admin: Any,
+    new_topic: Any,
+    new_bucket: Any,
+    s3: Any,
+    fleet_path: Path,
+    tmp_path: Path,
+) -> None:
+    """The service stores and publishes the tags of the active taxonomy and thresholds."""
     store_url = f"sqlite:///{tmp_path / 'tags.db'}"
     taxonomy = tmp_path / "taxonomy.yaml"
     taxonomy.write_text(
         "parents:\n" + "".join(f"  {c}: colour\n" for c in COLOURS) + "synonyms:\n  red: [rouge]\n"
     )
-    env = {"TAGFLEET_STORE": store_url}
     store = TagStore(store_url)
     store.upgrade()
-    # and a threshold for colours' labels, as retag sets (every score is a tag)
+    # a threshold for colours' labels, as retag sets (every score is a tag)
     store.set_mapping(ActiveMapping("colours", None, {"*": 0.0}, "x", datetime.now(UTC)))
     store.close()
-    assert tagfleet(env, "taxonomy", "set", str(taxonomy)).returncode == 0
-    folder = tmp_path / "library"
-    folder.mkdir()
-    for i in range(4):
-        (folder / f"img-{i}.png").write_bytes(image_bytes(i))
-    done = tagfleet(env, "tag", str(folder), "--fleet", str(fleet_path))
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert main(["taxonomy", "set", str(taxonomy), "--store", store_url]) == 0
+    bucket = new_bucket()
+    keys = upload_images(s3, bucket, 4)
+    topic, results = new_topic(partitions=1), new_topic(partitions=1)
+    produce(kafka_bootstrap, topic, [native_event(bucket, k) for k in keys])
+    group = f"g-{topic}"
+    consumer = ConsumerProcess(
+        tmp_path / "consumer.log",
+        env_for(stack),
+        bootstrap_servers=kafka_bootstrap,
+        topic=topic,
+        group_id=group,
+        results_topic=results,
+        dlq_topic=new_topic(partitions=1),
+        backfill_topic="",
+        store=store_url,
+        fleet=fleet_path,
+        metrics_port=free_port(),
+    )
+    try:
+        wait_until(
+            lambda: group_lag(kafka_admin, kafka_bootstrap, group, topic) == 0,
+            120,
+            what="consumer group lag 0",
+        )
+    finally:
+        code = consumer.terminate()
+    assert code == 0, consumer.logs()[-3000:]
 
     expand = load_taxonomy(taxonomy).expand
     version = mapping_version(load_taxonomy(taxonomy), {"*": 0.0})
-    engine = sa.create_engine(store_url)
-    with engine.connect() as conn:
-        results = conn.execute(
-            sa.text("select asset_id, result from function_results where function = 'colours'")
-        ).all()
-    engine.dispose()
     stored = _stored_tags(store_url, "colours")
-    assert len(results) == 4
-    for asset_id, raw in results:
-        result = json.loads(raw) if isinstance(raw, str) else raw
+    events = [json.loads(r.value) for r in read_topic(kafka_bootstrap, results, expected=4)]
+    assert {e["asset_id"] for e in events} == {f"s3://{bucket}/{k}" for k in keys}
+    for event in events:
+        result = event["functions"]["colours"]
         want: list[str] = []
         for label, _ in sorted(result["scores"].items(), key=lambda kv: -kv[1]):
             want += [t for t in expand(label) if t not in want]
-        assert [t["label"] for t in result["tag_set"]["tags"]] == want
-        assert sorted(r[0] for r in stored.get(asset_id, [])) == sorted(want)
-        assert {(r[3], r[4]) for r in stored.get(asset_id, [])} <= {("model", version)}
         assert "colour" in want and ("rouge" in want) == ("red" in want)
+        assert [t["label"] for t in result["tag_set"]["tags"]] == want  # published
+        assert result["tag_set"]["mapping_version"] == version
+        rows = stored[event["asset_id"]]  # and stored
+        assert sorted(r[0] for r in rows) == sorted(want)
+        assert {(r[3], r[4]) for r in rows} == {("model", version)}
 
 
 def test_target_precision_calibrates_on_peoples_labels_in_the_store(
