@@ -395,8 +395,9 @@ def test_pdb_selects_the_consumer_pods(rendered: dict[str, list[dict]]) -> None:
     pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     assert pdb["spec"]["maxUnavailable"] == 1
-    # Readiness follows the store: a store outage must not block node drains.
-    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    # Readiness does not follow the store after start-up (docs/deploy.md, "Probes"): no
+    # eviction policy needed; the API's budget has one.
+    assert "unhealthyPodEvictionPolicy" not in pdb["spec"]
 
 
 def test_db_upgrade_runs_as_a_pre_install_and_pre_upgrade_hook(
@@ -641,8 +642,13 @@ def test_webhook_serve_delivers_the_consumers_result_topic_with_its_kafka_creden
         "TAGFLEET_SASL_MECHANISM",
         "TAGFLEET_SASL_PLAIN_USERNAME",
         "TAGFLEET_SASL_PLAIN_PASSWORD",
+        "TAGFLEET_SSL_CAFILE",
     ):
         assert env[name] == consumer[name], name
+    # The private CA is mounted where ssl_cafile points, in both pods.
+    for c_ in (c, container(docs)):
+        mounts = {m["mountPath"] for m in c_["volumeMounts"]}
+        assert env["TAGFLEET_SSL_CAFILE"]["value"].rsplit("/", 1)[0] in mounts
     assert "TAGFLEET_STORE" not in env  # webhook serve reads Kafka only
     # The endpoints' file: the Secret's key, mounted read-only where TAGFLEET_WEBHOOK_WEBHOOKS
     # points, readable by the pod's group only (it holds the signing secrets).
