@@ -162,12 +162,15 @@ def test_nearest_is_the_exact_cosine_top_k_when_small(store: LanceEmbeddingStore
     assert len(store.nearest(BACKBONE, own.vector, 1000)) == 300
 
 
-def test_nearest_with_an_approximate_index_still_finds_each_vector(tmp_path: Path) -> None:
+@pytest.mark.parametrize("index_type", ["IVF_PQ", "IVF_HNSW_SQ"])
+def test_nearest_with_an_approximate_index_still_finds_each_vector(
+    tmp_path: Path, index_type: str
+) -> None:
     store = LanceEmbeddingStore(str(tmp_path / "e"), index_min_rows=256)
     rows = _rows(600, seed=6)
     store.put(rows)
     assert not store._has_vector_index(store._open(BACKBONE))
-    store.maintain()
+    store.maintain(index_type=index_type)
     assert store._has_vector_index(store._open(BACKBONE))
     hits = sum(store.nearest(BACKBONE, r.vector, 1)[0][0] == r.asset_id for r in rows[:50])
     assert hits >= 48  # approximate candidates, exactly re-ranked
