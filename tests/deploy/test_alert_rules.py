@@ -39,6 +39,7 @@ REQUIRED_ALERTS = {
     "TagfleetWebhookDeadLetters",  # webhook dead letters increasing
     "TagfleetWebhookLagGrowing",  # an endpoint's lag growing for 15 minutes
     "TagfleetApiErrors",  # the API's 5xx ratio
+    "TagfleetApiDown",  # an API target unscraped (its 5xx are then unseen)
 }
 
 
