@@ -239,7 +239,9 @@ def run_tag(sources: Sequence[str], options: Options) -> int:
     started = time.monotonic()
     try:
         limits = decode_limits(settings)
-        with open_decoder(settings, fleet.input_size, limits, tilings=fleet.tilings) as decode:
+        with open_decoder(
+            settings, fleet.input_size, limits, tiled=fleet.tiled_functions
+        ) as decode:
             summary = tag_requests(
                 requests,
                 fleet,
