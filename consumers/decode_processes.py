@@ -10,7 +10,9 @@ consumers.decode_processes``) imports Pillow and numpy only, reads one request a
 its stdin and answers on its stdout. The parent keeps a pool of idle children; a caller takes
 one, sends the bytes, waits for the answer and gives the child back.
 
-Frames: an 8-byte big-endian length, then the payload. Request payload: the image bytes.
+Frames: an 8-byte big-endian length, then the payload. Request payload: the number of tilings
+to cut (one byte; 255: every tiling the process was started with), their places in that list
+(a byte each), then the image bytes.
 Answer payload: ``K`` + a fixed header (width, height, rows, columns, channels, format, number
 of tile sets) + the array's bytes + each tile set (a fixed header: the tiling asked for, the
 tiling cut, the number of tiles and their side; then each tile's box, then the tiles' bytes),
@@ -39,6 +41,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from typing import BinaryIO, cast
 
 import numpy as np
@@ -55,6 +58,7 @@ _READY = b"ready"
 _IMAGE = struct.Struct("!IIHHB16sB")
 _TILES = struct.Struct("!IdIdHH")  # tiling (tile, overlap), tiling cut, tiles, their side
 _BOX = struct.Struct("!IIII")
+_EVERY = 255  # a request's tiling count: every tiling of the process
 _MAX_ERROR_FRAME = 64 * 1024
 # What a child inherits: where to find Python and our code, the locale, the OpenBLAS settings
 # some processors need, and the test-only failpoints. Nothing else of the parent's.
@@ -211,9 +215,11 @@ class _Child:
         if self._read_frame(timeout_s) != _READY:
             raise ChildDied("the decode process sent no ready frame")
 
-    def decode(self, data: bytes, timeout_s: float) -> DecodedImage:
+    def decode(self, data: bytes, timeout_s: float, tilings: bytes) -> DecodedImage:
+        """``tilings``: the request's tiling header (:func:`tiling_header`)."""
         try:
-            self._stdin.write(_LENGTH.pack(len(data)))
+            self._stdin.write(_LENGTH.pack(len(tilings) + len(data)))
+            self._stdin.write(tilings)
             self._stdin.write(data)
         except (BrokenPipeError, OSError) as exc:
             raise ChildDied(f"write failed: {exc}") from None
@@ -289,6 +295,7 @@ class DecodeProcesses:
         tilings: tuple[Tiling, ...] = (),
     ) -> None:
         self._args = (target, limits, draft, log, memory_bytes, tilings)
+        self._tilings = tilings
         self._timeout_s = timeout_s
         self._idle: queue.Queue[_Child] = queue.Queue()
         self._lock = threading.Lock()
@@ -312,7 +319,10 @@ class DecodeProcesses:
     def size(self) -> int:
         return len(self._children)
 
-    def __call__(self, data: bytes) -> DecodedImage:
+    def __call__(self, data: bytes, tilings: Sequence[Tiling] | None = None) -> DecodedImage:
+        """Decode ``data``; ``tilings``: the pool's tilings to cut for it (``None``: all of
+        them; none: the draft-scaled whole image alone)."""
+        header = tiling_header(self._tilings, tilings)
         child = self._idle.get()
         deaths: list[str] = []
         try:
@@ -320,7 +330,7 @@ class DecodeProcesses:
                 child = self._replace(child)
             while len(deaths) < 2:
                 try:
-                    return child.decode(data, self._timeout_s)
+                    return child.decode(data, self._timeout_s, header)
                 except ChildDied as exc:
                     deaths.append(str(exc))
                     child = self._replace(child)
@@ -380,6 +390,18 @@ class DecodeProcesses:
         return fresh
 
 
+def tiling_header(every: tuple[Tiling, ...], wanted: Sequence[Tiling] | None) -> bytes:
+    """A request's tiling header: ``wanted`` by their places in ``every`` (the tilings the
+    process was started with); ``None``: all of them."""
+    if wanted is None:
+        return bytes([_EVERY])
+    try:
+        places = sorted({every.index(t) for t in wanted})
+    except ValueError:
+        raise ValueError(f"the decode processes cut {every}, not {tuple(wanted)}") from None
+    return bytes([len(places), *places])
+
+
 def _serve(
     stdin: BinaryIO,
     stdout: BinaryIO,
@@ -401,7 +423,10 @@ def _serve(
         failpoints.hit("decode_process")
         answer: DecodedImage | PermanentError
         try:
-            answer = decode(data, target, limits, tilings)
+            count = data[0]
+            wanted = tilings if count == _EVERY else tuple(tilings[i] for i in data[1 : 1 + count])
+            skip = 1 if count == _EVERY else 1 + count
+            answer = decode(data[skip:], target, limits, wanted)
         except PermanentError as exc:
             answer = exc
         except MemoryError:

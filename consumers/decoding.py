@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from functools import partial
 
 from consumers.decode import DecodedImage, DecodeLimits, decode_image
 from consumers.decode_processes import DecodeProcesses
@@ -26,21 +25,63 @@ def decode_limits(settings: TaggingSettings) -> DecodeLimits:
     )
 
 
+class Decoder:
+    """``for_functions(data, functions)``: the image, with the tiles of the tiled functions
+    among ``functions`` (``None``: every function of the fleet) and none for the others, so an
+    event that asks only for functions read whole is decoded draft-scaled as ever (the prepare
+    stage calls it with the event's functions); ``decode(data)``: for every function.
+
+    ``tiled``: name -> the tilings that function reads (:attr:`Fleet.tiled_functions`);
+    ``cut(data, tilings)``: the decode that cuts ``tilings`` (a subset of every tiling in
+    ``tiled``; ``None``: all of them)."""
+
+    def __init__(
+        self,
+        tiled: Mapping[str, tuple[Tiling, ...]],
+        cut: Callable[[bytes, Sequence[Tiling] | None], DecodedImage],
+    ) -> None:
+        self._tiled, self._cut = dict(tiled), cut
+        self.tilings = _every(tiled)
+
+    def __call__(self, data: bytes) -> DecodedImage:
+        return self._cut(data, None)
+
+    def for_functions(self, data: bytes, functions: Sequence[str] | None) -> DecodedImage:
+        if functions is None:
+            return self._cut(data, None)
+        wanted = {t for name in functions for t in self._tiled.get(name, ())}
+        return self._cut(data, [t for t in self.tilings if t in wanted])
+
+
+def _every(tiled: Mapping[str, tuple[Tiling, ...]]) -> tuple[Tiling, ...]:
+    """Every tiling of ``tiled``, once, in a fixed order."""
+    return tuple(
+        sorted({t for ts in tiled.values() for t in ts}, key=lambda t: (t.tile, t.overlap))
+    )
+
+
 @contextmanager
 def open_decoder(
     settings: TaggingSettings,
     target: int,
     limits: DecodeLimits,
     log_as: tuple[str, str] = ("WARNING", "text"),
-    tilings: Sequence[Tiling] = (),
-) -> Iterator[Callable[[bytes], DecodedImage]]:
-    """The decode function of ``settings.decode_mode``: a pool of child processes (closed on
+    tiled: Mapping[str, tuple[Tiling, ...]] | None = None,
+) -> Iterator[Decoder]:
+    """The :class:`Decoder` of ``settings.decode_mode``: a pool of child processes (closed on
     exit; they log at ``log_as``: level and format) or :func:`decode_image` in the caller's
-    thread. ``tilings`` (the fleet's, :attr:`models.fleet.Fleet.tilings`): each image also
-    comes with its tiles for each (the decode is then full-size, not draft-scaled)."""
-    tilings = tuple(tilings)
+    thread. ``tiled`` (the fleet's :attr:`models.fleet.Fleet.tiled_functions`): an image whose
+    event asks for a tiled function also comes with its tiles for that function's tilings
+    (the decode is then full-size, not draft-scaled)."""
+    tiled = dict(tiled or {})
+    tilings = _every(tiled)
     if settings.decode_mode == "thread":
-        yield partial(decode_image, target=target, limits=limits, tilings=tilings)
+
+        def here(data: bytes, wanted: Sequence[Tiling] | None) -> DecodedImage:
+            cut = tilings if wanted is None else tuple(wanted)
+            return decode_image(data, target, limits, cut)
+
+        yield Decoder(tiled, here)
         return
     size = settings.decode_parallelism()
     with DecodeProcesses(
@@ -60,4 +101,4 @@ def open_decoder(
                 "tilings": [f"{t.tile}:{t.overlap:g}" for t in tilings],
             },
         )
-        yield pool
+        yield Decoder(tiled, pool)

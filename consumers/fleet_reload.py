@@ -62,14 +62,15 @@ class FleetReloader:
         store: Any,
         metrics: Metrics,
         interval_s: float,
-        tilings: tuple[Any, ...] = (),
+        tiled: dict[str, tuple[Any, ...]] | None = None,
     ) -> None:
         """``load(config)`` builds a fleet from a :class:`models.fleet.FleetConfig`;
-        ``input_size`` and ``tilings``: what the service's decoder makes."""
+        ``input_size`` and ``tiled`` (function -> its tilings, ``Fleet.tiled_functions``):
+        what the service's decoder makes."""
         from models.storage import change_token
 
         self._path, self._load, self._input_size = path, load, input_size
-        self._tilings = tuple(tilings)
+        self._tiled = dict(tiled or {})
         self._store, self._metrics, self._interval_s = store, metrics, interval_s
         self._token = change_token(path)
         self._pending: Any = None
@@ -120,10 +121,10 @@ class FleetReloader:
         if fleet.input_size != self._input_size:
             problem = f"input size {fleet.input_size}, the service decodes {self._input_size}"
             return self._refuse("input_size_changed", ValueError(problem))
-        tilings = tuple(getattr(fleet, "tilings", ()))
-        if tilings != self._tilings:
+        tiled = dict(getattr(fleet, "tiled_functions", {}))
+        if tiled != self._tiled:
             problem = (
-                f"tilings {_tilings(tilings)}, the service's decoder cuts {_tilings(self._tilings)}"
+                f"tiled functions {_tiled(tiled)}, the service's decoder cuts {_tiled(self._tiled)}"
                 " (restart the service to change them)"
             )
             return self._refuse("input_size_changed", ValueError(problem))
@@ -152,5 +153,6 @@ class FleetReloader:
         return False
 
 
-def _tilings(tilings: tuple[Any, ...]) -> str:
-    return ", ".join(f"{t.tile} px/{t.overlap:g}" for t in tilings) or "none"
+def _tiled(tiled: dict[str, tuple[Any, ...]]) -> str:
+    every = [f"{n}: {t.tile} px/{t.overlap:g}" for n, ts in sorted(tiled.items()) for t in ts]
+    return ", ".join(every) or "none"

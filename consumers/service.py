@@ -131,7 +131,7 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
                     fleet.input_size,
                     limits,
                     (settings.log_level, settings.log_format),
-                    tilings=fleet.tilings,
+                    tiled=fleet.tiled_functions,
                 )
             )
         except RuntimeError as exc:  # the decode processes did not start
@@ -149,7 +149,7 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
                 path=settings.fleet,
                 load=load,
                 input_size=fleet.input_size,
-                tilings=fleet.tilings,
+                tiled=fleet.tiled_functions,
                 store=store,
                 metrics=metrics,
                 interval_s=settings.fleet_poll_s,

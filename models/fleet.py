@@ -270,6 +270,19 @@ class Fleet:
         return tuple(sorted(set(self._tilings.values()), key=lambda t: (t.tile, t.overlap)))
 
     @property
+    def tiled_functions(self) -> dict[str, tuple[Tiling, ...]]:
+        """Name -> the tilings (in :attr:`tilings`' order) its serving function and its shadow
+        read: what the decoder cuts for an event that asks for it; names read whole only are
+        left out."""
+        every = [(n, f) for n, f in self._functions.items()] + list(self._shadows.items())
+        out: dict[str, tuple[Tiling, ...]] = {}
+        for tiling in self.tilings:
+            for name, function in every:
+                if self._tilings.get(id(function)) == tiling and tiling not in out.get(name, ()):
+                    out[name] = (*out.get(name, ()), tiling)
+        return out
+
+    @property
     def functions(self) -> dict[str, FunctionInfo]:
         """Function name -> :class:`FunctionInfo` (type, version, labels, thresholds)."""
         return {name: f.info for name, f in self._functions.items()}

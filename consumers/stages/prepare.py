@@ -267,7 +267,13 @@ class Preparer(Stage):
         try:
             assert item.data is not None
             failpoints.hit("decode")
-            item.decoded = self._decode(item.data)
+            assert isinstance(item.request, AssetRequest)
+            # consumers.decoding.Decoder cuts the tiles of the tiled functions it asks for
+            by_function = getattr(self._decode, "for_functions", None)
+            if by_function is not None:
+                item.decoded = by_function(item.data, item.request.functions)
+            else:
+                item.decoded = self._decode(item.data)
         except PermanentError as exc:
             self._fail(item, exc)
             return

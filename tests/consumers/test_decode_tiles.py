@@ -125,3 +125,35 @@ def test_an_answer_whose_tiles_do_not_match_its_header_is_refused() -> None:
     for broken in (payload[:-1], payload + b"\0"):
         with pytest.raises(ValueError, match="answer"):
             decode_answer(broken)
+
+
+def test_a_request_gets_the_tiles_of_the_functions_it_asks_for_and_no_others() -> None:
+    one, other = Tiling(100, 0.25), Tiling(150, 0.0)
+    data = encode(texture(400, 300, seed=4), "JPEG", quality=90)
+    drafted = decode_image(data, 32, LIMITS)
+    with DecodeProcesses(1, 32, LIMITS, tilings=(one, other)) as pool:
+        assert [t.tiling for t in pool(data).tiles] == [one, other]  # None: every tiling
+        assert [t.tiling for t in pool(data, [other]).tiles] == [other]
+        nothing = pool(data, [])
+        with pytest.raises(ValueError, match="cut"):
+            pool(data, [Tiling(99)])
+    assert nothing.tiles == () and np.array_equal(nothing.array, drafted.array)  # drafted
+
+
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_the_decoder_cuts_the_tilings_of_the_requested_functions(mode: str) -> None:
+    from consumers.decoding import open_decoder
+    from consumers.settings import TaggingSettings
+    from models.settings import from_values
+
+    one, other = Tiling(100, 0.25), Tiling(150, 0.0)
+    settings = from_values(TaggingSettings, decode_mode=mode, decode_workers=1)
+    tiled = {"marks": (one,), "dents": (one, other)}
+    data = encode(texture(400, 300, seed=5), "PNG")
+    with open_decoder(settings, 32, LIMITS, tiled=tiled) as decode:
+        assert decode.tilings == (one, other)
+        assert [t.tiling for t in decode(data).tiles] == [one, other]
+        assert [t.tiling for t in decode.for_functions(data, None).tiles] == [one, other]
+        assert [t.tiling for t in decode.for_functions(data, ["marks", "x"]).tiles] == [one]
+        assert [t.tiling for t in decode.for_functions(data, ["dents"]).tiles] == [one, other]
+        assert decode.for_functions(data, ["colour"]).tiles == ()  # read whole: no tiles cut

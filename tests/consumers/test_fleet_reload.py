@@ -18,9 +18,9 @@ from models.tile_grid import Tiling
 
 class _Fleet:
     def __init__(
-        self, input_size: int = 64, broken: bool = False, tilings: tuple[Any, ...] = ()
+        self, input_size: int = 64, broken: bool = False, tiled: dict[str, Any] | None = None
     ) -> None:
-        self.input_size, self.broken, self.tilings = input_size, broken, tilings
+        self.input_size, self.broken, self.tiled_functions = input_size, broken, tiled or {}
         self.functions: dict[str, Any] = {}
         self.shadows: dict[str, Any] = {}
 
@@ -59,7 +59,7 @@ def _count(metrics: Metrics, outcome: str) -> float:
         (_Fleet(broken=True), "canary_failed"),
         (_Fleet(input_size=224), "input_size_changed"),
         # a function read in tiles: the decoder started without them cuts none
-        (_Fleet(tilings=(Tiling(250),)), "input_size_changed"),
+        (_Fleet(tiled={"surface": (Tiling(250),)}), "input_size_changed"),
     ],
 )
 def test_a_bad_fleet_is_refused_and_the_old_one_keeps_serving(

@@ -135,6 +135,11 @@ def test_the_service_finds_a_small_mark_through_tiles_that_one_resize_misses(
         image.save(body, "PNG")
         s3.put_object(Bucket=bucket, Key=key, Body=body.getvalue())
         events.append(native_event(bucket, key))
+    # an event that asks only for the function read whole (its decode cuts no tiles)
+    s3.copy_object(
+        Bucket=bucket, Key="whole.png", CopySource={"Bucket": bucket, "Key": "marked-1.png"}
+    )
+    events.append(native_event(bucket, "whole.png", functions=["surface_whole"]))
     topic, results, dlq = new_topic(partitions=1), new_topic(partitions=1), new_topic(partitions=1)
     produce(kafka_bootstrap, topic, events)
     consumer = ConsumerProcess(
@@ -152,14 +157,16 @@ def test_the_service_finds_a_small_mark_through_tiles_that_one_resize_misses(
         max_tiles=64,
     )
     try:
-        records = read_topic(kafka_bootstrap, results, expected=len(pictures), timeout_s=120)
+        records = read_topic(kafka_bootstrap, results, expected=len(events), timeout_s=300)
     finally:
         code = consumer.terminate()
-    assert code == 0, consumer.logs()[-3000:]
+    assert code == 0, (code, len(records), consumer.logs()[-3000:])
     served = {
         json.loads(r.value)["asset_id"].rsplit("/", 1)[1]: json.loads(r.value) for r in records
     }
-    assert set(served) == set(pictures), consumer.logs()[-3000:]
+    assert set(served) == {*pictures, "whole.png"}, consumer.logs()[-3000:]
+    only = served.pop("whole.png")["functions"]
+    assert set(only) == {"surface_whole"} and only["surface_whole"]["label"] == "clean"
 
     engine = sa.create_engine(pg_url)
     with engine.connect() as conn:
@@ -170,7 +177,7 @@ def test_the_service_finds_a_small_mark_through_tiles_that_one_resize_misses(
     stored = {
         (a.rsplit("/", 1)[1], f): r if isinstance(r, dict) else json.loads(r) for a, f, r in rows
     }
-    assert len(stored) == 3 * len(pictures)
+    assert len(stored) == 3 * len(pictures) + 1
 
     functions = {name: Function(artifact, backbone) for name, artifact in artifacts.items()}
     for key, image in pictures.items():

@@ -120,3 +120,10 @@ def test_a_selection_without_the_tiled_function_encodes_no_tile(
     assert encoded == [15]  # one tiling: its tiles encoded once for both functions
     with pytest.raises(ValueError, match="tile lists"):
         fleet.predict(whole, [(160, 96)], tiles=[[tile_set], [tile_set]])
+
+
+def test_tiled_functions_name_the_tilings_each_function_reads(
+    fleet_parts: tuple[Fleet, Backbone, dict[str, Artifact]],
+) -> None:
+    fleet, _, _ = fleet_parts
+    assert fleet.tiled_functions == {"tiled": (Tiling(48, 0.25),), "things": (Tiling(48, 0.25),)}
