@@ -282,7 +282,9 @@ class Library:
         return picked + 0.6 * self.rng.standard_normal(picked.shape).astype(np.float32)
 
 
-def measure(backend: Backend, rows: int, dim: int, seed: int = 0) -> dict[str, Any]:
+def measure(
+    backend: Backend, rows: int, dim: int, seed: int = 0, size_only: bool = False
+) -> dict[str, Any]:
     library = Library(dim, seed)
     rng = library.rng
     ids = [f"s3://library/photos/{i:08d}.jpg" for i in range(rows)]
@@ -302,6 +304,11 @@ def measure(backend: Backend, rows: int, dim: int, seed: int = 0) -> dict[str, A
         backend.index()
         backend.durable = True
     figures["bulk_rows_per_s"] = rows / (time.perf_counter() - started)
+    if size_only:  # no search: the store's size per million as the service writes it
+        figures["size_mb_before_index"] = backend.size_bytes() / 1e6
+        figures["size_gb_per_million"] = backend.size_bytes() / rows * 1e6 / 1e9
+        figures["raw_vectors_gb_per_million"] = dim * 2 * 1e6 / 1e9
+        return figures
 
     small, batches = 32, 30
     extra = [f"s3://library/new/{i:06d}.jpg" for i in range(small * batches)]
@@ -372,6 +379,11 @@ def main() -> None:
         " instead of IVF-PQ, many minutes to index)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder of the JSON results")
+    parser.add_argument(
+        "--size-only",
+        action="store_true",
+        help="load the rows and report the size on disk, nothing else (e.g. --rows 1000000)",
+    )
     args = parser.parse_args()
     env = stack_env()
     work = Path(tempfile.mkdtemp(prefix="tagfleet-embbench-"))
@@ -397,7 +409,7 @@ def main() -> None:
             else:
                 parser.error(f"unknown backend {name!r}")
             try:
-                figures = measure(backend, args.rows, args.dim)
+                figures = measure(backend, args.rows, args.dim, size_only=args.size_only)
             finally:
                 backend.close()
             print(json.dumps(figures, indent=1), flush=True)
@@ -411,6 +423,12 @@ def main() -> None:
         f"{'exact p50 ms':>12} {'served p50 ms':>13} {'recall':>6} {'GB/M':>6}"
     )
     for f in results:
+        if "small_batch_ms" not in f:  # --size-only
+            print(
+                f"{f['backend']:10} {f['bulk_rows_per_s']:9.0f}"
+                f" size {f['size_gb_per_million']:.2f} GB/M"
+            )
+            continue
         print(
             f"{f['backend']:10} {f['bulk_rows_per_s']:9.0f} {f['small_batch_ms']:11.1f} "
             f"{f['replay_rows_written']:14d} {f['exact_top10_ms_p50']:12.1f} "

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from models.s3uri import is_s3, split
 STORED_DTYPE = np.float16
 TABLE_PREFIX = "emb_"
 BACKBONE_METADATA = b"tagfleet.backbone"
+# asset_id as the table's (unenforced) primary key: concurrent merge_inserts of the same new
+# asset (two consumers during a rebalance) then conflict and retry instead of both inserting
+PRIMARY_KEY = b"lance-schema:unenforced-primary-key:position"
 # Below this many rows a table is searched by an exact scan; from it on, maintain() builds an
 # approximate vector index (rows added since are still scanned exactly until the next one).
 INDEX_MIN_ROWS = 100_000
@@ -198,9 +201,11 @@ class LanceEmbeddingStore:
         table = self._tables.get(name)
         if table is None:
             try:
-                table = self._db.open_table(name)
+                table = cast(Any, self._db.open_table(name))
             except (ValueError, FileNotFoundError):
                 return None
+            if PRIMARY_KEY not in (table.schema.field("asset_id").metadata or {}):
+                table.set_unenforced_primary_key("asset_id")  # a table from before the key
             self._tables[name] = table
         return table
 
@@ -209,7 +214,7 @@ class LanceEmbeddingStore:
 
         schema = pa.schema(
             [
-                pa.field("asset_id", pa.string(), nullable=False),
+                pa.field("asset_id", pa.string(), nullable=False, metadata={PRIMARY_KEY: b"1"}),
                 pa.field("content_hash", pa.string(), nullable=False),
                 pa.field("tenant", pa.string()),
                 pa.field("vector", pa.list_(pa.float16(), width)),

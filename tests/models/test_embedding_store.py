@@ -10,6 +10,7 @@ import pytest
 
 from models.embedding_store import (
     EmbeddingRow,
+    EmbeddingStore,
     EmbeddingStoreError,
     LanceEmbeddingStore,
     open_embedding_store,
@@ -252,3 +253,33 @@ def test_an_s3_prefix_holds_a_store(new_bucket: Callable[..., str], s3: object) 
     assert again.delete([rows[0].asset_id]) == 1
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]  # type: ignore[attr-defined]
     assert keys and all(k.startswith("tagfleet/embeddings/") for k in keys)
+
+
+def test_writers_racing_on_the_same_new_assets_leave_one_row_each(tmp_path: Path) -> None:
+    """Two consumers write the same new assets during a rebalance: asset_id is the table's
+    primary key, so their merges conflict and retry instead of both inserting."""
+    import threading
+
+    location = str(tmp_path / "raced")
+    rows = _rows(120, seed=8)
+    writers = [open_embedding_store(location) for _ in range(4)]
+    start = threading.Barrier(len(writers))
+    errors: list[BaseException] = []
+
+    def write(store: EmbeddingStore) -> None:
+        start.wait()
+        try:
+            for at in range(0, len(rows), 20):
+                store.put(rows[at : at + 20])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in writers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    reader = open_embedding_store(location)
+    ids = [i for batch, _ in reader.scan(BACKBONE) for i in batch]
+    assert len(ids) == len(set(ids)) == reader.count(BACKBONE) == len(rows)
