@@ -435,8 +435,20 @@ class LanceEmbeddingStore:
     def _has_vector_index(table: Any) -> bool:
         return any("vector" in index.columns for index in table.list_indices())
 
+    @staticmethod
+    def _key_index(table: Any) -> None:
+        """A B-tree on ``asset_id``, so that ``put`` and ``get`` find their rows without
+        reading the whole column (rows added since it was built are read until it is
+        refreshed by ``optimize``)."""
+        from lancedb.index import BTree
+
+        if not any(list(index.columns) == ["asset_id"] for index in table.list_indices()):
+            table.create_index("asset_id", config=BTree())
+
     def _compact(self) -> None:
+        """Every ``maintain_every`` writes: the key index, then compaction and index refresh."""
         for table in list(self._tables.values()):
+            self._key_index(table)
             table.optimize(cleanup_older_than=timedelta(hours=1))
 
     def maintain(
@@ -452,13 +464,11 @@ class LanceEmbeddingStore:
         ``IVF_PQ`` (the default: product-quantized codes of 1/32 of the float16 vector, built
         in about a minute per million rows on a few cores; :meth:`nearest` re-ranks its
         candidates by their exact vectors) or ``IVF_HNSW_SQ`` (better recall unrefined, larger,
-        many times slower to build: docs/benchmarks.md). Its ``asset_id`` gets a B-tree so that
-        ``put`` and ``get`` find rows without reading the whole column. Minutes on a million
+        many times slower to build: docs/benchmarks.md). Every table's ``asset_id`` gets a
+        B-tree (``put`` does that too, every ``maintain_every`` writes). Minutes on a million
         rows: run it from a command or a job, not inside a request. Files only older versions
         use are deleted once older than ``keep_versions`` (a reader may still be on one).
         """
-        from lancedb.index import BTree, IvfHnswSq, IvfPq
-
         counts = {}
         with self._lock:
             for name in self._table_names():
@@ -466,27 +476,30 @@ class LanceEmbeddingStore:
                 self._tables[name] = table
                 rows = int(table.count_rows())
                 counts[name] = rows
-                if build_index and rows >= self.index_min_rows:
-                    columns = {tuple(index.columns) for index in table.list_indices()}
-                    if ("asset_id",) not in columns:
-                        table.create_index("asset_id", config=BTree())
-                    if not self._has_vector_index(table):
-                        partitions = max(1, int(np.sqrt(rows) / 4))
-                        width = self._width(table)
-                        config: Any
-                        if index_type == "IVF_HNSW_SQ":
-                            config = IvfHnswSq(distance_type="cosine", num_partitions=partitions)
-                        elif index_type == "IVF_PQ":
-                            config = IvfPq(
-                                distance_type="cosine",
-                                num_partitions=partitions,
-                                num_sub_vectors=_sub_vectors(width),
-                            )
-                        else:
-                            raise EmbeddingStoreError(f"unknown index type {index_type!r}")
-                        table.create_index("vector", config=config)
+                if build_index and rows:
+                    self._key_index(table)
+                wanted = build_index and rows >= self.index_min_rows
+                if wanted and not self._has_vector_index(table):
+                    table.create_index("vector", config=_vector_index(index_type, table, rows))
                 table.optimize(cleanup_older_than=keep_versions)
         return counts
+
+
+def _vector_index(index_type: str, table: Any, rows: int) -> Any:
+    """The configuration of a cosine vector index of ``index_type`` for ``table``."""
+    from lancedb.index import IvfHnswSq, IvfPq
+
+    partitions = max(1, int(np.sqrt(rows) / 4))
+    if index_type == "IVF_HNSW_SQ":
+        return IvfHnswSq(distance_type="cosine", num_partitions=partitions)
+    if index_type == "IVF_PQ":
+        width = int(table.schema.field("vector").type.list_size)
+        return IvfPq(
+            distance_type="cosine",
+            num_partitions=partitions,
+            num_sub_vectors=_sub_vectors(width),
+        )
+    raise EmbeddingStoreError(f"unknown index type {index_type!r}: IVF_PQ or IVF_HNSW_SQ")
 
 
 def _sub_vectors(width: int) -> int:

@@ -283,3 +283,17 @@ def test_writers_racing_on_the_same_new_assets_leave_one_row_each(tmp_path: Path
     reader = open_embedding_store(location)
     ids = [i for batch, _ in reader.scan(BACKBONE) for i in batch]
     assert len(ids) == len(set(ids)) == reader.count(BACKBONE) == len(rows)
+
+
+def test_writes_compact_and_index_the_key_every_few_writes(tmp_path: Path) -> None:
+    store = LanceEmbeddingStore(str(tmp_path / "e"), maintain_every=3)
+    rows = _rows(30, seed=9)
+    for at in range(0, 30, 10):
+        store.put(rows[at : at + 10])
+    table = store._open(BACKBONE)
+    assert table is not None
+    assert [list(index.columns) for index in table.list_indices()] == [["asset_id"]]
+    assert store.put(rows) == 0 and store.count(BACKBONE) == 30
+    assert set(store.get(BACKBONE, [r.asset_id for r in rows])) == {r.asset_id for r in rows}
+    with pytest.raises(EmbeddingStoreError, match="IVF_PQ or IVF_HNSW_SQ"):
+        LanceEmbeddingStore(str(tmp_path / "e"), index_min_rows=1).maintain(index_type="flat")
