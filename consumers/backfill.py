@@ -8,8 +8,8 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,9 +21,9 @@ from consumers.decode import DecodedImage
 from consumers.domain import AssetRequest, AssetResult, PermanentError, Reason
 from consumers.metrics import Metrics
 from consumers.options import PublishOptions
-from consumers.ports import EmbeddingSink, Fleet, Store, StoredReuse
+from consumers.ports import EmbeddingSink, Fleet, RecordProducer, Store, StoredReuse
 from consumers.results import encode_event, rfc3339
-from consumers.settings import KafkaSettings
+from consumers.settings import KafkaSettings, StoreSettings
 from consumers.stages import Inferencer, Outlets, Preparer, RetryPolicy, Storer
 from consumers.work import Message, WorkItem
 from models import s3uri
@@ -83,6 +83,8 @@ def tag_requests(
     retry: RetryPolicy | None = None,
     max_failures: int = 8,
     raw_bytes_limit: int = 256_000_000,
+    producer: RecordProducer | None = None,
+    results_topic: str = "",
     embeddings: EmbeddingSink | None = None,
     reuse: StoredReuse | None = None,
 ) -> TagSummary:
@@ -94,6 +96,8 @@ def tag_requests(
     the canary tells a bad image from a bad model; transient faults are retried within
     ``retry``; a bad batch costs its images, not the run. A fleet that fails on the canary
     too (a bad deploy) stops the run: ``RuntimeError`` names why, and what was stored stays.
+    With ``producer`` and ``results_topic``, each stored asset's result event is published
+    after its store write, as the service does.
     ``embeddings`` and ``reuse``: the service's embedding sink and content-hash dedup.
     """
     failed: list[tuple[str, str, str]] = []
@@ -153,8 +157,8 @@ def tag_requests(
     )
     writer = Storer(
         store=store,
-        producer=None,
-        results_topic="",
+        producer=producer,
+        results_topic=results_topic,
         inbox=to_store,
         out=out,
         abandon=abandon,
@@ -190,6 +194,54 @@ def missing_only(requests: list[AssetRequest], fleet: Any, store: Any) -> list[A
     wanted = {name: info.version for name, info in fleet.functions.items()}
     current = store.current_versions([r.asset_id for r in requests])
     return [r for r in requests if current.get(r.asset_id) != wanted]
+
+
+def backfill_selection(
+    requests: list[AssetRequest],
+    store: Any,
+    *,
+    functions: Sequence[str] = (),
+    serving: Mapping[str, str | None] | None = None,
+    changed: bool = False,
+) -> list[AssetRequest]:
+    """The backfill modes of ``tag`` and ``publish``: ``functions`` (a subset: each request
+    asks for those only), ``serving`` (function -> serving version: ``--missing-only`` keeps
+    the requests with a requested function not stored at its serving version) and
+    ``changed`` (keeps those whose object's ETag differs from every stored result's, or with
+    no stored result; a request without an ETag is kept)."""
+    if functions:
+        requests = [replace(r, functions=tuple(functions)) for r in requests]
+    if serving is not None:
+        wanted = {f: v for f, v in serving.items() if not functions or f in functions}
+        current = store.current_versions([r.asset_id for r in requests])
+        requests = [
+            r
+            for r in requests
+            if any(current.get(r.asset_id, {}).get(f) != v for f, v in wanted.items())
+        ]
+    if changed:
+        from consumers.store.selection import stored_etags
+
+        etags = stored_etags(store.engine, [r.asset_id for r in requests], functions or None)
+        requests = [r for r in requests if r.etag is None or etags.get(r.asset_id) != {r.etag}]
+    return requests
+
+
+def unknown_functions(functions: Sequence[str], fleet_functions: Sequence[str]) -> str | None:
+    """A message naming the requested functions the fleet does not have (None: all known)."""
+    unknown = sorted(set(functions) - set(fleet_functions))
+    if not unknown:
+        return None
+    return f"functions {unknown} are not in the fleet (known: {sorted(fleet_functions)})"
+
+
+def result_producer(kafka: KafkaSettings) -> RecordProducer:
+    """The service's producer on ``kafka`` (its client and security settings)."""
+    from consumers.confluent_sinks import ConfluentProducer
+    from consumers.sinks import Producer
+
+    client = ConfluentProducer if kafka.kafka_client == "confluent" else Producer
+    return client(kafka.kafka_common())
 
 
 def run_tag(sources: Sequence[str], options: Options) -> int:
@@ -228,8 +280,27 @@ def run_tag(sources: Sequence[str], options: Options) -> int:
     kept = options[EmbeddingSettings]
     embeddings = open_embedding_sink(kept.embedding_location())
     total = len(requests)
-    if tag.missing_only:
-        requests = missing_only(requests, fleet, store)
+    problem = unknown_functions(tag.functions, list(fleet.functions))
+    if problem:
+        store.close()
+        raise SystemExit(f"tagfleet tag: {problem}")
+    versions = {name: info.version for name, info in fleet.functions.items()}
+    requests = backfill_selection(
+        requests,
+        store,
+        functions=tag.functions,
+        serving=versions if tag.missing_only else None,
+        changed=tag.changed,
+    )
+    producer: RecordProducer | None = None
+    if tag.results and tag.results_topic:
+        try:
+            producer = result_producer(options[KafkaSettings])
+        except Exception as exc:  # noqa: BLE001 - no broker: one line, not a traceback
+            store.close()
+            raise SystemExit(
+                f"tagfleet tag: no Kafka for the result events ({exc}); --no-results stores only"
+            ) from None
 
     def read(request: AssetRequest, reserve: Callable[[int], None]) -> bytes:
         if request.uri.startswith("s3://"):
@@ -254,6 +325,8 @@ def run_tag(sources: Sequence[str], options: Options) -> int:
                 retry=RetryPolicy(settings.retry_max_attempts, settings.retry_budget_s),
                 max_failures=settings.max_inference_failures,
                 raw_bytes_limit=settings.max_raw_bytes_in_flight,
+                producer=producer,
+                results_topic=tag.results_topic,
                 embeddings=embeddings,
                 reuse=store.reusable_results if kept.reuse_results else None,
             )
@@ -263,6 +336,8 @@ def run_tag(sources: Sequence[str], options: Options) -> int:
     finally:
         store.close()
         fetcher.close()
+        if producer is not None:
+            producer.close()
     elapsed = time.monotonic() - started
     print(
         f"tagged {summary.tagged} of {total} assets in {elapsed:.1f}s "
@@ -286,21 +361,27 @@ def native_event(request: AssetRequest, functions: list[str] | None = None) -> d
     return event
 
 
-def run_publish(prefix: str, options: PublishOptions, kafka: KafkaSettings) -> int:
+def run_publish(
+    prefix: str,
+    options: PublishOptions,
+    kafka: KafkaSettings,
+    store_settings: StoreSettings | None = None,
+    fleet_file: str | None = None,
+) -> int:
     """``tagfleet publish``: one native asset event per object under ``prefix``, onto the
     backfill lane's topic (``--lane upload``: the topic of uploads) on the service's cluster
     (its security settings too)."""
-    from consumers.confluent_sinks import ConfluentProducer
     from consumers.fetch import FetchSettings, S3Fetcher
-    from consumers.ports import RecordProducer
-    from consumers.sinks import OutRecord, Producer
+    from consumers.sinks import OutRecord
 
     if not prefix.startswith("s3://"):
         raise SystemExit("tagfleet publish: give an s3://bucket/prefix URI")
     functions = list(options.functions) or None
     requests = list(S3Fetcher(FetchSettings(workers=4)).list_objects(prefix))
-    client = ConfluentProducer if kafka.kafka_client == "confluent" else Producer
-    producer: RecordProducer = client(kafka.kafka_common())
+    listed = len(requests)
+    if options.missing_only or options.changed:
+        requests = _published_selection(requests, options, store_settings, fleet_file)
+    producer = result_producer(kafka)
     topic = kafka.topic if options.lane == "upload" else (kafka.backfill_lane() or kafka.topic)
     records = [
         OutRecord(topic, r.asset_id.encode(), encode_event(native_event(r, functions)))
@@ -309,5 +390,38 @@ def run_publish(prefix: str, options: PublishOptions, kafka: KafkaSettings) -> i
     for start in tqdm(range(0, len(records), 500), unit="batch", disable=not sys.stderr.isatty()):
         producer.send_all(records[start : start + 500])
     producer.close()
-    print(json.dumps({"published": len(records), "topic": topic, "prefix": prefix}))
+    print(
+        json.dumps({"published": len(records), "listed": listed, "topic": topic, "prefix": prefix})
+    )
     return 0
+
+
+def _published_selection(
+    requests: list[AssetRequest],
+    options: PublishOptions,
+    store_settings: StoreSettings | None,
+    fleet_file: str | None,
+) -> list[AssetRequest]:
+    """``publish --missing-only`` / ``--changed``: the store's view (and the fleet's serving
+    versions for the first) decides which objects are published."""
+    from consumers.store import TagStore
+
+    if store_settings is None or (options.missing_only and fleet_file is None):
+        raise SystemExit("tagfleet publish: --missing-only needs --fleet; both need --store")
+    serving = None
+    if options.missing_only:
+        from models import load_fleet
+
+        assert fleet_file is not None
+        fleet = load_fleet(fleet_file, device="cpu")
+        problem = unknown_functions(options.functions, list(fleet.functions))
+        if problem:
+            raise SystemExit(f"tagfleet publish: {problem}")
+        serving = {name: info.version for name, info in fleet.functions.items()}
+    store = TagStore(store_settings.store_url())
+    try:
+        return backfill_selection(
+            requests, store, functions=(), serving=serving, changed=options.changed
+        )
+    finally:
+        store.close()

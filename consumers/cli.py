@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     from consumers.api.cli import register as register_api
 
     register_api(commands)
+    from consumers.reset import register as register_reset
+
+    register_reset(commands)
     from consumers.apply_embeddings import register as register_apply
     from consumers.library_search import register as register_search
 
@@ -94,7 +97,10 @@ def _add_tag(commands: Any) -> None:
         help="tag local folders or s3:// prefixes without Kafka (bulk backfill)",
         description="Tag local files and folders or s3://bucket/prefix URIs with the service's "
         "own stages (its limits, decoder, retries, canary), with a progress bar. Results go to "
-        "the store; images that fail are reported with their reasons.",
+        "the store and, as result events, to --results-topic (--no-results: store only); "
+        "images that fail are reported with their reasons. Modes: every image (default), "
+        "--missing-only, --changed (the object's ETag differs from the stored one), "
+        "--functions a,b; tagfleet reset FUNCTION drops a function's results first.",
     )
     p.add_argument(
         "sources",
@@ -112,6 +118,7 @@ def _add_tag(commands: Any) -> None:
             Serving,
             TaggingSettings,
             EmbeddingSettings,
+            KafkaSettings,
         ],
     )
     p.set_defaults(handler=_run_tag)
@@ -121,10 +128,13 @@ def _add_publish(commands: Any) -> None:
     p = commands.add_parser(
         "publish",
         help="publish one asset event per existing object so the consumers backfill it",
-        description="List s3://bucket/prefix and publish one native asset event per object.",
+        description="List s3://bucket/prefix and publish one native asset event per object onto"
+        " the backfill lane (served with the capacity uploads leave; --lane upload: the upload"
+        " topic). Modes: every object (default), --missing-only, --changed, --functions a,b"
+        " (docs/events.md, 'Priority lanes'; docs/store.md, 'Backfill modes').",
     )
     p.add_argument("prefix", metavar="s3://bucket/prefix")
-    add_options(p, [PublishOptions, KafkaSettings])
+    add_options(p, [PublishOptions, KafkaSettings, StoreSettings, FleetFile])
     p.set_defaults(handler=_run_publish)
 
 
@@ -259,7 +269,10 @@ def _run_tag(args: argparse.Namespace, options: Options) -> int:
 def _run_publish(args: argparse.Namespace, options: Options) -> int:
     from consumers.backfill import run_publish
 
-    return run_publish(args.prefix, options[PublishOptions], options[KafkaSettings])
+    publish = options[PublishOptions]
+    store = options[StoreSettings] if publish.missing_only or publish.changed else None
+    fleet = options[FleetFile].fleet if publish.missing_only else None
+    return run_publish(args.prefix, publish, options[KafkaSettings], store, fleet)
 
 
 def _run_db_upgrade(args: argparse.Namespace, options: Options) -> int:

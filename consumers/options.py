@@ -22,6 +22,14 @@ from models.options import CommaList
 FUNCTION_NAME = re.compile(NAME_PATTERN)
 
 
+def function_names(value: tuple[str, ...]) -> tuple[str, ...]:
+    """``value`` when every item is a function name (models.manifest.NAME_PATTERN)."""
+    wrong = [name for name in value if not FUNCTION_NAME.fullmatch(name)]
+    if wrong:
+        raise ValueError(f"not function names: {', '.join(wrong)}")
+    return value
+
+
 def _config(prefix: str) -> SettingsConfigDict:
     return SettingsConfigDict(env_prefix=prefix, frozen=True, extra="ignore")
 
@@ -34,6 +42,20 @@ class TagOptions(BaseSettings):
     missing_only: bool = Field(
         False, description="skip assets the current fleet version already tagged"
     )
+    changed: bool = Field(
+        False,
+        description="only objects whose ETag differs from the one their stored results were"
+        " computed from, or that have none stored (local files, without an ETag, are taken)",
+    )
+    functions: CommaList = Field(
+        (), description="comma-separated function names to run (empty: every fleet function)"
+    )
+    results: bool = Field(
+        True,
+        description="publish a result event per tagged asset on results_topic, like the"
+        " service (--no-results: the store only, no Kafka needed)",
+    )
+    results_topic: str = Field("asset-tags", description="topic of the result events")
     batch_size: int = Field(32, ge=1, description="inference batch size")
     workers: int = Field(8, ge=1, description="parallel reads and decodes")
     progress: bool = Field(True, description="a progress bar on stderr when it is a terminal")
@@ -43,11 +65,27 @@ class TagOptions(BaseSettings):
         " exit code is 0; 3 when the fleet itself is broken)",
     )
 
+    @field_validator("functions", mode="after")
+    @classmethod
+    def _names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return function_names(value)
+
 
 class PublishOptions(BaseSettings):
     """``tagfleet publish``."""
 
     model_config = _config("TAGFLEET_PUBLISH_")
+
+    missing_only: bool = Field(
+        False,
+        description="only objects without a current result of the serving version of every"
+        " requested function (reads --store and loads --fleet)",
+    )
+    changed: bool = Field(
+        False,
+        description="only objects whose ETag differs from the one their stored results were"
+        " computed from, or that have none stored (reads --store)",
+    )
 
     functions: CommaList = Field(
         (), description="comma-separated function names to request (empty: all)"
@@ -61,10 +99,15 @@ class PublishOptions(BaseSettings):
     @field_validator("functions", mode="after")
     @classmethod
     def _names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        wrong = [name for name in value if not FUNCTION_NAME.fullmatch(name)]
-        if wrong:
-            raise ValueError(f"not function names: {', '.join(wrong)}")
-        return value
+        return function_names(value)
+
+
+class ResetOptions(BaseSettings):
+    """``tagfleet reset``."""
+
+    model_config = _config("TAGFLEET_RESET_")
+
+    yes: bool = Field(False, description="confirm the deletion (without it nothing is deleted)")
 
 
 class DbUpgradeOptions(BaseSettings):

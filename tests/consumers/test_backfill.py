@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,140 @@ def test_tag_stores_the_good_images_and_reports_the_bad_ones(
 
     strict = _tag(folder, store, fleet_path, "--strict")
     assert strict.returncode == 1 and "3 failed" in strict.stdout
+
+
+class _Done:
+    """What a command run in this process returned and printed."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def cli(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, stack: dict[str, str]
+) -> Callable[..., _Done]:
+    """``tagfleet ARGS`` in this process (one torch import for the whole test), with the
+    stack's environment."""
+    from consumers.cli import main
+
+    for name, value in stack.items():
+        monkeypatch.setenv(name, value)
+
+    def run(*args: str) -> _Done:
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 2
+            if isinstance(exc.code, str):
+                print(exc.code, file=sys.stderr)
+        out = capsys.readouterr()
+        return _Done(code, out.out, out.err)
+
+    return run
+
+
+def _stored(store: str) -> dict[tuple[str, str], str | None]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(store)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("select asset_id, function, etag from function_results"))
+        found = {(r[0], r[1]): r[2] for r in rows}
+    engine.dispose()
+    return found
+
+
+@pytest.mark.integration
+def test_tag_backfill_modes_functions_changed_reset_and_result_events(
+    cli, kafka_bootstrap, new_topic, new_bucket, s3, tmp_path: Path, fleet_path: Path
+) -> None:
+    """--functions runs a subset, --missing-only the rest, --changed only objects whose ETag
+    moved, reset drops a function so --missing-only redoes it; each stored asset's result
+    event is published like the service's (none with --no-results)."""
+    bucket = new_bucket()
+    keys = [f"lib/{i}.png" for i in range(3)]
+    for i, key in enumerate(keys):
+        s3.put_object(Bucket=bucket, Key=key, Body=image_bytes(i))
+    ids = {f"s3://{bucket}/{k}" for k in keys}
+    store = f"sqlite:///{tmp_path / 'tags.db'}"
+    results = new_topic(partitions=1)
+    common = ["--store", store, "--fleet", str(fleet_path), "--batch-size", "4"]
+    kafka = ["--bootstrap-servers", kafka_bootstrap, "--results-topic", results]
+
+    def tag(*extra: str) -> _Done:
+        done = cli("tag", f"s3://{bucket}/lib/", *common, *kafka, *extra)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    first = tag("--functions", "shape")
+    assert "tagged 3 of 3 assets" in first.stdout
+    assert set(_stored(store)) == {(a, "shape") for a in ids}
+    events = [json.loads(r.value) for r in read_topic(kafka_bootstrap, results, expected=3)]
+    assert {e["asset_id"] for e in events} == ids
+    assert all(set(e["functions"]) == {"shape"} for e in events)
+
+    rest = tag("--missing-only")  # colours is missing everywhere
+    assert "tagged 3 of 3 assets" in rest.stdout
+    assert set(_stored(store)) == {(a, f) for a in ids for f in ("shape", "colours")}
+    assert "tagged 0 of 3 assets" in tag("--missing-only").stdout
+
+    assert "tagged 0 of 3 assets" in tag("--changed").stdout
+    s3.put_object(Bucket=bucket, Key=keys[1], Body=image_bytes(7))  # new bytes, new ETag
+    moved = tag("--changed", "--no-results")
+    assert "tagged 1 of 3 assets" in moved.stdout
+    new_etag = s3.head_object(Bucket=bucket, Key=keys[1])["ETag"].strip('"')
+    assert {e for (a, _), e in _stored(store).items() if a.endswith(keys[1])} == {new_etag}
+    assert len(read_topic(kafka_bootstrap, results, expected=6, timeout_s=5)) == 6  # none more
+
+    refused = cli("reset", "shape", "--store", store)
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    assert len(_stored(store)) == 6
+    reset = cli("reset", "shape", "--store", store, "--yes")
+    assert reset.returncode == 0, reset.stderr
+    assert json.loads(reset.stdout)["deleted"]["function_results"] == 3
+    assert set(_stored(store)) == {(a, "colours") for a in ids}
+    again = tag("--missing-only", "--functions", "shape", "--no-results")
+    assert "tagged 3 of 3 assets" in again.stdout
+    assert len(_stored(store)) == 6
+
+    unknown = cli("tag", f"s3://{bucket}/lib/", *common, "--functions", "nope", "--no-results")
+    assert unknown.returncode != 0 and "not in the fleet" in unknown.stderr
+
+
+@pytest.mark.integration
+def test_publish_missing_only_and_changed_read_the_store(
+    cli, kafka_bootstrap, new_topic, new_bucket, s3, tmp_path: Path, fleet_path: Path
+) -> None:
+    bucket = new_bucket()
+    keys = [f"lib/{i}.png" for i in range(3)]
+    for i, key in enumerate(keys):
+        s3.put_object(Bucket=bucket, Key=key, Body=image_bytes(i))
+    store = f"sqlite:///{tmp_path / 'tags.db'}"
+    done = cli(
+        "tag", f"s3://{bucket}/lib/0.png", "--store", store, "--fleet", str(fleet_path),
+        "--no-results",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    topic = new_topic(partitions=1)
+
+    def publish(*extra: str) -> list[str]:
+        done = cli(
+            "publish", f"s3://{bucket}/lib/", "--bootstrap-servers", kafka_bootstrap,
+            "--topic", topic, "--lane", "upload", "--store", store, "--fleet", str(fleet_path),
+            *extra,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        summary = json.loads(done.stdout.strip().splitlines()[-1])
+        assert summary["listed"] == 3
+        return [summary["published"]]
+
+    assert publish("--missing-only") == [2]  # lib/0.png has every function's current result
+    s3.put_object(Bucket=bucket, Key=keys[0], Body=image_bytes(9))
+    assert publish("--changed") == [3]  # 0.png's ETag moved; 1 and 2 have no stored result
+    records = read_topic(kafka_bootstrap, topic, expected=5)
+    assert [json.loads(r.value)["asset_id"].rsplit("/", 1)[1] for r in records[:2]] == [
+        "1.png",
+        "2.png",
+    ]

@@ -56,6 +56,7 @@ POSITIONALS = {
     "apply": ["some/artifact"],
     "similar": ["s3://bucket/key.jpg"],
     "search": ["a red car on a street"],
+    "reset": ["some-function"],
 }
 # train's required options, given by their variables so that each can be replaced in turn
 REQUIRED = {
