@@ -49,6 +49,7 @@ from confluent_kafka import (
 )
 
 from consumers.confluent_config import librdkafka_config
+from consumers.lanes import present_lanes
 from consumers.ports import Partition, PolledRecord, RebalanceEvent
 from consumers.settings import Settings
 
@@ -129,11 +130,16 @@ class ConfluentSource:
         try:
             # librdkafka connects lazily: ask once, so an unreachable cluster fails the start
             # (as kafka-python's NoBrokersAvailable does) instead of polling nothing for ever
-            self._consumer.list_topics(settings.topic, timeout=bootstrap_timeout_s)
+            cluster = self._consumer.list_topics(timeout=bootstrap_timeout_s)
         except KafkaException:
             self._consumer.close()
             raise
-        self._topics = frozenset(settings.input_topics())
+        self._topics = frozenset(present_lanes(settings.input_topics(), set(cluster.topics)))
+        if len(self._topics) < len(settings.input_topics()):
+            log.info(
+                "no backfill topic at start: the upload lane only",
+                extra={"topic": settings.backfill_lane()},
+            )
         self._consumer.subscribe(
             sorted(self._topics),
             on_assign=self._on_assign,

@@ -24,11 +24,19 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 UPLOAD = "upload"
 BACKFILL = "backfill"
 LANES = (UPLOAD, BACKFILL)
+
+
+def present_lanes(topics: Sequence[str], existing: Collection[str]) -> list[str]:
+    """The topics to subscribe to: the upload lane's (first) always, the backfill lane's only
+    when the cluster has it at start, so that a subscription never makes one on a cluster
+    that creates topics on demand; without it the upload lane alone is served."""
+    return [topic for i, topic in enumerate(topics) if i == 0 or topic in existing]
 
 
 @dataclass(frozen=True, slots=True)

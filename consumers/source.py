@@ -26,6 +26,7 @@ from kafka.structs import MemberState, OffsetAndMetadata
 
 from consumers import failpoints
 from consumers.kafka_fixes import install_join_fix
+from consumers.lanes import present_lanes
 from consumers.ports import Partition, PolledRecord, RebalanceEvent
 from consumers.settings import KafkaSettings, Settings
 
@@ -99,6 +100,10 @@ class _Listener(ConsumerRebalanceListener):
         return events
 
 
+def _lane_note(settings: KafkaSettings) -> dict[str, Any]:
+    return {"topic": settings.backfill_lane()}
+
+
 class KafkaSource:
     """The service's group consumer, with explicit commits only: the :class:`Source` port
     over kafka-python (whose types stay in this module).
@@ -122,7 +127,9 @@ class KafkaSource:
             client_id=f"tagfleet-{settings.group_id}",
         )
         self._listener = _Listener(lambda tps: self._consumer.pause(*tps))
-        self._topics = frozenset(settings.input_topics())
+        self._topics = frozenset(present_lanes(settings.input_topics(), self._consumer.topics()))
+        if len(self._topics) < len(settings.input_topics()):
+            log.info("no backfill topic at start: the upload lane only", extra=_lane_note(settings))
         self._consumer.subscribe(sorted(self._topics), listener=self._listener)
         for topic in sorted(self._topics):
             await_metadata_snapshot(self._consumer, topic)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumers.lanes import BACKFILL, UPLOAD, LaneLimits, LanePolicy
+from consumers.lanes import BACKFILL, UPLOAD, LaneLimits, LanePolicy, present_lanes
 
 
 def policy(cap: int = 8, share: float = 0.1, quiet_s: float = 0.5, window: int = 100) -> LanePolicy:
@@ -92,3 +92,12 @@ def test_limits_out_of_range_are_refused(kwargs):
 def test_an_unknown_lane_is_refused():
     with pytest.raises(ValueError, match="unknown lane"):
         policy().note_dispatched("express", 1, now=0.0)
+
+
+def test_the_backfill_topic_is_subscribed_only_when_the_cluster_has_it():
+    assert present_lanes(["assets", "assets.backfill"], {"assets", "assets.backfill"}) == [
+        "assets",
+        "assets.backfill",
+    ]
+    assert present_lanes(["assets", "assets.backfill"], {"assets"}) == ["assets"]
+    assert present_lanes(["assets"], set()) == ["assets"]  # the upload lane whatever the cluster
