@@ -186,3 +186,32 @@ def test_exact_nearest_is_the_brute_force_cosine_order(library: dict) -> None:
     assert [a for a, _ in found] == expected and found[0][0] == library["ids"][3]
     assert found[0][1] == pytest.approx(1.0, abs=1e-5)
     assert exact_nearest(store, store.key, query, 0) == []
+
+
+def test_the_train_command_writes_a_registry_version_from_a_real_store(
+    library: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from models.cli import main as models_main
+    from models.embedding_store import EmbeddingRow, open_embedding_store
+
+    location = str(tmp_path / "embeddings")
+    store: DictStore = library["store"]
+    open_embedding_store(location).put(
+        [EmbeddingRow(a, store.key, "0" * 64, v) for a, v in list(store.rows.items())[:200]]
+    )
+    registry = str(tmp_path / "registry")
+    argv = ["train", "--from-embeddings", library["manifest"], "--type", "classify"]
+    argv += ["--name", "colour", "--backbone", library["config"], "--embeddings", location]
+    argv += ["--registry", registry, "--no-progress"]
+    assert models_main(argv) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert first["created"] and first["previous"] is None
+    assert first["trained_from"] == "stored embeddings"
+    assert models_main(argv) == 0  # the same ids, embeddings and seed: the same version
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["version"] == first["version"] and not again["created"]
+    assert models_main([*argv, library["manifest"]]) == 2  # a DATASET too: one or the other
+    assert "one of them" in capsys.readouterr().err
+    nowhere = [*argv[:-5], "--embeddings", str(tmp_path / "none"), "--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit, match="no embedding store at"):
+        models_main(nowhere)
