@@ -461,11 +461,11 @@ class LanceEmbeddingStore:
         """Compact small files, refresh indexes, and index large tables; returns rows per table.
 
         A table of at least ``index_min_rows`` rows without a vector index gets one, cosine:
-        ``IVF_PQ`` (the default: product-quantized codes of 1/32 of the float16 vector, built
-        in about a minute per million rows on a few cores; :meth:`nearest` re-ranks its
-        candidates by their exact vectors) or ``IVF_HNSW_SQ`` (better recall unrefined, larger,
-        many times slower to build: docs/benchmarks.md). Every table's ``asset_id`` gets a
-        B-tree (``put`` does that too, every ``maintain_every`` writes). Minutes on a million
+        ``IVF_PQ`` (the default: product-quantized codes of 1/32 of the float16 vector;
+        :meth:`nearest` re-ranks its candidates by their exact vectors) or ``IVF_HNSW_SQ``
+        (an index 25 times larger, p95 165 ms against 9 at 100,000 rows: docs/benchmarks.md).
+        Every table's ``asset_id`` gets a B-tree (``put`` does that too, every
+        ``maintain_every`` writes). Minutes on a million
         rows: run it from a command or a job, not inside a request. Files only older versions
         use are deleted once older than ``keep_versions`` (a reader may still be on one).
         """
