@@ -215,7 +215,7 @@ def test_asset_row_tracks_the_latest_object(store: TagStore, store_url: str) -> 
 
     (asset,) = table_rows(store_url)["assets"]
 
-    asset_id, uri, etag, width, height, removed, updated_at, *source, _sequencer, tenant = asset
+    asset_id, uri, etag, width, height, removed, _at, *source, _seq, tenant, _hash = asset
     assert (asset_id, uri, etag, width, height) == (A, A, "etag-2", 4000, 3000)
     assert not removed and source == ["assets", 2, 9]
     assert tenant == "default"  # the result named no tenant
