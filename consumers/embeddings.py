@@ -100,9 +100,17 @@ class EmbeddingWriter:
         return written
 
 
-def open_embedding_sink(location: str | None) -> EmbeddingWriter | None:
+def open_embedding_sink(location: str | None, *, probe: bool = False) -> EmbeddingWriter | None:
     """The sink at ``location`` (a folder, created when missing, or an ``s3://`` prefix);
-    ``None`` when embeddings are not kept."""
+    ``None`` when embeddings are not kept. ``probe``: write and drop a scratch table first, so
+    that a location that cannot be written (a read-only folder, a missing bucket, refused
+    credentials) raises here, at start-up, and not at every batch (retried: a stalled
+    consumer)."""
     if location is None:
         return None
-    return EmbeddingWriter(open_embedding_store(location))
+    store = open_embedding_store(location)
+    if probe:
+        check = getattr(store, "probe", None)
+        if check is not None:
+            check()
+    return EmbeddingWriter(store)

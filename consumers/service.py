@@ -76,6 +76,15 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
     from models import load_fleet
     from models.fleet import read_fleet_config
 
+    try:  # before the fleet's minutes of loading: a store it cannot write stops it now
+        embeddings = open_embedding_sink(settings.embedding_location(), probe=True)
+    except Exception as exc:  # noqa: BLE001 - one line, not a traceback
+        log.critical(
+            f"cannot write the embedding store {settings.embeddings}: {type(exc).__name__}:"
+            f" {exc} (set TAGFLEET_EMBEDDINGS to a writable folder or s3:// prefix, or"
+            " TAGFLEET_STORE_EMBEDDINGS=false)"
+        )
+        return EXIT_FATAL
     store = TagStore(settings.store_url())
     readiness.store = store
     if settings.migrate_on_start:
@@ -113,11 +122,6 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
             "tilings": [f"{t.tile}:{t.overlap:g}" for t in fleet.tilings],
         },
     )
-    try:
-        embeddings = open_embedding_sink(settings.embedding_location())
-    except Exception as exc:  # noqa: BLE001 - one line, not a traceback
-        log.critical(f"cannot open the embedding store {settings.embeddings}: {exc}")
-        return EXIT_FATAL
     fetcher = S3Fetcher(
         FetchSettings(max_object_bytes=settings.max_object_bytes, workers=settings.fetch_workers)
     )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,6 +32,7 @@ from models.s3uri import is_s3, split
 
 STORED_DTYPE = np.float16
 TABLE_PREFIX = "emb_"
+PROBE_PREFIX = "probe_"  # LanceEmbeddingStore.probe's scratch tables
 BACKBONE_METADATA = b"tagfleet.backbone"
 # asset_id as the table's (unenforced) primary key: concurrent merge_inserts of the same new
 # asset (two consumers during a rebalance) then conflict and retry instead of both inserting
@@ -430,6 +432,29 @@ class LanceEmbeddingStore:
         return [(asset_id, 1.0 - float(d)) for asset_id, d in zip(ids, distances, strict=True)]
 
     # -- upkeep --------------------------------------------------------------------------------
+
+    def probe(self) -> None:
+        """Write and drop a one-row scratch table: raises what a write here would (a read-only
+        folder, a bucket that does not exist or refuses the credentials), so that the service
+        stops at start-up instead of retrying every batch. Scratch tables are not listed."""
+        import pyarrow as pa
+
+        name = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+        self._db.create_table(name, data=pa.table({"probe": [1]}))
+        self._db.drop_table(name)
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Per backbone key: its table, its rows and whether it has a vector index."""
+        out: dict[str, dict[str, Any]] = {}
+        for backbone in self.backbones():
+            table = self._open(backbone)
+            assert table is not None  # listed just now
+            out[backbone] = {
+                "table": table_name(backbone),
+                "rows": int(table.count_rows()),
+                "indexed": self._has_vector_index(table),
+            }
+        return out
 
     @staticmethod
     def _has_vector_index(table: Any) -> bool:
