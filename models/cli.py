@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import Field, create_model
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from models import create_cli, lifecycle_cli
+from models import create_cli, embeddings_cli, lifecycle_cli
 from models.library_settings import EmbeddingStoreSettings
 from models.lifecycle_cli import RegistrySettings
 from models.manifest import FunctionType
@@ -155,12 +155,13 @@ def _add_fleet(sub: Any) -> Any:
 
 def register(subparsers: Any) -> None:
     """Add ``train``, ``eval``, ``fleet {add,list}`` and the lifecycle's ``versions`` and
-    ``fleet {promote,rollback,shadow,remove}``, ``create`` and ``weights fetch`` to an argparse
-    subparsers object."""
+    ``fleet {promote,rollback,shadow,remove}``, ``create``, ``weights fetch`` and ``embeddings
+    {maintain,stats}`` to an argparse subparsers object."""
     _add_train(subparsers)
     _add_eval(subparsers)
     lifecycle_cli.register(subparsers, _add_fleet(subparsers))
     create_cli.register(subparsers)
+    embeddings_cli.register(subparsers)
 
 
 def cmd_train(args: argparse.Namespace, options: Options) -> int:
