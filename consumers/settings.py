@@ -413,7 +413,7 @@ class Settings(
         512, ge=1, description="Messages between poll and commit before partitions pause."
     )
     backfill_max_in_flight: int = Field(
-        8,
+        4,
         ge=1,
         description="Backfill-lane messages between poll and completion, at most: an upload"
         " waits behind no more than these in the stages.",
