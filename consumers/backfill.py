@@ -189,13 +189,6 @@ def tag_requests(
     return TagSummary(tagged=tagged, failed=failed)
 
 
-def missing_only(requests: list[AssetRequest], fleet: Any, store: Any) -> list[AssetRequest]:
-    """Drop requests whose every fleet function is already stored at the current version."""
-    wanted = {name: info.version for name, info in fleet.functions.items()}
-    current = store.current_versions([r.asset_id for r in requests])
-    return [r for r in requests if current.get(r.asset_id) != wanted]
-
-
 def backfill_selection(
     requests: list[AssetRequest],
     store: Any,
