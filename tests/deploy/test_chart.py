@@ -104,6 +104,7 @@ def test_each_values_file_renders_its_own_set_of_objects(rendered: dict[str, lis
     ]
     assert kinds["gpu-keda"] == [
         "ConfigMap",  # the Grafana dashboard
+        "CronJob",  # embeddings maintain
         "Deployment",
         "Job",
         "NetworkPolicy",
@@ -465,7 +466,10 @@ def test_values_schema_config_names_are_settings_with_matching_types() -> None:
         "gpu.count=2",
         "api.unknownKey=1",
         "api.port=0",
-        "api.embeddings=/local/dir",
+        "api.embeddings=s3://moved/to/embeddings.location",
+        "embeddings.location=/local/dir",
+        "embeddings.maintain.indexType=FLAT",
+        "embeddings.maintain.indexMinRows=0",
         "webhooks.delivery.no_such_setting=1",
         "webhooks.delivery.budget_s=0",
     ],
@@ -750,3 +754,75 @@ def test_helm_test_checks_the_apis_readyz_too(rendered: dict[str, list[dict]]) -
         f"http://{consumer['metadata']['name']}.tagfleet.svc:"
         f"{consumer['spec']['ports'][0]['port']}/readyz",
     ]
+
+
+# ---- the embedding store ----
+
+EMBEDDINGS = "s3://emb-bucket/tagfleet/embeddings"
+
+
+def _cronjob_container(doc: dict) -> dict:
+    return dict(doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0])
+
+
+def test_consumers_the_api_and_the_maintain_job_share_one_embedding_store(helm: Path) -> None:
+    docs = render(helm, *MINIMAL, "--set", f"embeddings.location={EMBEDDINGS}")
+    consumer, api = env_of(container(docs)), env_of(container(docs, component="api"))
+    assert consumer["TAGFLEET_EMBEDDINGS"] == api["TAGFLEET_EMBEDDINGS"]
+    assert consumer["TAGFLEET_EMBEDDINGS"]["value"] == EMBEDDINGS
+    assert "TAGFLEET_STORE_EMBEDDINGS" not in consumer  # kept: the setting's default
+    (cron,) = by_kind(docs, "CronJob")
+    assert cron["spec"]["schedule"] == "17 3 * * *"  # nightly by default
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    job = _cronjob_container(cron)
+    assert job["args"] == ["embeddings", "maintain"]
+    env = env_of(job)
+    assert env["TAGFLEET_EMBEDDINGS"] == consumer["TAGFLEET_EMBEDDINGS"]
+    assert env["TAGFLEET_EMBEDDINGS_MAINTAIN_INDEX_MIN_ROWS"]["value"] == "100000"
+    assert env["TAGFLEET_EMBEDDINGS_MAINTAIN_INDEX_TYPE"]["value"] == "IVF_PQ"
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_ACCESS_KEY_ID"):
+        assert env.get(name) == consumer.get(name), name  # the same S3 as the writers
+    assert job["securityContext"]["readOnlyRootFilesystem"] is True
+    assert set(env) - {"AWS_ENDPOINT_URL_S3", "AWS_REGION"} <= known_env() | {
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    }
+
+
+def test_without_a_location_consumers_keep_no_embeddings_and_no_job_runs(
+    rendered: dict[str, list[dict]],
+) -> None:
+    for name, docs in rendered.items():
+        if name == "gpu-keda":
+            continue  # sets embeddings.location
+        consumer = env_of(container(docs))
+        assert consumer["TAGFLEET_STORE_EMBEDDINGS"]["value"] == "false"
+        assert "TAGFLEET_EMBEDDINGS" not in consumer  # not ./tagfleet-embeddings, read-only root
+        for api in by_kind(docs, "Deployment", "api"):  # search answers 503
+            assert "TAGFLEET_EMBEDDINGS" not in env_of(
+                api["spec"]["template"]["spec"]["containers"][0]
+            )
+        assert not by_kind(docs, "CronJob")
+
+
+def test_the_maintain_job_follows_its_values(helm: Path) -> None:
+    on = ("--set", f"embeddings.location={EMBEDDINGS}")
+    docs = render(
+        helm,
+        *MINIMAL,
+        *on,
+        "--set",
+        "embeddings.maintain.schedule=0 */6 * * *",
+        "--set",
+        "embeddings.maintain.indexMinRows=5000",
+        "--set",
+        "embeddings.maintain.indexType=IVF_HNSW_SQ",
+    )
+    (cron,) = by_kind(docs, "CronJob")
+    assert cron["spec"]["schedule"] == "0 */6 * * *"
+    env = env_of(_cronjob_container(cron))
+    assert env["TAGFLEET_EMBEDDINGS_MAINTAIN_INDEX_MIN_ROWS"]["value"] == "5000"
+    assert env["TAGFLEET_EMBEDDINGS_MAINTAIN_INDEX_TYPE"]["value"] == "IVF_HNSW_SQ"
+    off = render(helm, *MINIMAL, *on, "--set", "embeddings.maintain.enabled=false")
+    assert not by_kind(off, "CronJob")
+    assert env_of(container(off))["TAGFLEET_EMBEDDINGS"]["value"] == EMBEDDINGS

@@ -342,3 +342,20 @@ SASL.
 {{- fail "tagfleet: webhooks.enabled needs webhooks.existingSecret, a Secret holding the endpoints' file (tagfleet webhook add --webhooks webhooks.json, then kubectl create secret generic NAME --from-file=webhooks.json; docs/deploy.md, \"Webhooks\")" }}
 {{- end }}
 {{- end }}
+
+{{/*
+The embedding store's variables (embeddings.location, one s3:// prefix for every component).
+Called with a dict: root, writer (the consumers: without a location they keep none, rather
+than write a local folder under a read-only root).
+*/}}
+{{- define "tagfleet.embeddingsEnv" -}}
+{{- with .root.Values.embeddings.location }}
+- name: TAGFLEET_EMBEDDINGS
+  value: {{ . | quote }}
+{{- else }}
+{{- if .writer }}
+- name: TAGFLEET_STORE_EMBEDDINGS
+  value: "false"
+{{- end }}
+{{- end }}
+{{- end }}
