@@ -263,3 +263,14 @@ def test_webhooks_run_only_under_their_profile_on_the_result_topic() -> None:
     port = int(wh["TAGFLEET_WEBHOOK_METRICS_PORT"])
     assert f"127.0.0.1:{port}:{port}" in svc["ports"]
     assert _scrape_job("tagfleet-webhooks")["static_configs"][0]["targets"] == [f"webhooks:{port}"]
+
+
+def test_the_consumer_and_the_api_share_one_embedding_store_on_a_named_volume() -> None:
+    """Not the default ./tagfleet-embeddings: each container's own, unseen by the API."""
+    location = env("tagfleet")["TAGFLEET_EMBEDDINGS"]
+    assert env("api")["TAGFLEET_EMBEDDINGS"] == location
+    assert env("tagfleet").get("TAGFLEET_STORE_EMBEDDINGS", "true") != "false"
+    for service in ("tagfleet", "api"):
+        mounts = [m.split(":") for m in services()[service]["volumes"]]
+        shared = [(src, dst) for src, dst, *_ in mounts if location.startswith(dst + "/")]
+        assert shared and shared[0][0] in compose()["volumes"], service  # a named volume
