@@ -34,8 +34,7 @@ from models.data.samples import MIN_PER_LABEL, Dataset, DatasetError, stratified
 from models.heads import head_type
 from models.heads.linear import LinearHead
 from models.manifest import FunctionType, Manifest, Mode
-from models.metrics import choose_threshold, fit_temperature
-from models.tasks.linear import score_metrics
+from models.tasks.linear import calibrate, score_metrics
 from models.training.evaluation import Evaluation
 from models.training.loop import fit_probe
 from models.training.presets import resolve
@@ -110,24 +109,6 @@ def stored_matrix(store: EmbeddingSource, key: str, asset_ids: Sequence[str]) ->
     return np.stack([np.asarray(found[a], dtype=np.float32) for a in asset_ids])
 
 
-def _calibrate(
-    kind: FunctionType,
-    logits: np.ndarray,
-    y: np.ndarray,
-    labels: list[str],
-    target_precision: float | None,
-) -> dict[str, Any]:
-    if kind == FunctionType.CLASSIFY:
-        return {"temperature": fit_temperature(logits, y)}
-    scores = 1 / (1 + np.exp(-logits))
-    return {
-        "thresholds": {
-            label: choose_threshold(y[:, i], scores[:, i], target_precision)
-            for i, label in enumerate(labels)
-        }
-    }
-
-
 def _data_hash(dataset: Dataset, emb: np.ndarray) -> str:
     digest = hashlib.sha256()
     for sample in dataset.samples:
@@ -188,7 +169,7 @@ def train_from_embeddings(
         head={"pooling": "pooled"},
         training=training,
         training_data_hash=_data_hash(dataset, emb),
-        **_calibrate(kind, val_logits, y[va], dataset.labels, spec.target_precision),
+        **calibrate(kind, val_logits, y[va], dataset.labels, spec.target_precision),
     )
     state = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
     artifact = Artifact(manifest, state).with_version()

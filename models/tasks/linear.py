@@ -74,13 +74,15 @@ def _logits(
     )
 
 
-def _calibrate(
+def calibrate(
     kind: FunctionType,
     logits: np.ndarray,
     y: np.ndarray,
     labels: list[str],
     target_precision: float | None,
 ) -> dict[str, Any]:
+    """The head's calibration fitted on validation logits: classify's softmax temperature,
+    or each tags label's threshold (best F1, or ``target_precision``)."""
     if kind == FunctionType.CLASSIFY:
         return {"temperature": fit_temperature(logits, y)}
     scores = 1 / (1 + np.exp(-logits))
@@ -226,7 +228,7 @@ def train(
     head, fit, fits = _fit(manifest, backbone, spec, settings, data, tr, va)
     training = _record(settings, fit, fits)
     val_logits = _logits(head, backbone, images[va], None if emb is None else emb[va])
-    update = _calibrate(spec.type, val_logits, y[va], dataset.labels, spec.target_precision)
+    update = calibrate(spec.type, val_logits, y[va], dataset.labels, spec.target_precision)
     manifest = manifest.model_copy(
         update={**update, "head": _head(spec, fit.pooling), "training": training}
     )
@@ -277,7 +279,7 @@ def _train_kfold(
         )
         va = rest[inner_va]
         logits = _logits(head, backbone, images[va], None if emb is None else emb[va])
-        update = _calibrate(spec.type, logits, y[va], manifest.labels, spec.target_precision)
+        update = calibrate(spec.type, logits, y[va], manifest.labels, spec.target_precision)
         fold = _artifact(
             manifest.model_copy(update={**update, "head": _head(spec, fit.pooling)}), head, backbone
         )
@@ -295,7 +297,7 @@ def _train_kfold(
         update = {"temperature": float(np.median([t for _, t in runs]))}
     else:
         logits = np.log(np.clip(oof, 1e-7, 1)) - np.log(np.clip(1 - oof, 1e-7, 1))
-        update = _calibrate(spec.type, logits, y, manifest.labels, spec.target_precision)
+        update = calibrate(spec.type, logits, y, manifest.labels, spec.target_precision)
     training = {
         **_record(final, fit, [fit]),
         "kfold": {
