@@ -27,7 +27,7 @@ from consumers.results import encode_event, result_event
 from consumers.retag.tagset import effective_key, tag_key, with_tag_set
 from consumers.retag.taxonomy import Taxonomy, mapping_version
 from consumers.retry import retry_transient
-from consumers.store.rows import derive_tags
+from consumers.store.rows import tag_entries
 from consumers.store.tagsets import StoredResult
 
 log = logging.getLogger(__name__)
@@ -69,29 +69,6 @@ class RetagReport:
             f" {self.moved_on} replaced by the consumer meanwhile; tags {self.tags_before}"
             f" -> {self.tags_after}"
         )
-
-
-def tag_entries(result: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The tag rows (without key, time and Kafka columns) of a result with a ``tag_set``."""
-    tag_set = result["tag_set"]
-    rows = []
-    for tag in derive_tags(result):
-        x1, y1, x2, y2 = tag.box if tag.box else (None, None, None, None)
-        rows.append(
-            {
-                "label": tag.label,
-                "ordinal": tag.ordinal,
-                "score": tag.score,
-                "threshold": tag.threshold,
-                "x1": x1,
-                "y1": y1,
-                "x2": x2,
-                "y2": y2,
-                "tag_source": tag_set["source"],
-                "mapping_version": tag_set["mapping_version"],
-            }
-        )
-    return rows
 
 
 def retag(

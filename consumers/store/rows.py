@@ -162,20 +162,19 @@ def result_row(
     }
 
 
-def tag_rows(key: FunctionKey, r: AssetResult, obj: dict[str, Any]) -> list[dict[str, Any]]:
-    """The ``tags`` rows of one function's result object, with provenance."""
-    rows = []
+def tag_entries(obj: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The tag rows of a result object without key, time and Kafka columns: what the model
+    (or its ``tag_set``: a mapping, a retag) says, with the tag set's provenance."""
     tag_set = obj.get("tag_set") or {}
     provenance = {
         "tag_source": tag_set.get("source", "model"),
         "mapping_version": tag_set.get("mapping_version"),
     }
+    entries = []
     for tag in derive_tags(obj):
         x1, y1, x2, y2 = tag.box if tag.box else (None, None, None, None)
-        rows.append(
+        entries.append(
             {
-                "asset_id": key[0],
-                "function": key[1],
                 "label": tag.label,
                 "ordinal": tag.ordinal,
                 "score": tag.score,
@@ -184,13 +183,22 @@ def tag_rows(key: FunctionKey, r: AssetResult, obj: dict[str, Any]) -> list[dict
                 "y1": y1,
                 "x2": x2,
                 "y2": y2,
-                "model_version": obj["version"],
-                "created_at": r.processed_at,
                 **provenance,
-                **source_values(r.source),
             }
         )
-    return rows
+    return entries
+
+
+def tag_rows(key: FunctionKey, r: AssetResult, obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``tags`` rows of one function's result object, with provenance."""
+    extra = {
+        "asset_id": key[0],
+        "function": key[1],
+        "model_version": obj["version"],
+        "created_at": r.processed_at,
+        **source_values(r.source),
+    }
+    return [{**entry, **extra} for entry in tag_entries(obj)]
 
 
 def tag_row(row: RowMapping) -> TagRow:
