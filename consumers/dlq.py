@@ -171,7 +171,9 @@ def _consumer(kafka: dict[str, Any]) -> Iterator[KafkaConsumer]:
         consumer.close()
 
 
-def _ensure_ledger(kafka: dict[str, Any], topic: str) -> None:
+def ensure_compacted_topic(kafka: dict[str, Any], topic: str) -> None:
+    """Create ``topic`` (compacted, one partition: a ledger) unless it exists; a refusal (no
+    right to create topics, the broker away) is the ``KafkaError`` raised."""
     admin = KafkaAdminClient(**kafka)
     try:
         admin.create_topics(
@@ -186,9 +188,14 @@ def _ensure_ledger(kafka: dict[str, Any], topic: str) -> None:
         )
     except TopicAlreadyExistsError:
         pass
+    finally:
+        admin.close()
+
+
+def _ensure_ledger(kafka: dict[str, Any], topic: str) -> None:
+    try:
+        ensure_compacted_topic(kafka, topic)
     except KafkaError as exc:  # e.g. no right to create topics: say what is missing
         raise SystemExit(
             f"tagfleet dlq redrive: cannot create the ledger topic {topic}: {exc}"
         ) from None
-    finally:
-        admin.close()

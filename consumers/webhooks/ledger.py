@@ -15,11 +15,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
-
-from consumers.dlq import TopicMissing, read_all
+from consumers.dlq import TopicMissing, ensure_compacted_topic, read_all
 
 
 def ledger_topic(dlq_topic: str) -> str:
@@ -52,19 +48,4 @@ def entry(where: str, endpoint_id: str) -> tuple[bytes, bytes]:
 
 def ensure(kafka: dict[str, Any], topic: str) -> None:
     """Create the ledger topic (compacted, one partition) unless it exists."""
-    admin = KafkaAdminClient(**kafka)
-    try:
-        admin.create_topics(
-            [
-                NewTopic(
-                    topic,
-                    num_partitions=1,
-                    replication_factor=-1,
-                    topic_configs={"cleanup.policy": "compact"},
-                )
-            ]
-        )
-    except TopicAlreadyExistsError:
-        pass
-    finally:
-        admin.close()
+    ensure_compacted_topic(kafka, topic)
