@@ -31,7 +31,11 @@ def reusable_results(
     conn: sa.Connection, content_hashes: Sequence[str]
 ) -> dict[str, ReusableResult]:
     """Per content hash found: the asset (the smallest id among those not removed that hold
-    it) and its served results. Hashes without such an asset are absent."""
+    it) and its served results made from those bytes. Hashes without such an asset are absent.
+
+    A result is of the asset's current bytes only when its ETag is the asset row's: an object
+    overwritten and tagged again for some functions keeps the others' results of its older
+    bytes, which must not stand for the new ones."""
     a, fr = assets.c, function_results.c
     found: dict[str, ReusableResult] = {}
     wanted = sorted({h for h in content_hashes if h})
@@ -40,7 +44,12 @@ def reusable_results(
         query = (
             sa.select(a.content_hash, a.asset_id, fr.function, fr.result)
             .join(function_results, fr.asset_id == a.asset_id)
-            .where(a.content_hash.in_(chunk), a.removed.is_(False), fr.served.is_(True))
+            .where(
+                a.content_hash.in_(chunk),
+                a.removed.is_(False),
+                fr.served.is_(True),
+                fr.etag.is_not_distinct_from(a.etag),  # made from the bytes hashed
+            )
             .order_by(a.content_hash, a.asset_id, fr.function)
         )
         for content_hash, asset_id, function, result in conn.execute(query):

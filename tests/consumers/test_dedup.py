@@ -4,6 +4,7 @@ answer, and `tagfleet tag`'s stages reusing them (the model counted)."""
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -176,3 +177,29 @@ def _hashes(store: Any, asset_ids: list[str]) -> dict[str, str]:
             )
         )
         return {a: h for a, h in rows}
+
+
+def test_the_store_does_not_reuse_a_result_of_an_objects_older_bytes(sqlite_url: str) -> None:
+    """An object overwritten, the new bytes tagged for one function only: its other function's
+    result is still the one of the old bytes, and may not stand for the new bytes."""
+    from consumers.store import TagStore
+
+    def both(etag: str, content_hash: str) -> AssetResult:
+        first = _result("s3://b/x.png", content_hash)
+        colours = {"type": "classify", "version": "bbbb", "label": "red", "score": 0.9}
+        return replace(first, etag=etag, functions={**first.functions, "colours": colours})
+
+    store = TagStore(sqlite_url)
+    store.upgrade()
+    try:
+        store.save([both("e1", "h1")])
+        newer = _result("s3://b/x.png", "h2")  # the new bytes, the event asked for shape only
+        store.save([replace(newer, etag="e2")])
+        found = store.reusable_results(["h1", "h2"])
+        assert "h1" not in found  # the object holds other bytes now
+        assert set(found["h2"].functions) == {"shape"}  # colours was made from h1's bytes
+        assert not covers(
+            Hit(found["h2"].asset_id, found["h2"].functions), {"shape": "aaaa", "colours": "bbbb"}
+        )
+    finally:
+        store.close()
