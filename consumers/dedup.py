@@ -60,8 +60,17 @@ def covers(hit: Hit | Any, wanted: Mapping[str, str]) -> bool:
 
 
 def reused(hit: Hit | Any, wanted: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """Copies of the wanted results of ``hit``, each naming the asset it came from."""
-    return {name: {**hit.functions[name], "reused_from": hit.asset_id} for name in wanted}
+    """Copies of the wanted results of ``hit``, each naming the asset it came from. The
+    model's output only: a stored result's ``tag_set`` is what the mapping active when it was
+    written drew, and the write stage draws the reusing asset's from the mapping active now
+    (none when it was cleared since: the model's own tags)."""
+    return {
+        name: {
+            **{k: v for k, v in hit.functions[name].items() if k != "tag_set"},
+            "reused_from": hit.asset_id,
+        }
+        for name in wanted
+    }
 
 
 class RecentResults:

@@ -203,3 +203,15 @@ def test_the_store_does_not_reuse_a_result_of_an_objects_older_bytes(sqlite_url:
         )
     finally:
         store.close()
+
+
+def test_a_reused_result_leaves_the_sources_tag_set_to_the_active_mapping() -> None:
+    """A stored result carries the tag set the mapping active when it was written drew: the
+    asset reusing it gets its tags from the mapping active now (the write stage draws them
+    when one is; with the taxonomy cleared since, the model's own), not the source's."""
+    tag_set = {"source": "model", "mapping_version": "m1", "tags": [{"label": "vehicle"}]}
+    stored = {"type": "classify", "version": "aaaa", "label": "car", "score": 0.9}
+    hit = Hit("s3://b/first.png", {"shape": {**stored, "tag_set": tag_set}})
+    assert reused(hit, {"shape": "aaaa"}) == {
+        "shape": {**stored, "reused_from": "s3://b/first.png"}
+    }
