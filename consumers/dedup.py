@@ -6,7 +6,8 @@ versions, so the inference stage runs the model once and reuses what it gave: wi
 LRU, which also covers results not yet stored), or from the store (``assets.content_hash``).
 A result is reused only when every function the asset asks for has a result of exactly the
 version the fleet serves now; each reused result names the asset it came from
-(``reused_from``). Asset ids, URIs, tenants and provenance stay the asset's own.
+(``reused_from``, when it is of the same tenant). Asset ids, URIs, tenants and provenance
+stay the asset's own.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 RECENT = 4096  # content hashes remembered by the inference stage
+DEFAULT_TENANT = "default"  # an event without a tenant (consumers.store.models)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +28,7 @@ class Hit:
     asset_id: str
     functions: Mapping[str, dict[str, Any]]
     embeddings: Mapping[str, Any] = field(default_factory=dict)
+    tenant: str | None = None  # the source asset's (None: the default tenant)
 
 
 def wanted_versions(
@@ -59,18 +62,27 @@ def covers(hit: Hit | Any, wanted: Mapping[str, str]) -> bool:
     )
 
 
-def reused(hit: Hit | Any, wanted: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """Copies of the wanted results of ``hit``, each naming the asset it came from. The
-    model's output only: a stored result's ``tag_set`` is what the mapping active when it was
-    written drew, and the write stage draws the reusing asset's from the mapping active now
-    (none when it was cleared since: the model's own tags)."""
-    return {
-        name: {
-            **{k: v for k, v in hit.functions[name].items() if k != "tag_set"},
-            "reused_from": hit.asset_id,
-        }
-        for name in wanted
-    }
+def reused(
+    hit: Hit | Any, wanted: Mapping[str, str], tenant: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """Copies of the wanted results of ``hit`` for an asset of ``tenant``, each naming the
+    asset it came from when that asset is of the same tenant (another tenant's asset id is
+    not shown to this one: the result objects are stored, served and published as the
+    asset's own). The model's output only: a stored result's ``tag_set`` is what the mapping
+    active when it was written drew, and the write stage draws the reusing asset's from the
+    mapping active now (none when it was cleared since: the model's own tags)."""
+    same_tenant = _tenant(getattr(hit, "tenant", None)) == _tenant(tenant)
+    copies = {}
+    for name in wanted:
+        copy = {k: v for k, v in hit.functions[name].items() if k not in ("tag_set", "reused_from")}
+        if same_tenant:
+            copy["reused_from"] = hit.asset_id
+        copies[name] = copy
+    return copies
+
+
+def _tenant(tenant: str | None) -> str:
+    return tenant or DEFAULT_TENANT
 
 
 class RecentResults:

@@ -219,7 +219,7 @@ class Inferencer(Stage):
                     ).inc()
             followers = self._followers.pop(id(item), [])
             if item.content_hash is not None:
-                hit = Hit(item.asset_id or "", functions, embedding)
+                hit = Hit(item.asset_id or "", functions, embedding, request.tenant)
                 self._recent.put(item.content_hash, hit)
                 for follower in followers:
                     if covers(hit, self._wanted(follower) or {}):
@@ -282,7 +282,7 @@ class Inferencer(Stage):
         request = item.request
         assert isinstance(request, AssetRequest)
         wanted = self._wanted(item) or {}
-        functions = reused(hit, wanted)
+        functions = reused(hit, wanted, request.tenant)
         for name, prediction in functions.items():
             self._metrics.observe_prediction(name, prediction)
         latency_ms = (time.monotonic() - item.message.polled_at) * 1000

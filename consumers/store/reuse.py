@@ -25,6 +25,7 @@ class ReusableResult:
 
     asset_id: str
     functions: dict[str, dict[str, Any]]
+    tenant: str | None = None  # the asset's
 
 
 def reusable_results(
@@ -42,7 +43,7 @@ def reusable_results(
     for start in range(0, len(wanted), _CHUNK):
         chunk = wanted[start : start + _CHUNK]
         query = (
-            sa.select(a.content_hash, a.asset_id, fr.function, fr.result)
+            sa.select(a.content_hash, a.asset_id, a.tenant, fr.function, fr.result)
             .join(function_results, fr.asset_id == a.asset_id)
             .where(
                 a.content_hash.in_(chunk),
@@ -52,8 +53,8 @@ def reusable_results(
             )
             .order_by(a.content_hash, a.asset_id, fr.function)
         )
-        for content_hash, asset_id, function, result in conn.execute(query):
-            chosen = found.setdefault(content_hash, ReusableResult(asset_id, {}))
+        for content_hash, asset_id, tenant, function, result in conn.execute(query):
+            chosen = found.setdefault(content_hash, ReusableResult(asset_id, {}, tenant))
             if chosen.asset_id == asset_id:
                 chosen.functions[function] = dict(result)
     return found

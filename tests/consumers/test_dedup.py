@@ -215,3 +215,31 @@ def test_a_reused_result_leaves_the_sources_tag_set_to_the_active_mapping() -> N
     assert reused(hit, {"shape": "aaaa"}) == {
         "shape": {**stored, "reused_from": "s3://b/first.png"}
     }
+
+
+def test_a_result_reused_for_another_tenant_does_not_name_that_tenants_asset(
+    sqlite_url: str,
+) -> None:
+    """The same bytes in two tenants: the result may be reused (it is about the bytes), but
+    the reused result objects (stored, shown by GET /v1/assets/{id}, published to the
+    tenant's webhooks) name the source asset only when it is of the same tenant: another
+    tenant's asset id would tell that tenant's key it exists."""
+    from consumers.store import TagStore
+
+    store = TagStore(sqlite_url)
+    store.upgrade()
+    try:
+        store.save([replace(_result("s3://acme/secret-plan.png", "h1"), tenant="acme")])
+        store.save([_result("s3://b/mine.png", "h2")])  # the default tenant's
+        found = store.reusable_results(["h1", "h2"])
+    finally:
+        store.close()
+    acme = Hit(found["h1"].asset_id, found["h1"].functions, tenant=found["h1"].tenant)
+    for other in ("globex", None):
+        copied = reused(acme, {"shape": "aaaa"}, other)
+        assert "s3://acme/secret-plan.png" not in repr(copied)
+        assert copied["shape"]["label"] == "x"  # still the bytes' result
+    assert reused(acme, {"shape": "aaaa"}, "acme")["shape"]["reused_from"] == acme.asset_id
+    mine = Hit(found["h2"].asset_id, found["h2"].functions, tenant=found["h2"].tenant)
+    for same in (None, "default"):  # no tenant in the event: the default tenant
+        assert reused(mine, {"shape": "aaaa"}, same)["shape"]["reused_from"] == "s3://b/mine.png"
