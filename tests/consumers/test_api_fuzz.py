@@ -1,5 +1,6 @@
 """A fuzz of the tags API's inputs (Hypothesis, against ``tagfleet api`` on the real
-PostgreSQL): whatever the path, query, body or key, the answer is never a 5xx."""
+PostgreSQL, with search on a small embedding store and the tiny backbone's text tower):
+whatever the path, query, body or key, the answer is never a 5xx."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import numpy as np
 import pytest
 from api_harness import ApiProcess, make_key
 from hypothesis import HealthCheck, given, settings
@@ -16,6 +18,8 @@ from hypothesis import strategies as st
 from test_api_access import A, result
 
 from consumers.store import TagStore
+from models.backbones import backbone_key, resolve_ref
+from models.embedding_store import EmbeddingRow, open_embedding_store
 
 pytestmark = pytest.mark.integration
 
@@ -33,6 +37,8 @@ SEARCH_PARAMS = st.dictionaries(
     st.sampled_from(["label", "function", "min_score", "origin", "tenant", "limit", "cursor"]),
     st.one_of(TEXT, NUMBER, st.sampled_from(["ai", "human", "any", "red", "colours"])),
 )
+K = st.one_of(NUMBER, st.sampled_from(["1", "20", "1000", "1001", "0"]))
+TINY = "models/configs/tiny-vit.json"
 BODY = st.recursive(
     st.one_of(st.none(), st.booleans(), NUMBER, TEXT),
     lambda inner: st.one_of(
@@ -48,7 +54,18 @@ def server(pg_url: str, tmp_path: Path) -> Iterator[tuple[ApiProcess, str]]:
     store.upgrade()
     store.save([result(A, "acme")])
     store.close()
-    api = ApiProcess(tmp_path / "api.log", pg_url)
+    embeddings = open_embedding_store(str(tmp_path / "embeddings"))
+    key = backbone_key(resolve_ref(TINY, None))
+    for i, asset in enumerate([A, "s3://lib-a/cars/two.jpg"]):  # the second: not in the store
+        vector = np.linspace(-1.0, 1.0, 64, dtype=np.float32) + i
+        embeddings.put([EmbeddingRow(asset, key, f"{i:064x}", vector, "acme")])
+    api = ApiProcess(
+        tmp_path / "api.log",
+        pg_url,
+        TAGFLEET_EMBEDDINGS=str(tmp_path / "embeddings"),
+        TAGFLEET_SEARCH_BACKBONE=TINY,
+        TAGFLEET_DEVICE="cpu",
+    )
     try:
         yield api, make_key(pg_url, "acme", "admin")
     finally:
@@ -56,7 +73,11 @@ def server(pg_url: str, tmp_path: Path) -> Iterator[tuple[ApiProcess, str]]:
 
 
 def _request(http: httpx.Client, key: str, draw: Any) -> httpx.Response:
-    kind = draw(st.sampled_from(["asset", "label", "search", "review", "answer", "image", "fn"]))
+    kind = draw(
+        st.sampled_from(
+            ["asset", "label", "search", "review", "answer", "image", "fn", "similar", "text"]
+        )
+    )
     auth = draw(st.one_of(st.just(f"Bearer {key}"), st.just(key), HEADER.map("Bearer ".__add__)))
     headers = {"Authorization": auth}
     if kind == "asset":
@@ -69,6 +90,13 @@ def _request(http: httpx.Client, key: str, draw: Any) -> httpx.Response:
         )
     if kind == "search":
         return http.get("/v1/search", params=draw(SEARCH_PARAMS), headers=headers)
+    if kind == "similar":
+        asset = quote(draw(PART), safe=draw(st.sampled_from(["", "/:"])))
+        params = draw(st.dictionaries(st.just("k"), K))
+        return http.get(f"/v1/assets/{asset}/similar", params=params, headers=headers)
+    if kind == "text":
+        params = draw(st.dictionaries(st.sampled_from(["q", "k"]), st.one_of(TEXT, K)))
+        return http.get("/v1/search/text", params=params, headers=headers)
     if kind == "review":
         params = draw(st.dictionaries(st.sampled_from(["status", "limit", "after"]), NUMBER))
         return http.get("/v1/review", params=params, headers=headers)
