@@ -87,6 +87,7 @@ def tag_requests(
     results_topic: str = "",
     embeddings: EmbeddingSink | None = None,
     reuse: StoredReuse | None = None,
+    dedup: bool = True,
 ) -> TagSummary:
     """Read, decode, infer and store ``requests`` through the consumer's own stages.
 
@@ -98,7 +99,8 @@ def tag_requests(
     too (a bad deploy) stops the run: ``RuntimeError`` names why, and what was stored stays.
     With ``producer`` and ``results_topic``, each stored asset's result event is published
     after its store write, as the service does.
-    ``embeddings`` and ``reuse``: the service's embedding sink and content-hash dedup.
+    ``embeddings`` and ``reuse``: the service's embedding sink and content-hash dedup
+    (``dedup`` False: none at all, not even within a batch).
     """
     failed: list[tuple[str, str, str]] = []
     tagged = 0
@@ -154,6 +156,7 @@ def tag_requests(
         max_failures=max_failures,
         abandon=abandon,
         stored=reuse,
+        dedup=dedup,
     )
     writer = Storer(
         store=store,
@@ -322,6 +325,7 @@ def run_tag(sources: Sequence[str], options: Options) -> int:
                 results_topic=tag.results_topic,
                 embeddings=embeddings,
                 reuse=store.reusable_results if kept.reuse_results else None,
+                dedup=kept.reuse_results,
             )
     except RuntimeError as exc:
         print(f"tagfleet tag: stopped: {exc}", file=sys.stderr)

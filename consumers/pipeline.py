@@ -70,6 +70,7 @@ class Parts:
     reload: Callable[[], Fleet | None] | None = None  # a new fleet to swap in between batches
     embeddings: EmbeddingSink | None = None  # each image's pooled embeddings (None: not kept)
     reuse: StoredReuse | None = None  # stored results by content hash (None: batch and recent)
+    dedup: bool = True  # False: no content-hash reuse at all (reuse_results off)
 
 
 _REBUILD_BACKOFF_S = 5.0  # between attempts to build a consumer after the last one was closed
@@ -202,6 +203,7 @@ class Pipeline:
             abandon=self._abandon,
             reload=parts.reload,
             stored=parts.reuse,
+            dedup=parts.dedup,
         )
         self._storer = Storer(
             store=parts.store,

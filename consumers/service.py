@@ -174,6 +174,7 @@ def serve(settings: Settings, metrics: Metrics, readiness: Readiness, stop: thre
             reload=None if reloader is None else reloader.take,
             embeddings=embeddings,
             reuse=store.reusable_results if settings.reuse_results else None,
+            dedup=settings.reuse_results,
         )
         pipeline = Pipeline(settings, parts, metrics)
         readiness.pipeline = pipeline

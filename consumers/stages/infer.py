@@ -67,12 +67,15 @@ class Inferencer(Stage):
         abandon: threading.Event,
         reload: Callable[[], Fleet | None] | None = None,
         stored: StoredReuse | None = None,
+        dedup: bool = True,
     ) -> None:
         """``abandon``: set at the end of shutdown; the stage stops once ``ready`` is empty.
         ``reload``: asked between two batches for a new fleet (already loaded and checked);
         each item runs through exactly one fleet, so a swap drops or repeats nothing.
         ``stored``: the store's results by content hash (content-hash dedup, beside the
-        batch's own and the recent ones: :mod:`consumers.dedup`); ``None``: not asked."""
+        batch's own and the recent ones: :mod:`consumers.dedup`); ``None``: not asked.
+        ``dedup``: False (``reuse_results`` off) runs the model for every image, reusing
+        nothing, not even within a batch or from the recent results."""
         self._fleet, self._ready, self._to_store = fleet, ready, to_store
         self._reload = reload
         self._fail, self._fatal, self._metrics = out.fail, fatal, out.metrics
@@ -80,7 +83,8 @@ class Inferencer(Stage):
         self._max_failures, self._abandon = max_failures, abandon
         self._broken = 0
         self._held: list[WorkItem] = []  # retried after a broken batch, before new ones
-        self._stored, self._recent = stored, RecentResults()
+        self._stored, self._recent = stored if dedup else None, RecentResults()
+        self._dedup_on = dedup
         self._followers: dict[int, list[WorkItem]] = {}  # same bytes as a running item
         self.busy_since: float | None = None
         self._spawn("infer")
@@ -218,7 +222,7 @@ class Inferencer(Stage):
                         name, "agree" if agree else "differ"
                     ).inc()
             followers = self._followers.pop(id(item), [])
-            if item.content_hash is not None:
+            if item.content_hash is not None and self._dedup_on:
                 hit = Hit(item.asset_id or "", functions, embedding, request.tenant)
                 self._recent.put(item.content_hash, hit)
                 for follower in followers:
@@ -239,7 +243,10 @@ class Inferencer(Stage):
 
     def _dedup(self, batch: list[WorkItem]) -> list[WorkItem]:
         """The items to run: those whose results cannot be reused, one per content hash
-        (the others follow it); the rest are emitted with reused results."""
+        (the others follow it); the rest are emitted with reused results. All of them when
+        dedup is off."""
+        if not self._dedup_on:
+            return list(batch)
         waiting: list[tuple[WorkItem, dict[str, str]]] = []
         run: list[WorkItem] = []
         for item in batch:

@@ -165,6 +165,50 @@ def test_tag_infers_the_same_bytes_once_and_a_later_run_reuses_the_stored_result
         store.close()
 
 
+def test_reuse_results_off_runs_the_model_for_every_copy_even_in_one_batch(
+    tmp_path: Path, sqlite_url: str, counted_fleet: tuple[Any, list[int]]
+) -> None:
+    """TAGFLEET_REUSE_RESULTS=false turns content-hash dedup off, the batch's and the recent
+    results' too, not only the store's (it once left those on: the fault suite's kills at
+    ``after_infer`` never came, its events cycling through 48 images)."""
+    from consumers.backfill import local_requests, read_local, tag_requests
+    from consumers.decode import DecodeLimits, decode_image
+    from consumers.store import TagStore
+
+    fleet, encoded = counted_fleet
+    folder = tmp_path / "copies"
+    folder.mkdir()
+    for i in range(5):
+        (folder / f"copy-{i}.png").write_bytes(image_bytes(2))
+    store = TagStore(sqlite_url)
+    store.upgrade()
+
+    def run(*, dedup: bool) -> int:
+        summary = tag_requests(
+            list(local_requests(str(folder))),
+            fleet,
+            store,
+            lambda request, reserve: read_local(request, 10**8, reserve),
+            lambda data: decode_image(data, fleet.input_size, DecodeLimits()),
+            batch_size=8,
+            workers=2,
+            progress=False,
+            dedup=dedup,
+        )
+        assert not summary.failed
+        return summary.tagged
+
+    try:
+        assert run(dedup=False) == 5
+        assert sum(encoded) == 5  # each copy inferred
+        assert run(dedup=False) == 5  # and again: nothing recent or stored reused
+        assert sum(encoded) == 10
+        assert run(dedup=True) == 5  # on: one copy runs, the others follow it
+        assert sum(encoded) == 11
+    finally:
+        store.close()
+
+
 def _hashes(store: Any, asset_ids: list[str]) -> dict[str, str]:
     import sqlalchemy as sa
 
