@@ -1,6 +1,6 @@
 # tagfleet developer entry points. The README's commands: `make test`, `make unit` and `make demo`.
 #
-#   make setup        Debian packages (Java, Maven, PostgreSQL) when missing, .venv, pip install -e '.[dev]'
+#   make setup        Debian packages (Java, Maven, PostgreSQL) when missing, .venv, pip install -e '.[dev,gpu-decode]'
 #   make stack-up     start the local stack: Kafka 4 (KRaft), moto S3, PostgreSQL (infra/stack.sh up)
 #   make stack-down   stop it
 #   make format       ruff format: rewrite the Python trees in the one style

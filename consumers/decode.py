@@ -27,6 +27,7 @@ import io
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -74,9 +75,11 @@ class DecodeLimits:
 @dataclass(frozen=True, slots=True)
 class DecodedImage:
     """The model input (``target x target x 3`` uint8 RGB) and the original's oriented size;
-    ``tiles``: one :class:`TileSet` per tiling asked for (none when none was)."""
+    ``tiles``: one :class:`TileSet` per tiling asked for (none when none was). ``array`` is a
+    numpy array, or a CUDA ``torch.Tensor`` of the same shape when a GPU decode backend
+    (:mod:`consumers.decode_nvimgcodec`) left it on the device."""
 
-    array: np.ndarray
+    array: np.ndarray | Any
     width: int
     height: int
     format: str
@@ -120,6 +123,29 @@ def tiles_bytes(tilings: Sequence[Tiling], target: int, max_tiles: int) -> int:
 def _decode(
     data: bytes, target: int, limits: DecodeLimits, *, draft: bool, tilings: Sequence[Tiling]
 ) -> DecodedImage:
+    image, width, height = open_checked(data, target, limits, draft=draft, tilings=tilings)
+    with _pillow_errors():
+        image.load()
+        orientation = _orientation(image)
+        rgb = _to_rgb(image)
+        if orientation in _TRANSPOSE:
+            rgb = rgb.transpose(_TRANSPOSE[orientation])
+            if orientation >= 5:
+                width, height = height, width
+        array = preprocess_image(rgb, target)
+        tiles = tuple(cut_tile_set(rgb, t, target, limits.max_tiles) for t in tilings)
+    return DecodedImage(
+        array=array, width=width, height=height, format=str(image.format), tiles=tiles
+    )
+
+
+def open_checked(
+    data: bytes, target: int, limits: DecodeLimits, *, draft: bool, tilings: Sequence[Tiling]
+) -> tuple[ImageFile.ImageFile, int, int]:
+    """The image opened from its header (no pixel decoded yet), its full size, once every limit
+    was checked from the header: the bytes, the format, the pixels, the decode memory (after
+    JPEG draft scaling when ``draft``, plus the tiles of ``tilings``). Every decode backend
+    checks these first. Raises :class:`PermanentError` as :func:`decode_image` does."""
     if not data:
         raise PermanentError(Reason.EMPTY_OBJECT, "the object has no bytes")
     with _pillow_errors():
@@ -140,18 +166,7 @@ def _decode(
                 f"{width}x{height} {image.mode} needs {needed} bytes to decode, over the limit"
                 f" of {limits.max_decode_bytes}",
             )
-        image.load()
-        orientation = _orientation(image)
-        rgb = _to_rgb(image)
-        if orientation in _TRANSPOSE:
-            rgb = rgb.transpose(_TRANSPOSE[orientation])
-            if orientation >= 5:
-                width, height = height, width
-        array = preprocess_image(rgb, target)
-        tiles = tuple(cut_tile_set(rgb, t, target, limits.max_tiles) for t in tilings)
-    return DecodedImage(
-        array=array, width=width, height=height, format=str(image.format), tiles=tiles
-    )
+    return image, width, height
 
 
 def decode_bytes(mode: str, width: int, height: int) -> int:

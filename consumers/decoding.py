@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from consumers.decode import DecodedImage, DecodeLimits, decode_image
+from consumers.decode_nvimgcodec import NvImageCodec
 from consumers.decode_processes import DecodeProcesses
 from consumers.settings import TaggingSettings
 from models.tile_grid import Tiling
@@ -68,13 +69,24 @@ def open_decoder(
     log_as: tuple[str, str] = ("WARNING", "text"),
     tiled: Mapping[str, tuple[Tiling, ...]] | None = None,
 ) -> Iterator[Decoder]:
-    """The :class:`Decoder` of ``settings.decode_mode``: a pool of child processes (closed on
+    """The :class:`Decoder` of ``settings.decode_backend`` and ``settings.decode_mode``:
+    nvImageCodec in the caller's threads (:class:`NvImageCodec`, on the models' device, the
+    settings' ``device`` when they have one), or a pool of child processes (closed on
     exit; they log at ``log_as``: level and format) or :func:`decode_image` in the caller's
     thread. ``tiled`` (the fleet's :attr:`models.fleet.Fleet.tiled_functions`): an image whose
     event asks for a tiled function also comes with its tiles for that function's tilings
     (the decode is then full-size, not draft-scaled)."""
     tiled = dict(tiled or {})
     tilings = _every(tiled)
+    if settings.decode_backend == "nvimgcodec":
+        codec = NvImageCodec(target, limits, device=getattr(settings, "device", None))
+        log.info("nvImageCodec decodes", extra={"device": codec.device or "cpu"})
+
+        def nvimgcodec(data: bytes, wanted: Sequence[Tiling] | None) -> DecodedImage:
+            return codec.decode(data, tilings if wanted is None else tuple(wanted))
+
+        yield Decoder(tiled, nvimgcodec)
+        return
     if settings.decode_mode == "thread":
 
         def here(data: bytes, wanted: Sequence[Tiling] | None) -> DecodedImage:

@@ -197,6 +197,15 @@ class TaggingSettings(TagfleetSettings):
         description="Decode in child processes (parallel without the GIL; a decoder that crashes"
         " or hangs costs one image) or in threads of the service process.",
     )
+    decode_backend: Literal["pillow", "nvimgcodec"] = Field(
+        "pillow",
+        description="Image decoder: pillow (on the CPU), or nvimgcodec (NVIDIA nvImageCodec,"
+        " pip install '.[gpu-decode]': JPEGs decoded and resized on the models' CUDA device and"
+        " handed to the backbone there; its CPU backend without CUDA). nvimgcodec decodes in"
+        " threads of the service process (decode_mode is then ignored) and hands what it"
+        " refuses, and every non-JPEG, to Pillow; limits are checked from the headers first"
+        " either way.",
+    )
     decode_timeout_s: float = Field(
         60.0, gt=0, description="Process mode: longest decode of one image before it is killed."
     )

@@ -7,7 +7,7 @@
 #    openjdk-17-jre-headless (Kafka 4 needs Java 17+), maven (resolves Kafka's jars),
 #    chromium and chromium-driver (the review page's browser test drives them with Selenium).
 #    `apt-get update` runs once, before the first install.
-# 2. .venv (python3 -m venv) when missing, then `pip install -c constraints.txt -e '.[dev]'`
+# 2. .venv (python3 -m venv) when missing, then `pip install -c constraints.txt -e '.[dev,gpu-decode]'`
 #    (the exact versions the image installs too) when pyproject.toml or constraints.txt
 #    changed since the last install (stamp in .venv/.tagfleet-installed). pip's cache is reused.
 # 3. VersityGW's binary (infra/versitygw.sh build: `go install` of a pinned version into
@@ -79,9 +79,10 @@ python_env() {
         log "venv up to date (pyproject.toml and constraints.txt unchanged since the last install)"
         return 0
     fi
-    log "pip install -c constraints.txt -e '.[dev]' into $venv"
+    # gpu-decode: nvImageCodec (29 MB, seconds), so its CPU parity tests run everywhere
+    log "pip install -c constraints.txt -e '.[dev,gpu-decode]' into $venv"
     "$venv/bin/python" -m pip install -q --upgrade pip >&2
-    (cd "$REPO_ROOT" && "$venv/bin/python" -m pip install -q -c constraints.txt -e '.[dev]' >&2)
+    (cd "$REPO_ROOT" && "$venv/bin/python" -m pip install -q -c constraints.txt -e '.[dev,gpu-decode]' >&2)
     echo "$want" >"$stamp"
 }
 

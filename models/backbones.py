@@ -240,7 +240,7 @@ class Backbone:
         if batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != torch.uint8:
             raise ValueError(f"expected uint8 (B, H, W, 3) images, got {tuple(batch.shape)}")
         non_blocking = self.device.type == "cuda"
-        if non_blocking:
+        if non_blocking and batch.device.type == "cpu":  # a GPU decode left it there already
             batch = batch.pin_memory()
         x = batch.to(self.device, non_blocking=non_blocking).permute(0, 3, 1, 2).float() / 255.0
         if x.shape[-2:] != (self.input_size, self.input_size):

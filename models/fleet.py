@@ -358,7 +358,7 @@ class Fleet:
         embeddings: list[dict[str, np.ndarray]] = [{} for _ in images]
         if not images:
             return Prediction(out, shadow_out, embeddings)
-        batch = np.stack(images)
+        batch = _stack(images)
         runs = [(n, f, out) for n, f in self._functions.items()]
         if with_shadows:
             runs += [(n, f, shadow_out) for n, f in self._shadows.items()]
@@ -458,3 +458,13 @@ def load_fleet(
         promotions=promotions,
         offline=offline,
     )
+
+
+def _stack(images: Sequence[Any]) -> Any:
+    """The images as one (B, H, W, 3) batch: numpy, or a torch tensor on the device when a
+    GPU decoder left them there (no host round trip)."""
+    import torch
+
+    if isinstance(images[0], torch.Tensor):
+        return torch.stack(list(images))
+    return np.stack(images)
