@@ -6,13 +6,15 @@
   ``decode_image`` (JPEG draft) in its decode processes, one per CPU, as the pipeline;
 - D_thread: D in the threads themselves (``decode_mode=thread``): what the isolation costs;
 - D_full: the same as D with ``decode_image_full`` (full-size decode, then resize);
+- D_nvimgcodec: D with ``TAGFLEET_DECODE_BACKEND=nvimgcodec`` as the service runs it (one
+  decode thread per CPU, on the models' device: nvJPEG with CUDA, its CPU backend without);
 - F, fetch only: S3 GETs with the pipeline's own ``S3Fetcher`` and its default workers.
 
 D, D_full and F are measured per kind of image on ``--per-kind`` images of each kind; the
 mix figure weights each kind by its share of the set (time per image = sum of share x time).
 Every figure is the median of ``--repeats`` runs.
 
-    python -m benchmarks.stages [--stages M D D_full F] [--images 1000] [--model ...]
+    python -m benchmarks.stages [--stages M D D_full D_nvimgcodec F] [--images 1000] [--model ...]
 """
 
 from __future__ import annotations
@@ -41,11 +43,12 @@ from benchmarks.common import (
 )
 from consumers.cpus import available_cpus
 from consumers.decode import DecodeLimits, decode_image, decode_image_full
+from consumers.decode_nvimgcodec import NvImageCodec
 from consumers.decode_processes import DecodeProcesses
 from consumers.domain import AssetRequest
 from consumers.settings import Settings
 
-ALL = ("M", "D", "D_thread", "D_full", "F")
+ALL = ("M", "D", "D_thread", "D_full", "D_nvimgcodec", "F")
 
 
 def decode_rate(blobs: list[bytes], target: int, draft: bool, processes: bool = True) -> float:
@@ -66,6 +69,21 @@ def decode_rate(blobs: list[bytes], target: int, draft: bool, processes: bool = 
         threads = stack.enter_context(ThreadPoolExecutor(workers))
         started = time.perf_counter()
         list(threads.map(decode, blobs))
+        return len(blobs) / (time.perf_counter() - started)
+
+
+def nvimgcodec_rate(blobs: list[bytes], target: int) -> float:
+    """Images/s decoding ``blobs`` with :class:`NvImageCodec` in one thread per CPU, on the
+    settings' device (CUDA when available), synchronised before the clock stops."""
+    codec = NvImageCodec(target, DecodeLimits(), device=Settings().device)
+    with ThreadPoolExecutor(available_cpus()) as threads:
+        list(threads.map(codec.decode, blobs[:2]))  # warm-up: the decoders, the CUDA context
+        started = time.perf_counter()
+        list(threads.map(codec.decode, blobs))
+        if codec.device is not None:
+            import torch
+
+            torch.cuda.synchronize(codec.device)
         return len(blobs) / (time.perf_counter() - started)
 
 
@@ -140,6 +158,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 lambda group, draft=stage != "D_full", proc=stage != "D_thread": decode_rate(
                     [blobs[a.key] for a in group], target, draft, proc
                 ),
+                groups,
+                args.repeats,
+            )
+        elif stage == "D_nvimgcodec":
+            figures[stage] = per_kind_figure(
+                lambda group: nvimgcodec_rate([blobs[a.key] for a in group], target),
                 groups,
                 args.repeats,
             )

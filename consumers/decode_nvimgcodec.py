@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,8 +55,8 @@ class NvImageCodec:
     """``decode(data, tilings)``: one image, as :func:`consumers.decode.decode_image` returns it.
 
     ``device``: the models' torch device (``cuda``, ``cuda:N``, ``cpu``; ``None``: CUDA when
-    available). One instance per process; its calls are thread-safe (nvImageCodec's decoder
-    is, and it runs its own CPU threads)."""
+    available). One instance per process, called from the decode threads: each thread has its
+    own nvImageCodec decoder."""
 
     def __init__(self, target: int, limits: DecodeLimits, device: str | None = None) -> None:
         try:
@@ -66,17 +67,30 @@ class NvImageCodec:
             ) from None
         self.target, self.limits = target, limits
         self.device = _cuda_device(device)
-        if self.device is None:
-            self._decoder = nvimgcodec.Decoder(
-                device_id=nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY,
-                backends=[nvimgcodec.Backend(nvimgcodec.CPU_ONLY)],
-            )
-        else:  # every backend: the hardware decoder, nvJPEG's CUDA path, the CPU as its last
-            self._decoder = nvimgcodec.Decoder(device_id=int(self.device.split(":")[1]))
+        self._nvimgcodec = nvimgcodec
+        self._local = threading.local()
         self._params = nvimgcodec.DecodeParams(
             apply_exif_orientation=True, color_spec=nvimgcodec.ColorSpec.SRGB
         )
+        self._decoder()  # fails here, at start-up, when it cannot decode at all
         self.fallbacks = 0  # images handed to Pillow after nvImageCodec refused them
+
+    def _decoder(self) -> Any:
+        """This thread's decoder (one CPU thread each: the decode threads are the parallelism)."""
+        decoder = getattr(self._local, "decoder", None)
+        if decoder is None:
+            nv = self._nvimgcodec
+            if self.device is None:
+                decoder = nv.Decoder(
+                    device_id=nv.NVIMGCODEC_DEVICE_CPU_ONLY,
+                    max_num_cpu_threads=1,
+                    backends=[nv.Backend(nv.CPU_ONLY)],
+                )
+            else:  # every backend: the hardware decoder, nvJPEG's CUDA path, the CPU last
+                index = int(self.device.split(":")[1])
+                decoder = nv.Decoder(device_id=index, max_num_cpu_threads=1)
+            self._local.decoder = decoder
+        return decoder
 
     def decode(self, data: bytes, tilings: Sequence[Tiling] = ()) -> DecodedImage:
         if tilings:  # the tiles are cut from Pillow's full-size image
@@ -89,7 +103,7 @@ class NvImageCodec:
         ):
             return decode_image(data, self.target, self.limits)
         try:
-            decoded = self._decoder.decode(data, params=self._params)
+            decoded = self._decoder().decode(data, params=self._params)
         except Exception as exc:  # noqa: BLE001 - whatever it raises, Pillow decides
             log.debug("nvImageCodec refused an image", extra={"error": repr(exc)})
             decoded = None
