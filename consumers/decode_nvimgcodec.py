@@ -125,12 +125,16 @@ class NvImageCodec:
 
 
 def resize_on_device(decoded: Any, target: int, device: str) -> Any:
-    """A CUDA image (``__cuda_array_interface__``, H x W x C uint8) resized to ``target`` on
-    the device with torch (bilinear, antialiased: Pillow's filter), a uint8 (S, S, 3) tensor."""
+    """An image (nvImageCodec's CUDA image, taken through DLPack, or any array: H x W x C uint8)
+    resized to ``target`` on ``device`` with torch (bilinear, antialiased: Pillow's filter),
+    a uint8 (S, S, 3) tensor."""
     import torch
     import torch.nn.functional as F
 
-    pixels = torch.as_tensor(decoded, device=device)
+    if hasattr(decoded, "__cuda_array_interface__"):  # DLPack: ordered on torch's stream
+        pixels = torch.from_dlpack(decoded).to(device)
+    else:
+        pixels = torch.as_tensor(decoded, device=device)
     if pixels.ndim == 2:
         pixels = pixels.unsqueeze(-1)
     if pixels.shape[-1] == 1:

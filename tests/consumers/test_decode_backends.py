@@ -162,6 +162,22 @@ def test_decoder_of_the_setting_cuts_tiles_with_pillow(jpegs: list[bytes]) -> No
     assert np.array_equal(tiled.tiles[0].array, pillow.tiles[0].array)
 
 
+@needs_codec
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device (the GPU session runs it)"
+)
+def test_on_a_gpu_the_input_stays_there_and_matches_pillow(jpegs: list[bytes]) -> None:
+    codec = NvImageCodec(TARGET, LIMITS, device="cuda")
+    assert codec.device is not None
+    for data in jpegs:
+        pillow, nv = decode_image(data, TARGET, LIMITS), codec.decode(data)
+        assert isinstance(nv.array, torch.Tensor) and nv.array.is_cuda
+        assert tuple(nv.array.shape) == (TARGET, TARGET, 3) and nv.array.dtype == torch.uint8
+        assert (nv.width, nv.height) == (pillow.width, pillow.height)
+        mean, worst = _diff(nv.array.cpu().numpy(), pillow.array)
+        assert mean <= MEAN_LEVELS and worst <= MAX_LEVELS, (mean, worst)
+
+
 def test_the_device_resize_matches_pillows_resize() -> None:
     """The GPU path's resize (torch, bilinear antialiased), run here on the CPU."""
     for data in (render(0, "jpeg1080p"), render(3, "jpeg1080p")):
