@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from consumers.budget import ByteBudget
 from consumers.decode import DecodedImage
+from consumers.dedup import stored_reuse
 from consumers.domain import AssetRequest, AssetResult, PermanentError, Reason
 from consumers.metrics import Metrics
 from consumers.options import PublishOptions
@@ -155,7 +156,7 @@ def tag_requests(
         batch_wait_s=0.02,
         max_failures=max_failures,
         abandon=abandon,
-        stored=reuse,
+        stored=stored_reuse(reuse, embeddings),
         dedup=dedup,
     )
     writer = Storer(

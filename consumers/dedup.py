@@ -13,9 +13,11 @@ stay the asset's own.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from consumers.ports import StoredReuse
 
 RECENT = 4096  # content hashes remembered by the inference stage
 DEFAULT_TENANT = "default"  # an event without a tenant (consumers.store.models)
@@ -83,6 +85,33 @@ def reused(
 
 def _tenant(tenant: str | None) -> str:
     return tenant or DEFAULT_TENANT
+
+
+def with_embeddings(
+    stored: StoredReuse, embedded: Callable[[Sequence[str]], Collection[str]]
+) -> StoredReuse:
+    """``stored`` (the store's results by content hash) answering only with source assets
+    that have a stored embedding, for a service that keeps embeddings: a reused result gets
+    its source's embeddings, and a source tagged while none were kept has none to give (its
+    bytes are inferred again, and the embedding written)."""
+
+    def answer(content_hashes: Sequence[str]) -> Mapping[str, Any]:
+        found = stored(content_hashes)
+        if not found:
+            return found
+        have = embedded([hit.asset_id for hit in found.values()])
+        return {h: hit for h, hit in found.items() if hit.asset_id in have}
+
+    return answer
+
+
+def stored_reuse(stored: StoredReuse | None, embeddings: Any) -> StoredReuse | None:
+    """The store's answer for the inference stage: :func:`with_embeddings` when
+    ``embeddings`` (the embedding sink, ``None``: none kept) can tell which assets have one."""
+    embedded = getattr(embeddings, "embedded", None)
+    if stored is None or embedded is None:
+        return stored
+    return with_embeddings(stored, embedded)
 
 
 class RecentResults:

@@ -45,6 +45,14 @@ class EmbeddingWriter:
         except Exception as exc:  # noqa: BLE001 - the store's I/O: may pass
             raise TransientError(f"embedding store: {type(exc).__name__}: {exc}") from exc
 
+    def embedded(self, asset_ids: Sequence[str]) -> set[str]:
+        """The assets among ``asset_ids`` with a stored embedding (of any backbone): those
+        whose results may be reused, their embeddings copied (content-hash dedup)."""
+        found: set[str] = set()
+        for backbone in self._store.backbones():
+            found |= set(self._store.get(backbone, asset_ids))
+        return found
+
     def remove(self, asset_ids: Sequence[str]) -> int:
         try:
             return self._store.delete(asset_ids)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from consumers.budget import ByteBudget
+from consumers.dedup import stored_reuse
 from consumers.domain import (
     AssetRemoval,
     AssetRequest,
@@ -202,7 +203,7 @@ class Pipeline:
             max_failures=settings.max_inference_failures,
             abandon=self._abandon,
             reload=parts.reload,
-            stored=parts.reuse,
+            stored=stored_reuse(parts.reuse, parts.embeddings),
             dedup=parts.dedup,
         )
         self._storer = Storer(

@@ -287,3 +287,55 @@ def test_a_result_reused_for_another_tenant_does_not_name_that_tenants_asset(
     mine = Hit(found["h2"].asset_id, found["h2"].functions, tenant=found["h2"].tenant)
     for same in (None, "default"):  # no tenant in the event: the default tenant
         assert reused(mine, {"shape": "aaaa"}, same)["shape"]["reused_from"] == "s3://b/mine.png"
+
+
+def test_results_stored_without_embeddings_are_not_reused_once_embeddings_are_kept(
+    tmp_path: Path, sqlite_url: str, counted_fleet: tuple[Any, list[int]]
+) -> None:
+    """A library tagged while embeddings were off (TAGFLEET_STORE_EMBEDDINGS=false, the
+    chart without embeddings.location), then tagged again with them on: the stored results
+    have no embedding to copy, so the model runs and every asset gets its embedding (reusing
+    them left every asset without one, for good: each later run reused them again)."""
+    from consumers.backfill import local_requests, read_local, tag_requests
+    from consumers.decode import DecodeLimits, decode_image
+    from consumers.embeddings import open_embedding_sink
+    from consumers.store import TagStore
+    from models.embedding_store import open_embedding_store
+
+    fleet, encoded = counted_fleet
+    folder = tmp_path / "library"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.png").write_bytes(image_bytes(i))
+    store = TagStore(sqlite_url)
+    store.upgrade()
+    location = str(tmp_path / "embeddings")
+
+    def run(*, kept: bool) -> None:
+        summary = tag_requests(
+            list(local_requests(str(folder))),
+            fleet,
+            store,
+            lambda request, reserve: read_local(request, 10**8, reserve),
+            lambda data: decode_image(data, fleet.input_size, DecodeLimits()),
+            batch_size=4,
+            workers=2,
+            progress=False,
+            embeddings=open_embedding_sink(location) if kept else None,
+            reuse=store.reusable_results,
+        )
+        assert summary.tagged == 3 and not summary.failed
+
+    try:
+        run(kept=False)
+        assert sum(encoded) == 3
+        run(kept=True)
+        assert sum(encoded) == 6  # nothing to copy: inferred again
+        embeddings = open_embedding_store(location)
+        (key,) = embeddings.backbones()
+        ids = [f"file://{folder}/{i}.png" for i in range(3)]
+        assert set(embeddings.get(key, ids)) == set(ids)
+        run(kept=True)
+        assert sum(encoded) == 6  # now they have them: reused, copied
+    finally:
+        store.close()
