@@ -8,7 +8,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from harness import ConsumerProcess, env_for, free_port, group_lag, image_bytes, wait_until
+from harness import (
+    ConsumerProcess,
+    env_for,
+    free_port,
+    group_lag,
+    image_bytes,
+    native_event,
+    s3_notification,
+    wait_until,
+)
 from ledger import Ledger
 
 OBJECTS = 48  # distinct images; events get unique asset ids over this pool
@@ -33,8 +42,10 @@ class Scenario:
         kafka_client: str = "kafka-python",
     ) -> None:
         self.stack, self.kafka, self.admin = stack, kafka_bootstrap, kafka_admin
-        self.bucket, self.tmp = bucket, tmp_path
+        self.bucket, self.tmp, self.s3 = bucket, tmp_path, s3
+        self.new_topic, self.fleet_path = new_topic, fleet_path
         self.topic = new_topic(partitions=partitions)
+        self.topics = [self.topic]  # the lanes the group consumes: upload, then backfill
         self.results, self.dlq = new_topic(partitions=2), new_topic(partitions=1)
         self.group = f"g-{self.topic}"
         self.objects = [f"img/{i}.png" for i in range(OBJECTS)]
@@ -61,8 +72,16 @@ class Scenario:
             # the ledger gives each event its own asset id over a shared pool of objects
             asset_id_binding="any",
             kafka_client=kafka_client,
+            # each scenario's own embedding store (the ledger checks it after keep_embeddings())
+            embeddings=tmp_path / "embeddings",
         )
         self.kafka_client = kafka_client
+        self.embeddings: Path | None = None
+        # Content-hash dedup off: the events cycle through OBJECTS images, so with it on all
+        # but the first few are reused, never reach the model, and the faults at ``predict``
+        # and ``after_infer`` (the kills of scenario 1, SLOW's pace) would not land where the
+        # scenarios put them.
+        self.env = {"TAGFLEET_REUSE_RESULTS": "false"}
         self.logs: list[Path] = []
         self.consumers: list[ConsumerProcess] = []
 
@@ -70,26 +89,66 @@ class Scenario:
         """A scenario's name in the figures, with its client when it is not the default."""
         return name if self.kafka_client == "kafka-python" else f"{name} ({self.kafka_client})"
 
+    # -- options (call before producing and starting consumers) -----------------------------
+    def use_backfill_lane(self, backfill_share: float, partitions: int = 2) -> str:
+        """A backfill lane (docs/events.md, 'Priority lanes'): the consumers subscribe to it too
+        and :meth:`produce` sends ``backfill_share`` of the events there; the ledger's checks
+        and the group's lag cover both lanes."""
+        backfill = self.new_topic(partitions=partitions, prefix="bf")
+        self.topics.append(backfill)
+        self.flags["backfill_topic"] = backfill
+        self.ledger.backfill(backfill, backfill_share)
+        return backfill
+
+    def keep_embeddings(self) -> Path:
+        """Check the embeddings the consumers write to this scenario's own folder at the end
+        (:meth:`ledger.Ledger.embedding_faults`)."""
+        self.embeddings = Path(self.flags["embeddings"])
+        return self.embeddings
+
     def produce(self, count: int, prefix: str = "a") -> int:
         return self.ledger.produce(
             self.ledger.native_events(self.bucket, self.objects, count, prefix)
         )
 
+    def produce_removable(self, count: int) -> list[str]:
+        """``count`` uploads of objects of their own (asset id = URI, on their lane) that
+        :meth:`remove` deletes later; returns their asset ids."""
+        keys = [f"gone/{i}.png" for i in range(count)]
+        for i, key in enumerate(keys):
+            self.s3.put_object(Bucket=self.bucket, Key=key, Body=image_bytes(OBJECTS + i))
+        events = [native_event(self.bucket, key) for key in keys]
+        self.ledger.produce((k.decode(), v) for k, v in events)
+        return [k.decode() for k, _ in events]
+
+    def remove(self, asset_ids: list[str]) -> None:
+        """Delete the objects of ``asset_ids`` (from :meth:`produce_removable`) and publish
+        their ``ObjectRemoved`` notifications on the upload lane, after their creates."""
+        prefix = f"s3://{self.bucket}/"
+        keys = [a.removeprefix(prefix) for a in asset_ids]
+        for key in keys:
+            self.s3.delete_object(Bucket=self.bucket, Key=key)
+        events = [s3_notification(self.bucket, k, "ObjectRemoved:Delete") for k in keys]
+        self.ledger.produce_removals((k.decode(), v) for k, v in events)
+
     def start(self, failpoints: str = "", env: dict[str, str] | None = None, **flags: Any):
         """A consumer process (metrics on a free port) with ``failpoints`` set, if any."""
         log = self.tmp / f"consumer-{len(self.logs)}.log"
         self.logs.append(log)
-        extra_env = {**(env or {}), **({"TAGFLEET_FAILPOINTS": failpoints} if failpoints else {})}
+        failpoint_env = {"TAGFLEET_FAILPOINTS": failpoints} if failpoints else {}
+        extra_env = {**self.env, **(env or {}), **failpoint_env}
         merged = {**self.flags, "metrics_port": free_port(), **flags}
         consumer = ConsumerProcess(log, {**env_for(self.stack), **extra_env}, **merged)
         self.consumers.append(consumer)
         return consumer
 
     def lag(self) -> int | None:
+        """The group's lag over every lane (None: unknown, or a lane with no commits yet)."""
         try:
-            return group_lag(self.admin, self.kafka, self.group, self.topic)
+            lags = [group_lag(self.admin, self.kafka, self.group, t) for t in self.topics]
         except Exception:  # noqa: BLE001 - broker restarting: unknown, not zero
             return None
+        return None if None in lags else sum(lag for lag in lags if lag is not None)
 
     def wait_lag_zero(self, timeout_s: float) -> None:
         try:
@@ -120,6 +179,13 @@ class Scenario:
         started = time.monotonic()
         wait_until(lambda: (x := self.lag()) is not None and x < lag, timeout_s, 0.2, what="lag")
         return time.monotonic() - started
+
+    def backbones(self) -> list[str]:
+        """The backbone keys of the scenario's fleet (each stored asset has one embedding by
+        each)."""
+        from models import load_fleet
+
+        return sorted(load_fleet(self.fleet_path, device="cpu").backbones)
 
     def stop_all(self) -> None:
         for consumer in self.consumers:
