@@ -65,18 +65,30 @@ def covers(hit: Hit | Any, wanted: Mapping[str, str]) -> bool:
 
 
 def reused(
-    hit: Hit | Any, wanted: Mapping[str, str], tenant: str | None = None
+    hit: Hit | Any,
+    wanted: Mapping[str, str],
+    tenant: str | None = None,
+    promotions: Mapping[str, int] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Copies of the wanted results of ``hit`` for an asset of ``tenant``, each naming the
     asset it came from when that asset is of the same tenant (another tenant's asset id is
     not shown to this one: the result objects are stored, served and published as the
     asset's own). The model's output only: a stored result's ``tag_set`` is what the mapping
     active when it was written drew, and the write stage draws the reusing asset's from the
-    mapping active now (none when it was cleared since: the model's own tags)."""
+    mapping active now (none when it was cleared since: the model's own tags).
+
+    ``promotions`` (the fleet's: function -> its serving version's place in the history;
+    ``None``: unknown, left as stored): each copy's ``promotion`` is the one a result the
+    fleet gives now carries. The stored one may be older (a version promoted, replaced and
+    rolled back to), and the store never lets an earlier place replace a later one."""
     same_tenant = _tenant(getattr(hit, "tenant", None)) == _tenant(tenant)
     copies = {}
     for name in wanted:
         copy = {k: v for k, v in hit.functions[name].items() if k not in ("tag_set", "reused_from")}
+        if promotions is not None:
+            copy.pop("promotion", None)
+            if name in promotions:
+                copy["promotion"] = promotions[name]
         if same_tenant:
             copy["reused_from"] = hit.asset_id
         copies[name] = copy

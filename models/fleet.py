@@ -288,6 +288,12 @@ class Fleet:
         return {name: f.info for name, f in self._functions.items()}
 
     @property
+    def promotions(self) -> dict[str, int]:
+        """Function name -> its serving version's place in the fleet's history, as each of
+        its results carries it (``promotion``); functions without a place are absent."""
+        return dict(self._promotions)
+
+    @property
     def shadows(self) -> dict[str, FunctionInfo]:
         """Name -> :class:`FunctionInfo` of the shadow candidate run beside that function."""
         return {name: f.info for name, f in self._shadows.items()}

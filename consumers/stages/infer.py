@@ -289,7 +289,8 @@ class Inferencer(Stage):
         request = item.request
         assert isinstance(request, AssetRequest)
         wanted = self._wanted(item) or {}
-        functions = reused(hit, wanted, request.tenant)
+        promotions = getattr(self._fleet, "promotions", None)  # the models' Fleet has them
+        functions = reused(hit, wanted, request.tenant, promotions)
         for name, prediction in functions.items():
             self._metrics.observe_prediction(name, prediction)
         latency_ms = (time.monotonic() - item.message.polled_at) * 1000

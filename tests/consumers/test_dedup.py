@@ -339,3 +339,32 @@ def test_results_stored_without_embeddings_are_not_reused_once_embeddings_are_ke
         assert sum(encoded) == 6  # now they have them: reused, copied
     finally:
         store.close()
+
+
+def test_a_reused_result_takes_the_place_the_fleet_serves_its_version_at(sqlite_url: str) -> None:
+    """v1, v2, then a rollback to v1 (place 3 in the fleet's history): a result of v1 stored
+    at place 1, reused for an asset whose current result is v2's (place 2), must become
+    current as a fresh v1 result (place 3) would; with its stored place it was refused (an
+    earlier place never replaces a later one) and the asset kept v2's tags for good."""
+    from consumers.store import TagStore
+
+    def shape(asset: str, version: str, place: int) -> AssetResult:
+        first = _result(asset, "h1", version=version)
+        return replace(first, functions={"shape": {**first.functions["shape"], "promotion": place}})
+
+    store = TagStore(sqlite_url)
+    store.upgrade()
+    try:
+        store.save([shape("s3://b/1-source.png", "v1", 1)])
+        store.save([replace(shape("s3://b/2-late.png", "v2", 2), content_hash="h2")])
+        found = store.reusable_results(["h1"])["h1"]
+        hit = Hit(found.asset_id, found.functions, tenant=found.tenant)
+        functions = reused(hit, {"shape": "v1"}, None, {"shape": 3})
+        assert functions["shape"]["promotion"] == 3
+        store.save([replace(_result("s3://b/2-late.png", "h1"), functions=functions)])
+        late = "s3://b/2-late.png"
+        assert store.current_versions([late]) == {late: {"shape": "v1"}}
+        # a fleet without a history gives no place: neither does the reused result
+        assert "promotion" not in reused(hit, {"shape": "v1"}, None, {})["shape"]
+    finally:
+        store.close()
