@@ -54,12 +54,19 @@ def register(commands: Any) -> None:
     sub = t.add_subparsers(dest="taxonomy_command", metavar="TAXONOMY_COMMAND", required=True)
     put = sub.add_parser("set", help="validate FILE (YAML or JSON) and make it the active one")
     put.add_argument("file", metavar="FILE", help="the taxonomy file")
+    _add_tenant(put, "make it this tenant's own, over the default")
     add_options(put, [StoreSettings])
     put.set_defaults(handler=_run_set)
-    show = sub.add_parser("show", help="the active taxonomy and thresholds, as JSON")
+    show = sub.add_parser(
+        "show",
+        help="the active taxonomy and thresholds, as JSON (each row names its tenant: the"
+        " tenant's own or '*', the default)",
+    )
+    _add_tenant(show, "what applies to this tenant's results")
     add_options(show, [StoreSettings])
     show.set_defaults(handler=_run_show)
     clear = sub.add_parser("clear", help="no active taxonomy (functions' thresholds stay)")
+    _add_tenant(clear, "drop this tenant's own taxonomy (it gets the default's)")
     add_options(clear, [StoreSettings])
     clear.set_defaults(handler=_run_clear)
 
@@ -98,9 +105,12 @@ def _run_retag(args: argparse.Namespace, options: Options) -> int:
         parse_threshold_flags,
     )
     from consumers.retry import GaveUp
-    from consumers.store.tagsets import TAXONOMY_SCOPE, ActiveMapping
+    from consumers.store.tagsets import ALL_TENANTS, TAXONOMY_SCOPE, ActiveMapping
 
     opts = options[RetagOptions]
+    if opts.tenant == ALL_TENANTS:
+        return _error("retag", f"--tenant {ALL_TENANTS!r} is the default's; leave --tenant out")
+    scope = opts.tenant or ALL_TENANTS
     try:
         taxonomy = load_taxonomy(Path(opts.taxonomy)) if opts.taxonomy else None
         from_file = load_thresholds(Path(opts.thresholds)) if opts.thresholds else {}
@@ -111,12 +121,19 @@ def _run_retag(args: argparse.Namespace, options: Options) -> int:
     if store is None:
         return 2
     producer = None
+    reports = []
     try:
         active = store.active_mappings()
+
+        def effective(function: str, tenant: str) -> ActiveMapping | None:
+            return active.get((function, tenant)) or active.get((function, ALL_TENANTS))
+
         thresholds: dict[str, float] = {}
-        if not opts.replace_thresholds and args.function in active:
-            thresholds.update(active[args.function].thresholds)
+        current = effective(args.function, scope)
+        if not opts.replace_thresholds and current is not None:
+            thresholds.update(current.thresholds)
         thresholds.update(from_file)
+        calibrated: dict[str, float] = {}
         if opts.target_precision is not None:
             found = calibrate(
                 store.labelled_results(args.function, opts.tenant),
@@ -137,11 +154,44 @@ def _run_retag(args: argparse.Namespace, options: Options) -> int:
                     f" {found.precision[label]:.3f} on its labels)",
                     file=sys.stderr,
                 )
-            thresholds.update(found.thresholds)
+            calibrated = found.thresholds
+            thresholds.update(calibrated)
         thresholds.update(from_flags)
-        if taxonomy is None and TAXONOMY_SCOPE in active:
-            stored = active[TAXONOMY_SCOPE].taxonomy
-            taxonomy = None if stored is None else parse_taxonomy(stored, "the active taxonomy")
+        new_thresholds = bool(from_file or calibrated or from_flags or opts.replace_thresholds)
+        if taxonomy is None:
+            stored = effective(TAXONOMY_SCOPE, scope)
+            if stored is not None and stored.taxonomy is not None:
+                taxonomy = parse_taxonomy(stored.taxonomy, "the active taxonomy")
+        # the passes: the tenant's; or the default's, then each tenant with a row of its
+        # own (which stays: it is redrawn with its own rows over the new default's)
+        passes: list[tuple[str | None, dict[str, float], Any, frozenset[str]]] = []
+        if opts.tenant is not None:
+            passes.append((opts.tenant, thresholds, taxonomy, frozenset()))
+        else:
+            own = sorted(
+                {t for f, t in active if t != ALL_TENANTS and f in (args.function, TAXONOMY_SCOPE)}
+            )
+            passes.append((None, thresholds, taxonomy, frozenset(own)))
+            for tenant in own:
+                mine = active.get((args.function, tenant))
+                tax = active.get((TAXONOMY_SCOPE, tenant))
+                kept = [n for n, row in (("thresholds", mine), ("taxonomy", tax)) if row]
+                print(
+                    f"tagfleet retag: tenant {tenant!r} keeps its own {' and '.join(kept)}"
+                    f" (`tagfleet retag {args.function} --tenant {tenant}` or `tagfleet"
+                    f" taxonomy clear --tenant {tenant}` change it); its results are redrawn"
+                    " with them",
+                    file=sys.stderr,
+                )
+                tenant_taxonomy = taxonomy
+                if tax is not None:
+                    tenant_taxonomy = (
+                        None
+                        if tax.taxonomy is None
+                        else parse_taxonomy(tax.taxonomy, f"the taxonomy of tenant {tenant!r}")
+                    )
+                tenant_thresholds = thresholds if mine is None else dict(mine.thresholds)
+                passes.append((tenant, tenant_thresholds, tenant_taxonomy, frozenset()))
         if not opts.dry_run:
             if opts.results_topic:  # before anything is activated
                 try:
@@ -149,26 +199,30 @@ def _run_retag(args: argparse.Namespace, options: Options) -> int:
                 except Exception as exc:  # noqa: BLE001 - each client has its own errors
                     return _error("retag", f"cannot reach Kafka to publish result events: {exc}")
             now = datetime.now(UTC)
-            store.set_mapping(
-                ActiveMapping(
-                    args.function, None, thresholds, mapping_version(None, thresholds), now
+            if opts.tenant is None or new_thresholds:
+                version = mapping_version(None, thresholds)
+                store.set_mapping(
+                    ActiveMapping(args.function, None, thresholds, version, now, scope)
                 )
-            )
             if opts.taxonomy and taxonomy is not None:
-                store.set_mapping(_taxonomy_row(taxonomy, now))
+                store.set_mapping(_taxonomy_row(taxonomy, now, scope))
         try:
-            report = retag(
-                store,
-                args.function,
-                thresholds=thresholds,
-                taxonomy=taxonomy,
-                tenant=opts.tenant,
-                producer=producer,
-                results_topic=opts.results_topic,
-                batch_size=opts.batch_size,
-                dry_run=opts.dry_run,
-                progress=opts.progress and sys.stderr.isatty(),
-            )
+            for tenant, limits, tax_, skip in passes:
+                reports.append(
+                    retag(
+                        store,
+                        args.function,
+                        thresholds=limits,
+                        taxonomy=tax_,
+                        tenant=tenant,
+                        skip_tenants=skip,
+                        producer=producer,
+                        results_topic=opts.results_topic,
+                        batch_size=opts.batch_size,
+                        dry_run=opts.dry_run,
+                        progress=opts.progress and sys.stderr.isatty(),
+                    )
+                )
         except (TransientError, GaveUp, RecordRejected) as exc:
             print(
                 f"tagfleet retag: error: {exc}; the page it was on was not written (its events"
@@ -181,8 +235,10 @@ def _run_retag(args: argparse.Namespace, options: Options) -> int:
         if producer is not None:
             producer.close()
         store.close()
-    print(("(dry run) " if opts.dry_run else "") + report.summary())
-    if report.scanned == 0:
+    for (tenant, *_), report in zip(passes, reports, strict=True):
+        whose = "" if len(passes) == 1 or tenant is None else f"tenant {tenant}: "
+        print(("(dry run) " if opts.dry_run else "") + whose + report.summary())
+    if sum(r.scanned for r in reports) == 0:
         return _error("retag", f"no stored results of {args.function!r} to redraw")
     return 0
 
@@ -198,7 +254,7 @@ def _producer(kafka: KafkaSettings) -> Any:
     return Producer(kafka.kafka_common())
 
 
-def _taxonomy_row(taxonomy: Any, now: datetime) -> Any:
+def _taxonomy_row(taxonomy: Any, now: datetime, tenant: str) -> Any:
     from consumers.retag.taxonomy import mapping_version
     from consumers.store.tagsets import TAXONOMY_SCOPE, ActiveMapping
 
@@ -208,7 +264,27 @@ def _taxonomy_row(taxonomy: Any, now: datetime) -> Any:
         {},
         mapping_version(taxonomy, {}),
         now,
+        tenant,
     )
+
+
+def _add_tenant(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--tenant",
+        default=None,
+        metavar="TENANT",
+        help=f"{what} (unset: the default, every tenant without a taxonomy of its own)",
+    )
+
+
+def _scope(command: str, tenant: str | None) -> str | None:
+    """The tag_mappings tenant of ``--tenant`` (None, the error printed: ``*``)."""
+    from consumers.store.tagsets import ALL_TENANTS
+
+    if tenant == ALL_TENANTS:
+        _error(command, f"--tenant {ALL_TENANTS!r} is the default's; leave --tenant out")
+        return None
+    return tenant or ALL_TENANTS
 
 
 def _run_set(args: argparse.Namespace, options: Options) -> int:
@@ -218,22 +294,40 @@ def _run_set(args: argparse.Namespace, options: Options) -> int:
         taxonomy = load_taxonomy(Path(args.file))
     except MappingFileError as exc:
         return _error("taxonomy set", str(exc))
+    scope = _scope("taxonomy set", args.tenant)
+    if scope is None:
+        return 2
     store = _open_store("taxonomy set", options)
     if store is None:
         return 2
     try:
-        row = _taxonomy_row(taxonomy, datetime.now(UTC))
+        row = _taxonomy_row(taxonomy, datetime.now(UTC), scope)
         store.set_mapping(row)
+        own = sorted({t for f, t in store.active_mappings() if f == row.function} - {scope, "*"})
     finally:
         store.close()
-    print(
-        f"active taxonomy {row.version}: new results go through it;"
-        " `tagfleet retag FUNCTION` redraws the stored ones"
-    )
+    if args.tenant:
+        print(
+            f"active taxonomy {row.version} of tenant {args.tenant}: its new results go through"
+            f" it; `tagfleet retag FUNCTION --tenant {args.tenant}` redraws the stored ones"
+        )
+    else:
+        print(
+            f"active taxonomy {row.version}: new results go through it;"
+            " `tagfleet retag FUNCTION` redraws the stored ones"
+        )
+        if own:
+            print(
+                "tagfleet taxonomy set: these tenants keep their own taxonomy: " + ", ".join(own),
+                file=sys.stderr,
+            )
     return 0
 
 
 def _run_show(args: argparse.Namespace, options: Options) -> int:
+    scope = _scope("taxonomy show", args.tenant)
+    if scope is None:
+        return 2
     store = _open_store("taxonomy show", options)
     if store is None:
         return 2
@@ -241,14 +335,18 @@ def _run_show(args: argparse.Namespace, options: Options) -> int:
         rows = store.active_mappings()
     finally:
         store.close()
+    # what applies to the tenant: its own rows, the default's where it has none
+    chosen = {f: m for (f, t), m in rows.items() if t == "*"}
+    chosen.update({f: m for (f, t), m in rows.items() if t == scope})
     doc = {
         name: {
             "version": m.version,
             "set_at": m.set_at.isoformat(),
+            "tenant": m.tenant,
             **({"taxonomy": m.taxonomy} if m.taxonomy is not None else {}),
             **({"thresholds": m.thresholds} if m.thresholds else {}),
         }
-        for name, m in sorted(rows.items())
+        for name, m in sorted(chosen.items())
     }
     print(json.dumps(doc, indent=2))
     return 0
@@ -257,12 +355,17 @@ def _run_show(args: argparse.Namespace, options: Options) -> int:
 def _run_clear(args: argparse.Namespace, options: Options) -> int:
     from consumers.store.tagsets import TAXONOMY_SCOPE
 
+    scope = _scope("taxonomy clear", args.tenant)
+    if scope is None:
+        return 2
     store = _open_store("taxonomy clear", options)
     if store is None:
         return 2
     try:
-        had = store.clear_mapping(TAXONOMY_SCOPE)
+        had = store.clear_mapping(TAXONOMY_SCOPE, scope)
     finally:
         store.close()
-    print("active taxonomy cleared" if had else "no active taxonomy")
+    whose = f"tenant {args.tenant}'s own taxonomy" if args.tenant else "active taxonomy"
+    then = " (it gets the default's)" if args.tenant else ""
+    print(f"{whose} cleared{then}" if had else f"no {whose}")
     return 0

@@ -78,6 +78,7 @@ def retag(
     thresholds: Mapping[str, float],
     taxonomy: Taxonomy | None,
     tenant: str | None = None,
+    skip_tenants: frozenset[str] = frozenset(),
     producer: RecordProducer | None = None,
     results_topic: str = "",
     batch_size: int = 2000,
@@ -87,8 +88,9 @@ def retag(
     retry_s: float = RETRY_S,
 ) -> RetagReport:
     """Draw ``function``'s tags again from its stored results at ``thresholds`` through
-    ``taxonomy`` (one tenant or all), write them with their provenance and publish a result
-    event per asset whose effective tags changed (module doc). No model is loaded.
+    ``taxonomy`` (one tenant, or all but ``skip_tenants``), write them with their provenance
+    and publish a result event per asset whose effective tags changed (module doc). No model
+    is loaded.
 
     A transient fault (the database restarting, the broker away) is retried, the page again
     from its read, for up to ``retry_s`` seconds per fault; then the ``TransientError`` (as
@@ -108,6 +110,8 @@ def retag(
             events: dict[str, bytes] = {}
             now = clock()
             for stored in page:
+                if stored.tenant in skip_tenants:
+                    continue
                 new = with_tag_set(stored.result, thresholds, taxonomy, version, SOURCE)
                 entries = tag_entries(new)
                 new_keys = [tag_key(e["label"], e["score"], _box(e)) for e in entries]
@@ -122,7 +126,7 @@ def retag(
                     old_keys, stored.decisions
                 ):
                     events[stored.asset_id] = _event(stored, function, new, now)
-            report.scanned += len(page)
+            report.scanned += sum(1 for s in page if s.tenant not in skip_tenants)
             if writes and not dry_run:
 
                 def publish(written: set[str], events: dict[str, bytes] = events) -> None:

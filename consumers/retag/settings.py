@@ -40,7 +40,9 @@ class RetagOptions(BaseSettings):
         " (an earlier retag's)",
     )
     tenant: str | None = Field(
-        None, description="redraw only this tenant's assets (unset: every tenant)"
+        None,
+        description="redraw only this tenant's assets and make the mapping its own, over the"
+        " default (unset: the default of every tenant; tenants with their own keep it)",
     )
     dry_run: bool = Field(
         False, description="report what would change; write, activate and publish nothing"

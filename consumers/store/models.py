@@ -174,12 +174,14 @@ class Tag(SourceColumns, Base):
 
 class TagMapping(Base):
     """An active mapping (docs/library.md, "Retag and taxonomy"): per function, the
-    thresholds retag set; under ``*``, the taxonomy every function's tags go through. The
+    thresholds retag set; under ``*``, the taxonomy every function's tags go through. Each
+    per tenant: the ``*`` tenant's row is every tenant's without a row of its own. The
     consumer applies them when it writes; ``version`` is their content hash."""
 
     __tablename__ = "tag_mappings"
 
     function: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    tenant: Mapped[str] = mapped_column(sa.Text, primary_key=True, default="*", server_default="*")
     taxonomy: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     thresholds: Mapped[dict[str, float]] = mapped_column(JSONType)
     version: Mapped[str] = mapped_column(sa.Text)

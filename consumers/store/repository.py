@@ -335,20 +335,23 @@ class TagStore:
                 before_commit(written)
             return written
 
-    def active_mappings(self) -> dict[str, ActiveMapping]:
-        """The active mappings by function (the taxonomy under ``"*"``)."""
+    def active_mappings(self) -> dict[tuple[str, str], ActiveMapping]:
+        """The active mappings by (function, tenant) (the taxonomy under function ``"*"``,
+        every tenant's default under tenant ``"*"``)."""
         with translate_errors("active_mappings"), self.engine.connect() as conn:
             return tagsets.active_mappings(conn)
 
     def set_mapping(self, mapping: ActiveMapping) -> None:
-        """Make ``mapping`` the active one of its function (or the taxonomy, ``"*"``)."""
+        """Make ``mapping`` the active one of its function (or the taxonomy, ``"*"``) for its
+        tenant (``"*"``: every tenant without its own)."""
         with translate_errors("set_mapping"), self._writer.begin() as conn:
             tagsets.set_mapping(conn, mapping)
 
-    def clear_mapping(self, function: str) -> bool:
-        """Drop the active mapping of ``function`` (``"*"``: the taxonomy); whether one was."""
+    def clear_mapping(self, function: str, tenant: str = "*") -> bool:
+        """Drop the active mapping of ``function`` (``"*"``: the taxonomy) for ``tenant``
+        (``"*"``: the default); whether one was."""
         with translate_errors("clear_mapping"), self._writer.begin() as conn:
-            return tagsets.clear_mapping(conn, function)
+            return tagsets.clear_mapping(conn, function, tenant)
 
     def labelled_results(
         self, function: str, tenant: str | None

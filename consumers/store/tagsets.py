@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from consumers.store.models import assets, function_results, human_labels, tag_mappings, tags
 
 TAXONOMY_SCOPE = "*"  # the tag_mappings row of the taxonomy every function goes through
+ALL_TENANTS = "*"  # the tag_mappings rows of every tenant without rows of its own
 
 StoredTag = tuple[str, float, tuple[float, ...] | None]  # label, score, box
 
@@ -43,13 +44,15 @@ class StoredResult:
 
 @dataclass(frozen=True, slots=True)
 class ActiveMapping:
-    """One ``tag_mappings`` row."""
+    """One ``tag_mappings`` row: ``tenant`` :data:`ALL_TENANTS` is the default of every
+    tenant without a row of its own for ``function``."""
 
     function: str
     taxonomy: dict[str, Any] | None
     thresholds: dict[str, float]
     version: str
     set_at: datetime
+    tenant: str = ALL_TENANTS
 
 
 def read_results(
@@ -216,18 +219,22 @@ def _insert_tags(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
     )
 
 
-def active_mappings(conn: sa.Connection) -> dict[str, ActiveMapping]:
-    """Every ``tag_mappings`` row by function (the taxonomy under :data:`TAXONOMY_SCOPE`)."""
+def active_mappings(conn: sa.Connection) -> dict[tuple[str, str], ActiveMapping]:
+    """Every ``tag_mappings`` row by (function, tenant) (the taxonomy under
+    :data:`TAXONOMY_SCOPE`, the default of every tenant under :data:`ALL_TENANTS`)."""
     return {
-        r.function: ActiveMapping(r.function, r.taxonomy, dict(r.thresholds), r.version, r.set_at)
+        (r.function, r.tenant): ActiveMapping(
+            r.function, r.taxonomy, dict(r.thresholds), r.version, r.set_at, r.tenant
+        )
         for r in conn.execute(sa.select(tag_mappings))
     }
 
 
 def set_mapping(conn: sa.Connection, mapping: ActiveMapping) -> None:
-    """Insert or replace one ``tag_mappings`` row."""
+    """Insert or replace one ``tag_mappings`` row (its key: function and tenant)."""
     row = {
         "function": mapping.function,
+        "tenant": mapping.tenant,
         "taxonomy": mapping.taxonomy,
         "thresholds": mapping.thresholds,
         "version": mapping.version,
@@ -240,16 +247,19 @@ def set_mapping(conn: sa.Connection, mapping: ActiveMapping) -> None:
     )
     conn.execute(
         stmt.on_conflict_do_update(
-            index_elements=[tag_mappings.c.function],
-            set_={k: stmt.excluded[k] for k in row if k != "function"},
+            index_elements=[tag_mappings.c.function, tag_mappings.c.tenant],
+            set_={k: stmt.excluded[k] for k in row if k not in ("function", "tenant")},
         ),
         [row],
     )
 
 
-def clear_mapping(conn: sa.Connection, function: str) -> bool:
+def clear_mapping(conn: sa.Connection, function: str, tenant: str = ALL_TENANTS) -> bool:
     """Delete one ``tag_mappings`` row; whether there was one."""
-    deleted = conn.execute(sa.delete(tag_mappings).where(tag_mappings.c.function == function))
+    m = tag_mappings.c
+    deleted = conn.execute(
+        sa.delete(tag_mappings).where(m.function == function, m.tenant == tenant)
+    )
     return bool(deleted.rowcount)
 
 

@@ -400,7 +400,7 @@ def test_target_precision_calibrates_on_peoples_labels_in_the_store(
     assert "red: threshold 0.6200 (precision 1.000 on its labels)" in err
     assert "blue: threshold kept: 2 present and 0 absent labels; 5 of each needed" in err
     store = TagStore(sqlite_url)
-    assert store.active_mappings()["colours"].thresholds == {"red": 0.62}
+    assert store.active_mappings()[("colours", "*")].thresholds == {"red": 0.62}
     store.close()
     red = {
         a for a, rows in _stored_tags(sqlite_url, "colours").items() for r in rows if r[0] == "red"
@@ -477,3 +477,106 @@ def test_a_restart_of_the_store_during_a_run_is_waited_out() -> None:
     )
     assert store.written == ["a1", "a2"] and report.changed == 2
     assert [r.key for r in producer.records] == [b"a1", b"a2"]  # the failed write sent none
+
+
+def _colours(url: str) -> dict[str, list[tuple[str, str | None]]]:
+    """colours' stored tag rows by asset: (label, mapping version)."""
+    return {a: [(r[0], r[4]) for r in rows] for a, rows in _stored_tags(url, "colours").items()}
+
+
+def _expected(scores: dict[str, float], limits: dict[str, float], drop: set[str]) -> list[str]:
+    return sorted(
+        label
+        for label, s in scores.items()
+        if s >= limits.get(label, limits.get("*", OLD)) and label not in drop
+    )
+
+
+def test_a_tenants_mapping_is_its_own(
+    store_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """retag --tenant a changes a's tags and what the write stage applies to a's new results;
+    b's stored tags and new results keep the default mapping; taxonomy show per tenant."""
+    from consumers.retag.active import ActiveMappings
+
+    scores = {"red": 0.6, "blue": 0.4, "green": 0.2, "cat": 0.8}
+    tenant_of = {0: "a", 1: "a", 2: "b", 3: "b"}
+    store = TagStore(store_url)
+    store.upgrade()
+    store.save([_asset(i, scores, tenant) for i, tenant in tenant_of.items()])
+    store.close()
+    ids = {t: {f"s3://lib/{i:03d}.jpg" for i, x in tenant_of.items() if x == t} for t in "ab"}
+    monkeypatch.setenv("TAGFLEET_STORE", store_url)
+    _no_model(monkeypatch)
+    quiet = ["--results-topic", "", "--no-progress"]
+
+    # the default for every tenant
+    assert main(["retag", "colours", "--threshold", "blue=0.35", *quiet]) == 0
+    default = {"blue": 0.35}
+    default_version = mapping_version(None, default)
+    want_default = [(t, default_version) for t in _expected(scores, default, set())]
+    assert _colours(store_url) == {a: want_default for a in ids["a"] | ids["b"]}
+
+    # tenant a's own thresholds and taxonomy: a's tags change, b's do not
+    (tmp_path / "a.yaml").write_text("drop: [cat]\n")
+    argv = ["retag", "colours", "--tenant", "a", "--threshold", "red=0.7"]
+    assert main([*argv, "--taxonomy", str(tmp_path / "a.yaml"), *quiet]) == 0
+    mine = {"blue": 0.35, "red": 0.7}  # the default's, then its own
+    a_version = mapping_version(load_taxonomy(tmp_path / "a.yaml"), mine)
+    want_a = [(t, a_version) for t in _expected(scores, mine, {"cat"})]
+    assert want_a != want_default  # the test is not vacuous
+    stored = _colours(store_url)
+    assert {a: stored[a] for a in ids["a"]} == dict.fromkeys(ids["a"], want_a)
+    assert {a: stored[a] for a in ids["b"]} == dict.fromkeys(ids["b"], want_default)
+    store = TagStore(store_url)
+    rows = store.active_mappings()
+    assert set(rows) == {("colours", "*"), ("colours", "a"), ("*", "a")}
+    assert rows[("colours", "*")].thresholds == default
+    assert rows[("colours", "a")].thresholds == mine
+
+    # the write stage's mapping (consumers.stages.write.Storer) on new results of each tenant
+    mappings = ActiveMappings(store.active_mappings)
+    mappings.refresh()
+    new = [_asset(10, scores, "a"), _asset(11, scores, "b"), _asset(12, scores, "default")]
+    store.save([mappings.apply(r) for r in new])
+    store.close()
+    stored = _colours(store_url)
+    assert stored["s3://lib/010.jpg"] == want_a
+    assert stored["s3://lib/011.jpg"] == want_default
+    assert stored["s3://lib/012.jpg"] == want_default
+
+    # taxonomy show: what applies to each tenant, each row naming whose it is
+    capsys.readouterr()
+    assert main(["taxonomy", "show", "--tenant", "a"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["*"]["tenant"] == "a" and shown["*"]["taxonomy"]["drop"] == ["cat"]
+    assert shown["colours"]["tenant"] == "a" and shown["colours"]["thresholds"] == mine
+    for tenant in (["--tenant", "b"], []):
+        assert main(["taxonomy", "show", *tenant]) == 0
+        shown = json.loads(capsys.readouterr().out)
+        assert set(shown) == {"colours"}
+        assert shown["colours"]["tenant"] == "*" and shown["colours"]["thresholds"] == default
+
+    # a new default: tenants with rows of their own keep them, are named, redrawn with them
+    assert main(["retag", "colours", "--threshold", "green=0.1", *quiet]) == 0
+    err = capsys.readouterr().err
+    assert "tenant 'a' keeps its own thresholds and taxonomy" in err
+    default2 = {"blue": 0.35, "green": 0.1}
+    want_default2 = [
+        (t, mapping_version(None, default2)) for t in _expected(scores, default2, set())
+    ]
+    stored = _colours(store_url)
+    assert {a: stored[a] for a in ids["a"]} == dict.fromkeys(ids["a"], want_a)
+    assert {a: stored[a] for a in ids["b"]} == dict.fromkeys(ids["b"], want_default2)
+
+    # a's taxonomy cleared: it gets the default's (none), its thresholds stay
+    assert main(["taxonomy", "clear", "--tenant", "a"]) == 0
+    assert "tenant a's own taxonomy cleared" in capsys.readouterr().out
+    assert main(["taxonomy", "show", "--tenant", "a"]) == 0
+    assert set(json.loads(capsys.readouterr().out)) == {"colours"}
+    assert main(["taxonomy", "clear", "--tenant", "*"]) == 2
+    assert main(["retag", "colours", "--tenant", "*", *quiet]) == 2
+    assert "is the default's; leave --tenant out" in capsys.readouterr().err

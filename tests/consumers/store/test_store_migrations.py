@@ -29,7 +29,7 @@ def _tables(url: str) -> set[str]:
 def test_packaged_scripts_are_found() -> None:
     assert (migrate.MIGRATIONS_DIR / "env.py").is_file()
     assert (migrate.MIGRATIONS_DIR / "script.py.mako").is_file()
-    assert migrate.head() == "0006"
+    assert migrate.head() == "0007"
 
 
 def test_upgrade_from_empty_down_to_base_and_up_again(store_url: str) -> None:
