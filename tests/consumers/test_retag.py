@@ -305,14 +305,18 @@ def test_the_consumer_applies_the_active_mapping_when_it_writes(
     )
     store = TagStore(store_url)
     store.upgrade()
-    # a threshold for colours' labels, as retag sets (every score is a tag)
+    # a threshold for colours' labels, as retag sets (every score is a tag); tenant b's own
+    # (every score but red's), as retag --tenant b sets
     store.set_mapping(ActiveMapping("colours", None, {"*": 0.0}, "x", datetime.now(UTC)))
+    b_limits = {"*": 0.0, "red": 1.0}
+    store.set_mapping(ActiveMapping("colours", None, b_limits, "y", datetime.now(UTC), "b"))
     store.close()
     assert main(["taxonomy", "set", str(taxonomy), "--store", store_url]) == 0
     bucket = new_bucket()
-    keys = upload_images(s3, bucket, 4)
+    keys = upload_images(s3, bucket, 6)
     topic, results = new_topic(partitions=1), new_topic(partitions=1)
-    produce(kafka_bootstrap, topic, [native_event(bucket, k) for k in keys])
+    tenant_of = {k: "b" if i >= 4 else "acme" for i, k in enumerate(keys)}
+    produce(kafka_bootstrap, topic, [native_event(bucket, k, tenant=tenant_of[k]) for k in keys])
     group = f"g-{topic}"
     consumer = ConsumerProcess(
         tmp_path / "consumer.log",
@@ -338,16 +342,23 @@ def test_the_consumer_applies_the_active_mapping_when_it_writes(
     assert code == 0, consumer.logs()[-3000:]
 
     expand = load_taxonomy(taxonomy).expand
-    version = mapping_version(load_taxonomy(taxonomy), {"*": 0.0})
+    versions = {
+        "acme": mapping_version(load_taxonomy(taxonomy), {"*": 0.0}),
+        "b": mapping_version(load_taxonomy(taxonomy), b_limits),
+    }
     stored = _stored_tags(store_url, "colours")
-    events = [json.loads(r.value) for r in read_topic(kafka_bootstrap, results, expected=4)]
+    events = [json.loads(r.value) for r in read_topic(kafka_bootstrap, results, expected=6)]
     assert {e["asset_id"] for e in events} == {f"s3://{bucket}/{k}" for k in keys}
     for event in events:
         result = event["functions"]["colours"]
+        tenant = event["tenant"]
+        version = versions[tenant]
         want: list[str] = []
         for label, _ in sorted(result["scores"].items(), key=lambda kv: -kv[1]):
+            if tenant == "b" and label == "red":
+                continue  # b's own threshold; acme's results keep the default's
             want += [t for t in expand(label) if t not in want]
-        assert "colour" in want and ("rouge" in want) == ("red" in want)
+        assert "colour" in want and ("rouge" in want) == (tenant == "acme" and "red" in want)
         assert [t["label"] for t in result["tag_set"]["tags"]] == want  # published
         assert result["tag_set"]["mapping_version"] == version
         rows = stored[event["asset_id"]]  # and stored
