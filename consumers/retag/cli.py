@@ -21,7 +21,10 @@ calibrated on people's labels) and/or a taxonomy (--taxonomy FILE: model labels 
 synonyms, parents, dropped labels). The new tag set is written with its provenance (tag_source
 retag, mapping_version: the content hash of the taxonomy and thresholds), the mapping becomes
 the active one (the consumer applies it to new results), and a result event is published for
-every asset whose effective tags changed, and only those. docs/library.md, "Retag and taxonomy".
+every asset whose effective tags changed, and only those. With --tenant only that tenant's
+assets are redrawn and the mapping becomes its own (other tenants keep theirs); without it,
+the default of every tenant is set, and tenants with their own keep it (named on stderr, their
+assets redrawn with it). docs/library.md, "Retag and taxonomy".
 """
 
 
@@ -273,7 +276,7 @@ def _add_tenant(parser: argparse.ArgumentParser, what: str) -> None:
         "--tenant",
         default=None,
         metavar="TENANT",
-        help=f"{what} (unset: the default, every tenant without a taxonomy of its own)",
+        help=f"{what} (unset: the default, of every tenant without its own)",
     )
 
 
