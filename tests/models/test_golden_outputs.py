@@ -11,7 +11,8 @@ import json
 from typing import Any
 
 import pytest
-from golden_fleet import GOLDEN, golden_predictions
+
+from tests.models.golden_fleet import GOLDEN, golden_predictions
 
 # zero-shot head weights come from float text embeddings, so their content-hash versions may
 # differ in the last bit across CPUs; the seeded "size" head's version is compared exactly
