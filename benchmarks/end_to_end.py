@@ -76,16 +76,21 @@ def stored_assets(url: str) -> int:
 
 
 class Topics:
-    """Unique input, results and DLQ topics, deleted afterwards."""
+    """Unique input, results and DLQ topics (and with ``backfill`` the input's backfill lane,
+    ``<input>.backfill``), deleted afterwards."""
 
-    def __init__(self, bootstrap: str, rid: str, partitions: int) -> None:
+    def __init__(self, bootstrap: str, rid: str, partitions: int, backfill: bool = False) -> None:
         from kafka.admin import KafkaAdminClient, NewTopic
 
         self.admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         self.names = {k: f"bench-{rid}-{k}" for k in ("assets", "tags", "dlq")}
+        inputs = ["assets"]
+        if backfill:
+            self.names["backfill"] = f"{self.names['assets']}.backfill"
+            inputs.append("backfill")
         self.admin.create_topics(
             [
-                NewTopic(self.names["assets"], partitions, 1),
+                *(NewTopic(self.names[k], partitions, 1) for k in inputs),
                 NewTopic(self.names["tags"], 4, 1),
                 NewTopic(self.names["dlq"], 1, 1),
             ]
@@ -162,9 +167,9 @@ def run(args: argparse.Namespace, assets: list[Asset], fleet: Path) -> dict[str,
                 offered_rate=args.rate,
                 results=len(ages),
                 latency_s={
-                    "p50": _pct(ages, 50),
-                    "p95": _pct(ages, 95),
-                    "p99": _pct(ages, 99),
+                    "p50": pct(ages, 50),
+                    "p95": pct(ages, 95),
+                    "p99": pct(ages, 99),
                     "mean": statistics.fmean(ages),
                 },
             )
@@ -205,7 +210,8 @@ def _peaks(peaks: list[float], consumers: list[Any]) -> list[float]:
     return [max(p, tree_peak_mb(c.proc.pid) or 0) for p, c in zip(peaks, consumers, strict=True)]
 
 
-def _pct(values: list[float], q: float) -> float:
+def pct(values: list[float], q: float) -> float:
+    """The ``q``-th percentile of sorted ``values`` (nearest rank)."""
     return values[min(len(values) - 1, max(0, round(q / 100 * len(values)) - 1))]
 
 

@@ -32,42 +32,10 @@ from benchmarks.common import (
     run_id,
     write_results,
 )
-from benchmarks.end_to_end import committed, database, events
+from benchmarks.end_to_end import Topics, committed, database, events, pct
 from benchmarks.stack import stack_env
 
 LOGS = REPO / "var" / "bench" / "logs"
-
-
-class LaneTopics:
-    """Unique upload, backfill, results and DLQ topics, deleted afterwards."""
-
-    def __init__(self, bootstrap: str, rid: str, partitions: int) -> None:
-        from kafka.admin import KafkaAdminClient, NewTopic
-
-        self.admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-        base = f"bench-{rid}-assets"
-        self.names = {
-            "assets": base,
-            "backfill": f"{base}.backfill",
-            "tags": f"bench-{rid}-tags",
-            "dlq": f"bench-{rid}-dlq",
-        }
-        self.admin.create_topics(
-            [
-                NewTopic(self.names["assets"], partitions, 1),
-                NewTopic(self.names["backfill"], partitions, 1),
-                NewTopic(self.names["tags"], 4, 1),
-                NewTopic(self.names["dlq"], 1, 1),
-            ]
-        )
-
-    def delete(self) -> None:
-        self.admin.delete_topics(list(self.names.values()))
-        self.admin.close()
-
-
-def _pct(values: list[float], q: float) -> float:
-    return values[min(len(values) - 1, max(0, round(q / 100 * len(values)) - 1))]
 
 
 def _send_uploads(
@@ -99,7 +67,7 @@ def run(
     env = stack_env()
     bootstrap = env["TAGFLEET_BOOTSTRAP_SERVERS"]
     rid = run_id()
-    topics = LaneTopics(bootstrap, rid, args.partitions)
+    topics = Topics(bootstrap, rid, args.partitions, backfill=True)
     group = f"bench-{rid}"
     LOGS.mkdir(parents=True, exist_ok=True)
     extra = {f"TAGFLEET_{k.upper()}": v for k, v in (s.split("=", 1) for s in args.setting)}
@@ -153,9 +121,9 @@ def run(
             uploads=len(uploads),
             upload_results=len(ages),
             latency_s={
-                "p50": _pct(ages, 50),
-                "p95": _pct(ages, 95),
-                "p99": _pct(ages, 99),
+                "p50": pct(ages, 50),
+                "p95": pct(ages, 95),
+                "p99": pct(ages, 99),
                 "mean": statistics.fmean(ages),
             },
             seconds=elapsed,
