@@ -290,6 +290,15 @@ def _scope(command: str, tenant: str | None) -> str | None:
     return tenant or ALL_TENANTS
 
 
+def _scoped_store(command: str, tenant: str | None, options: Options) -> tuple[str, Any] | None:
+    """The ``--tenant`` scope and the open store; None (the reason printed) when either fails."""
+    scope = _scope(command, tenant)
+    if scope is None:
+        return None
+    store = _open_store(command, options)
+    return None if store is None else (scope, store)
+
+
 def _run_set(args: argparse.Namespace, options: Options) -> int:
     from consumers.retag.taxonomy import MappingFileError, load_taxonomy
 
@@ -297,12 +306,10 @@ def _run_set(args: argparse.Namespace, options: Options) -> int:
         taxonomy = load_taxonomy(Path(args.file))
     except MappingFileError as exc:
         return _error("taxonomy set", str(exc))
-    scope = _scope("taxonomy set", args.tenant)
-    if scope is None:
+    opened = _scoped_store("taxonomy set", args.tenant, options)
+    if opened is None:
         return 2
-    store = _open_store("taxonomy set", options)
-    if store is None:
-        return 2
+    scope, store = opened
     try:
         row = _taxonomy_row(taxonomy, datetime.now(UTC), scope)
         store.set_mapping(row)
@@ -328,12 +335,10 @@ def _run_set(args: argparse.Namespace, options: Options) -> int:
 
 
 def _run_show(args: argparse.Namespace, options: Options) -> int:
-    scope = _scope("taxonomy show", args.tenant)
-    if scope is None:
+    opened = _scoped_store("taxonomy show", args.tenant, options)
+    if opened is None:
         return 2
-    store = _open_store("taxonomy show", options)
-    if store is None:
-        return 2
+    scope, store = opened
     try:
         rows = store.active_mappings()
     finally:
@@ -358,12 +363,10 @@ def _run_show(args: argparse.Namespace, options: Options) -> int:
 def _run_clear(args: argparse.Namespace, options: Options) -> int:
     from consumers.store.tagsets import TAXONOMY_SCOPE
 
-    scope = _scope("taxonomy clear", args.tenant)
-    if scope is None:
+    opened = _scoped_store("taxonomy clear", args.tenant, options)
+    if opened is None:
         return 2
-    store = _open_store("taxonomy clear", options)
-    if store is None:
-        return 2
+    scope, store = opened
     try:
         had = store.clear_mapping(TAXONOMY_SCOPE, scope)
     finally:
